@@ -1,0 +1,591 @@
+//! Settings, read once at start from environment variables.
+//!
+//! The names of the original `rancher-autoredeploy` are kept exactly. Values are read with
+//! [`envy`] from any iterator of pairs, so tests inject them instead of touching the process
+//! environment. Every bad value is an error that names the variable and says what it expected.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// Everything autoredeploy needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the webhook server listens on (`BIND_ADDRESS`).
+    pub bind_address: IpAddr,
+    /// Port the webhook server listens on (`BIND_PORT`).
+    pub bind_port: u16,
+    /// The secret a webhook must present as `?key=` (`DOCKER_HUB_KEY`).
+    pub webhook_key: SecretString,
+    /// How to reach Rancher.
+    pub rancher: RancherSettings,
+    /// Which services a push upgrades.
+    pub matching: MatchSettings,
+    /// How each upgrade is driven.
+    pub upgrade: UpgradeSettings,
+    /// How many accepted pushes may wait for a worker (`AUTOREDEPLOY_QUEUE_SIZE`).
+    pub queue_size: usize,
+    /// How long running upgrades may go on after a shutdown signal
+    /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
+    pub shutdown_grace: Duration,
+    /// Log line format (`AUTOREDEPLOY_LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+/// Connection to the Rancher API.
+#[derive(Debug, Clone)]
+pub struct RancherSettings {
+    /// API base, ending in `/v1` or `/v2-beta`.
+    pub api_base: Url,
+    /// The service collection to list and upgrade: `<base>/projects/<id>/services` or
+    /// `<base>/services` for an environment-scoped key.
+    pub services_url: Url,
+    /// API access key, sent as the Basic auth user name.
+    pub access_key: String,
+    /// API secret key, sent as the Basic auth password; never logged.
+    pub secret_key: SecretString,
+    /// Bound on every single request to Rancher (`RANCHER_REQUEST_TIMEOUT_S`).
+    pub request_timeout: Duration,
+}
+
+/// The opt-in rule.
+#[derive(Debug, Clone)]
+pub struct MatchSettings {
+    /// Upgrade matching services that carry no label (`RANCHER_AUTOREDEPLOY_DEFAULT`).
+    pub default_opt_in: bool,
+    /// The per-service label that opts in (`"true"`) or out (`"false"`)
+    /// (`RANCHER_AUTOREDEPLOY_LABEL_NAME`).
+    pub label_name: String,
+}
+
+/// How Rancher's in-service upgrade is requested and followed.
+#[derive(Debug, Clone)]
+pub struct UpgradeSettings {
+    /// Containers replaced at a time (`RANCHER_UPGRADE_BATCH_SIZE`).
+    pub batch_size: u32,
+    /// Pause between batches, in milliseconds (`RANCHER_UPGRADE_INTERVAL_MS`).
+    pub interval_ms: u32,
+    /// Start the new container before stopping the old one (`RANCHER_UPGRADE_START_FIRST`).
+    pub start_first: bool,
+    /// How often a transitioning service is polled (`RANCHER_UPGRADE_POLL_MS`).
+    pub poll_interval: Duration,
+    /// Bound on each wait for a transition to end (`RANCHER_UPGRADE_TIMEOUT_S`).
+    pub timeout: Duration,
+    /// Call `finishupgrade` once the service is `upgraded` (`RANCHER_FINISH_UPGRADE`).
+    pub finish: bool,
+    /// How many services are upgraded at the same time
+    /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
+    pub max_concurrent: usize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A setting that is missing or malformed. The message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn invalid(variable: &str, expected: &str, value: &str) -> Self {
+        Self(format!("{variable} must be {expected}, got `{value}`"))
+    }
+}
+
+/// The environment as strings and numbers, before validation. Field names are the variable
+/// names in lower case, which is how `envy` maps them.
+#[derive(Deserialize)]
+struct RawSettings {
+    bind_address: Option<String>,
+    bind_port: Option<String>,
+    rancher_host: Option<String>,
+    rancher_project_id: Option<String>,
+    rancher_api_key: Option<String>,
+    rancher_api_secret: Option<SecretString>,
+    cattle_url: Option<String>,
+    cattle_access_key: Option<String>,
+    cattle_secret_key: Option<SecretString>,
+    rancher_autoredeploy_default: Option<String>,
+    rancher_autoredeploy_label_name: Option<String>,
+    docker_hub_key: Option<SecretString>,
+    rancher_upgrade_batch_size: Option<String>,
+    rancher_upgrade_interval_ms: Option<String>,
+    rancher_upgrade_start_first: Option<String>,
+    rancher_upgrade_poll_ms: Option<String>,
+    rancher_upgrade_timeout_s: Option<String>,
+    rancher_finish_upgrade: Option<String>,
+    rancher_request_timeout_s: Option<String>,
+    autoredeploy_max_concurrent_upgrades: Option<String>,
+    autoredeploy_queue_size: Option<String>,
+    autoredeploy_shutdown_grace_s: Option<String>,
+    autoredeploy_log_format: Option<String>,
+}
+
+/// The label the original program used; kept so existing services keep their meaning.
+pub const DEFAULT_LABEL_NAME: &str = "tech.manas.service.autoredeploy";
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the settings from `(name, value)` pairs. Empty values count as unset.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let raw: RawSettings = envy::from_iter(vars.into_iter().filter(|(_, v)| !v.is_empty()))
+            .map_err(|err| ConfigError(err.to_string()))?;
+        raw.validate()
+    }
+
+    /// The socket address to listen on.
+    pub fn listen_address(&self) -> std::net::SocketAddr {
+        (self.bind_address, self.bind_port).into()
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let webhook_key = match self.docker_hub_key {
+            Some(key) if !key.expose_secret().trim().is_empty() => key,
+            _ => {
+                return Err(ConfigError(
+                    "DOCKER_HUB_KEY is required: the secret Docker Hub sends as ?key= \
+                     (generate one with `openssl rand -hex 32`)"
+                        .into(),
+                ));
+            }
+        };
+        let rancher = rancher_settings(
+            RancherVars {
+                host: self.rancher_host,
+                api_key: self.rancher_api_key,
+                api_secret: self.rancher_api_secret,
+                cattle_url: self.cattle_url,
+                cattle_access_key: self.cattle_access_key,
+                cattle_secret_key: self.cattle_secret_key,
+            },
+            self.rancher_project_id,
+            parse_or(
+                "RANCHER_REQUEST_TIMEOUT_S",
+                self.rancher_request_timeout_s,
+                30,
+                1..=3600,
+            )?,
+        )?;
+        let upgrade = UpgradeSettings {
+            batch_size: parse_or(
+                "RANCHER_UPGRADE_BATCH_SIZE",
+                self.rancher_upgrade_batch_size,
+                1,
+                1..=10_000,
+            )?,
+            interval_ms: parse_or(
+                "RANCHER_UPGRADE_INTERVAL_MS",
+                self.rancher_upgrade_interval_ms,
+                2000,
+                100..=86_400_000,
+            )?,
+            start_first: parse_bool(
+                "RANCHER_UPGRADE_START_FIRST",
+                self.rancher_upgrade_start_first,
+                false,
+            )?,
+            poll_interval: Duration::from_millis(parse_or(
+                "RANCHER_UPGRADE_POLL_MS",
+                self.rancher_upgrade_poll_ms,
+                1000,
+                10..=600_000,
+            )?),
+            timeout: Duration::from_secs(parse_or(
+                "RANCHER_UPGRADE_TIMEOUT_S",
+                self.rancher_upgrade_timeout_s,
+                600,
+                1..=86_400,
+            )?),
+            finish: parse_bool("RANCHER_FINISH_UPGRADE", self.rancher_finish_upgrade, true)?,
+            max_concurrent: parse_or(
+                "AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES",
+                self.autoredeploy_max_concurrent_upgrades,
+                16,
+                1..=1024,
+            )?,
+        };
+        let bind_address = match self.bind_address {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(value) => value.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "BIND_ADDRESS",
+                    "an IP address such as 0.0.0.0 or ::",
+                    &value,
+                )
+            })?,
+        };
+        let log_format = match self.autoredeploy_log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "AUTOREDEPLOY_LOG_FORMAT",
+                    "`text` or `json`",
+                    other,
+                ));
+            }
+        };
+        let label_name = self
+            .rancher_autoredeploy_label_name
+            .unwrap_or_else(|| DEFAULT_LABEL_NAME.to_owned());
+        Ok(Settings {
+            bind_address,
+            bind_port: parse_or("BIND_PORT", self.bind_port, 8080, 0..=u16::MAX)?,
+            webhook_key,
+            rancher,
+            matching: MatchSettings {
+                default_opt_in: parse_bool(
+                    "RANCHER_AUTOREDEPLOY_DEFAULT",
+                    self.rancher_autoredeploy_default,
+                    true,
+                )?,
+                label_name,
+            },
+            upgrade,
+            queue_size: parse_or(
+                "AUTOREDEPLOY_QUEUE_SIZE",
+                self.autoredeploy_queue_size,
+                1024,
+                1..=1_000_000,
+            )?,
+            shutdown_grace: Duration::from_secs(parse_or(
+                "AUTOREDEPLOY_SHUTDOWN_GRACE_S",
+                self.autoredeploy_shutdown_grace_s,
+                30,
+                0..=3600,
+            )?),
+            log_format,
+        })
+    }
+}
+
+/// The Rancher-related variables, with the `CATTLE_*` ones Rancher injects into a container
+/// that carries the agent-role labels.
+struct RancherVars {
+    host: Option<String>,
+    api_key: Option<String>,
+    api_secret: Option<SecretString>,
+    cattle_url: Option<String>,
+    cattle_access_key: Option<String>,
+    cattle_secret_key: Option<SecretString>,
+}
+
+fn rancher_settings(
+    vars: RancherVars,
+    project_id: Option<String>,
+    request_timeout_s: u64,
+) -> Result<RancherSettings, ConfigError> {
+    let (host_variable, host) = match (vars.host, vars.cattle_url) {
+        (Some(host), _) => ("RANCHER_HOST", host),
+        (None, Some(url)) => ("CATTLE_URL", url),
+        (None, None) => {
+            return Err(ConfigError(
+                "RANCHER_HOST is required (host[:port] or URL of the Rancher server); inside a \
+                 Rancher stack with the agent-role labels, CATTLE_URL is used instead"
+                    .into(),
+            ));
+        }
+    };
+    let (access_key, secret_key) = match (vars.api_key, vars.api_secret) {
+        (Some(key), Some(secret)) => (key, secret),
+        (Some(_), None) => {
+            return Err(ConfigError(
+                "RANCHER_API_SECRET is required when RANCHER_API_KEY is set".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError(
+                "RANCHER_API_KEY is required when RANCHER_API_SECRET is set".into(),
+            ));
+        }
+        (None, None) => match (vars.cattle_access_key, vars.cattle_secret_key) {
+            (Some(key), Some(secret)) => (key, secret),
+            _ => {
+                return Err(ConfigError(
+                    "RANCHER_API_KEY and RANCHER_API_SECRET are required (an environment API key \
+                     from Rancher's API page); inside a Rancher stack with the agent-role labels, \
+                     CATTLE_ACCESS_KEY and CATTLE_SECRET_KEY are used instead"
+                        .into(),
+                ));
+            }
+        },
+    };
+    let api_base = api_base_url(host_variable, &host)?;
+    let services_url = services_url(&api_base, project_id.as_deref())?;
+    Ok(RancherSettings {
+        api_base,
+        services_url,
+        access_key,
+        secret_key,
+        request_timeout: Duration::from_secs(request_timeout_s),
+    })
+}
+
+/// `host[:port]` means `http://host[:port]`; a full URL is taken as it is. The API base is
+/// `<it>/v1` unless the path already ends in `/v1` or `/v2-beta`.
+fn api_base_url(variable: &str, value: &str) -> Result<Url, ConfigError> {
+    let expected = "host[:port] or an http(s) URL of the Rancher server, without credentials, query or fragment";
+    let with_scheme = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    let mut url =
+        Url::parse(&with_scheme).map_err(|_| ConfigError::invalid(variable, expected, value))?;
+    let acceptable = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !acceptable {
+        // The value may hold credentials: do not echo it.
+        return Err(ConfigError(format!("{variable} must be {expected}")));
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    let path = if path.ends_with("/v1") || path.ends_with("/v2-beta") {
+        path
+    } else {
+        format!("{path}/v1")
+    };
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn services_url(api_base: &Url, project_id: Option<&str>) -> Result<Url, ConfigError> {
+    let suffix = match project_id {
+        None => "/services".to_owned(),
+        Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("/projects/{id}/services")
+        }
+        Some(id) => {
+            return Err(ConfigError::invalid(
+                "RANCHER_PROJECT_ID",
+                "an environment id such as 1a5 (letters and digits)",
+                id,
+            ));
+        }
+    };
+    let mut url = api_base.clone();
+    url.set_path(&format!("{}{suffix}", api_base.path()));
+    Ok(url)
+}
+
+fn parse_or<T>(
+    variable: &str,
+    value: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let expected = format!("a whole number from {} to {}", range.start(), range.end());
+    match value.trim().parse::<T>() {
+        Ok(number) if range.contains(&number) => Ok(number),
+        _ => Err(ConfigError::invalid(variable, &expected, &value)),
+    }
+}
+
+fn parse_bool(variable: &str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
+    match value.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(_) => Err(ConfigError::invalid(
+            variable,
+            "`true` or `false`",
+            value.as_deref().unwrap_or_default(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn minimal() -> Vec<(String, String)> {
+        vars(&[
+            ("DOCKER_HUB_KEY", "hub-secret-value"),
+            ("RANCHER_HOST", "rancher.example.com:8080"),
+            ("RANCHER_PROJECT_ID", "1a5"),
+            ("RANCHER_API_KEY", "ACCESSKEY"),
+            ("RANCHER_API_SECRET", "rancher-secret-value"),
+        ])
+    }
+
+    fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut all: Vec<_> = minimal()
+            .into_iter()
+            .filter(|(name, _)| !extra.iter().any(|(replaced, _)| replaced == name))
+            .collect();
+        all.extend(vars(extra));
+        Settings::from_vars(all)
+    }
+
+    fn error_of(result: Result<Settings, ConfigError>) -> String {
+        result.expect_err("settings should be refused").to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_original_program() {
+        let settings = Settings::from_vars(minimal()).unwrap();
+        assert_eq!(settings.listen_address().to_string(), "0.0.0.0:8080");
+        assert!(settings.matching.default_opt_in);
+        assert_eq!(
+            settings.matching.label_name,
+            "tech.manas.service.autoredeploy"
+        );
+        assert_eq!(
+            settings.rancher.api_base.as_str(),
+            "http://rancher.example.com:8080/v1"
+        );
+        assert_eq!(
+            settings.rancher.services_url.as_str(),
+            "http://rancher.example.com:8080/v1/projects/1a5/services"
+        );
+        assert_eq!(settings.upgrade.batch_size, 1);
+        assert_eq!(settings.upgrade.interval_ms, 2000);
+        assert!(!settings.upgrade.start_first);
+        assert!(settings.upgrade.finish);
+    }
+
+    #[test]
+    fn rancher_host_forms() {
+        let base = |host: &str| {
+            with(&[("RANCHER_HOST", host)])
+                .unwrap()
+                .rancher
+                .api_base
+                .to_string()
+        };
+        assert_eq!(base("10.0.0.5"), "http://10.0.0.5/v1");
+        assert_eq!(
+            base("https://rancher.example.com"),
+            "https://rancher.example.com/v1"
+        );
+        assert_eq!(
+            base("https://rancher.example.com/v2-beta/"),
+            "https://rancher.example.com/v2-beta"
+        );
+        assert_eq!(
+            base("http://proxy.local/rancher/v1"),
+            "http://proxy.local/rancher/v1"
+        );
+        assert!(error_of(with(&[("RANCHER_HOST", "ftp://x")])).contains("RANCHER_HOST"));
+        let leaked = error_of(with(&[("RANCHER_HOST", "https://user:topsecret@x")]));
+        assert!(
+            leaked.contains("RANCHER_HOST") && !leaked.contains("topsecret"),
+            "{leaked}"
+        );
+    }
+
+    #[test]
+    fn without_project_id_the_environment_scoped_collection_is_used() {
+        let settings = Settings::from_vars(
+            minimal()
+                .into_iter()
+                .filter(|(k, _)| k != "RANCHER_PROJECT_ID"),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.rancher.services_url.as_str(),
+            "http://rancher.example.com:8080/v1/services"
+        );
+        assert!(
+            error_of(with(&[("RANCHER_PROJECT_ID", "../admin")])).contains("RANCHER_PROJECT_ID")
+        );
+    }
+
+    #[test]
+    fn cattle_variables_stand_in_for_missing_rancher_ones() {
+        let settings = Settings::from_vars(vars(&[
+            ("DOCKER_HUB_KEY", "hub-secret-value"),
+            ("CATTLE_URL", "http://rancher-server:8080/v1"),
+            ("CATTLE_ACCESS_KEY", "AGENTKEY"),
+            ("CATTLE_SECRET_KEY", "agent-secret"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.rancher.services_url.as_str(),
+            "http://rancher-server:8080/v1/services"
+        );
+        assert_eq!(settings.rancher.access_key, "AGENTKEY");
+        assert_eq!(settings.rancher.secret_key.expose_secret(), "agent-secret");
+    }
+
+    #[test]
+    fn missing_required_values_name_the_variable() {
+        let without = |name: &str| {
+            error_of(Settings::from_vars(
+                minimal().into_iter().filter(|(k, _)| k != name),
+            ))
+        };
+        assert!(without("DOCKER_HUB_KEY").contains("DOCKER_HUB_KEY"));
+        assert!(without("RANCHER_HOST").contains("RANCHER_HOST"));
+        assert!(without("RANCHER_API_SECRET").contains("RANCHER_API_SECRET"));
+        assert!(without("RANCHER_API_KEY").contains("RANCHER_API_KEY"));
+        assert!(error_of(with(&[("DOCKER_HUB_KEY", "")])).contains("DOCKER_HUB_KEY"));
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable_and_the_expectation() {
+        for (name, value) in [
+            ("BIND_PORT", "eighty"),
+            ("BIND_PORT", "70000"),
+            ("BIND_ADDRESS", "localhost:80"),
+            ("RANCHER_AUTOREDEPLOY_DEFAULT", "yes"),
+            ("RANCHER_UPGRADE_BATCH_SIZE", "0"),
+            ("RANCHER_UPGRADE_INTERVAL_MS", "50"),
+            ("RANCHER_UPGRADE_START_FIRST", "1"),
+            ("RANCHER_UPGRADE_POLL_MS", "-5"),
+            ("RANCHER_UPGRADE_TIMEOUT_S", "soon"),
+            ("RANCHER_FINISH_UPGRADE", "maybe"),
+            ("AUTOREDEPLOY_QUEUE_SIZE", "0"),
+            ("AUTOREDEPLOY_LOG_FORMAT", "xml"),
+        ] {
+            let message = error_of(with(&[(name, value)]));
+            assert!(
+                message.contains(name) && message.contains(value),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_every_secret() {
+        let settings = Settings::from_vars(minimal()).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hub-secret-value"), "{debug}");
+        assert!(!debug.contains("rancher-secret-value"), "{debug}");
+        assert!(debug.contains("ACCESSKEY"));
+    }
+}

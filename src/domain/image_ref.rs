@@ -1,0 +1,198 @@
+use std::fmt;
+
+use oci_spec::distribution::Reference;
+
+/// Rancher stores images as `docker:<reference>`; other prefixes are not container images.
+const RANCHER_DOCKER_PREFIX: &str = "docker:";
+
+/// A Docker image reference, normalised the way Docker does it.
+///
+/// `nginx`, `nginx:latest`, `library/nginx`, `docker.io/library/nginx:latest` and
+/// `index.docker.io/library/nginx` are all the same `ImageRef`: registry `docker.io`,
+/// repository `library/nginx`, tag `latest`. A reference pinned by digest keeps its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    /// Registry host (and port), lower case; `docker.io` for Docker Hub.
+    registry: String,
+    /// Repository path inside the registry, with `library/` for official Docker Hub images.
+    repository: String,
+    /// Tag; `latest` when the reference names neither tag nor digest.
+    tag: Option<String>,
+    /// Content digest such as `sha256:…`, when the reference is pinned.
+    digest: Option<String>,
+}
+
+/// Why a string is not an image reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    /// The string does not follow Docker's reference grammar.
+    #[error("`{reference}` is not a valid image reference ({reason})")]
+    Invalid {
+        /// The offending text.
+        reference: String,
+        /// What the parser objected to.
+        reason: String,
+    },
+    /// A Rancher `imageUuid` with a prefix other than `docker:`.
+    #[error("`{0}` is not a Docker image (Rancher image ids start with `docker:`)")]
+    NotDocker(String),
+}
+
+impl ImageRef {
+    /// Parses and normalises a Docker image reference.
+    pub fn parse(reference: &str) -> Result<Self, ImageRefError> {
+        let parsed = Reference::try_from(reference).map_err(|err| ImageRefError::Invalid {
+            reference: reference.to_owned(),
+            reason: err.to_string(),
+        })?;
+        // The grammar lets an upper-case first segment through as a host name; on Docker Hub
+        // it is a repository path, and those are lower case.
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ImageRefError::Invalid {
+                reference: reference.to_owned(),
+                reason: "repository names must be lower case".into(),
+            });
+        }
+        Ok(Self {
+            registry: parsed.registry().to_ascii_lowercase(),
+            repository: parsed.repository().to_owned(),
+            tag: parsed.tag().map(str::to_owned),
+            digest: parsed.digest().map(str::to_owned),
+        })
+    }
+
+    /// Parses Rancher's `imageUuid` (`docker:nginx:1.25`): strips the `docker:` prefix first.
+    pub fn from_rancher_image_uuid(image_uuid: &str) -> Result<Self, ImageRefError> {
+        match image_uuid.strip_prefix(RANCHER_DOCKER_PREFIX) {
+            Some(reference) => Self::parse(reference),
+            None => Err(ImageRefError::NotDocker(image_uuid.to_owned())),
+        }
+    }
+
+    /// Registry host, e.g. `docker.io`.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Repository path, e.g. `library/nginx`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// Tag, if any (always present unless the reference is pinned by digest only).
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// Whether the reference is pinned to a content digest.
+    pub fn is_pinned_by_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// Whether a container running `self` should be upgraded when `pushed` is pushed.
+    ///
+    /// Same registry, same repository, same tag, and `self` not pinned by digest: a digest
+    /// names fixed content that a tag push cannot change.
+    pub fn is_updated_by(&self, pushed: &ImageRef) -> bool {
+        !self.is_pinned_by_digest()
+            && self.tag.is_some()
+            && self.tag == pushed.tag
+            && self.repository == pushed.repository
+            && self.registry == pushed.registry
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn pushed(reference: &str) -> ImageRef {
+        ImageRef::parse(reference).expect("test reference parses")
+    }
+
+    #[test]
+    fn every_spelling_of_an_official_image_is_the_same_reference() {
+        let canonical = pushed("docker.io/library/nginx:latest");
+        for spelling in [
+            "nginx",
+            "nginx:latest",
+            "library/nginx",
+            "library/nginx:latest",
+            "docker.io/nginx",
+            "docker.io/library/nginx",
+            "index.docker.io/library/nginx:latest",
+            "index.docker.io/nginx",
+        ] {
+            assert_eq!(pushed(spelling), canonical, "{spelling}");
+        }
+        assert_eq!(canonical.to_string(), "docker.io/library/nginx:latest");
+    }
+
+    #[test]
+    fn rancher_image_uuid_needs_the_docker_prefix() {
+        let image = ImageRef::from_rancher_image_uuid("docker:ubuntu:trusty").unwrap();
+        assert_eq!(image.to_string(), "docker.io/library/ubuntu:trusty");
+        assert!(matches!(
+            ImageRef::from_rancher_image_uuid("sim:ubuntu"),
+            Err(ImageRefError::NotDocker(_))
+        ));
+        assert!(matches!(
+            ImageRef::from_rancher_image_uuid("ubuntu"),
+            Err(ImageRefError::NotDocker(_))
+        ));
+    }
+
+    #[test]
+    fn near_misses_are_not_updated_by_the_push() {
+        let push = pushed("myorg/api:1.4");
+        assert!(pushed("docker.io/myorg/api:1.4").is_updated_by(&push));
+        for other in [
+            "myorg/api",
+            "myorg/api:1.4.1",
+            "myorg/api-worker:1.4",
+            "otherorg/api:1.4",
+            "quay.io/myorg/api:1.4",
+            "localhost:5000/myorg/api:1.4",
+            "registry.example.com:5000/myorg/api:1.4",
+        ] {
+            assert!(!pushed(other).is_updated_by(&push), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_digest_pinned_reference_is_never_updated_by_a_tag_push() {
+        let push = pushed("nginx:latest");
+        assert!(!pushed(&format!("nginx@{DIGEST}")).is_updated_by(&push));
+        assert!(!pushed(&format!("nginx:latest@{DIGEST}")).is_updated_by(&push));
+    }
+
+    #[test]
+    fn registry_hosts_compare_without_case() {
+        assert!(
+            pushed("Registry.Example.com/team/app:v1")
+                .is_updated_by(&pushed("registry.example.com/team/app:v1"))
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_the_reason() {
+        for bad in ["", "UPPER/case", "nginx:", "nginx:bad tag", "a//b"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The Docker Hub webhook payload.
+//!
+//! Real payloads vary: 2015 pushes carry no `tag` (it means `latest`), `images` may be
+//! present, empty or absent, timestamps may be integers or floats, and official images arrive
+//! as `repo_name: "busybox"`. Only the fields autoredeploy needs are read; the rest is ignored.
+
+use serde::Deserialize;
+
+use crate::domain::{ImageRef, PushEvent};
+
+/// Why a body is not a Docker Hub push. The message is safe to send back to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAPush(String);
+
+#[derive(Deserialize)]
+struct Payload {
+    push_data: PushData,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PushData {
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    pusher: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    repo_name: String,
+}
+
+/// Parses a Docker Hub push notification into a [`PushEvent`].
+pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
+    let payload: Payload = serde_json::from_slice(body).map_err(|err| {
+        NotAPush(if err.is_syntax() || err.is_eof() {
+            format!("the body is not valid JSON: {err}")
+        } else {
+            format!("the body is not a Docker Hub push notification: {err}")
+        })
+    })?;
+    let repository = payload.repository.repo_name.trim();
+    if repository.is_empty() {
+        return Err(NotAPush("repository.repo_name is empty".into()));
+    }
+    // Docker Hub namespaces never contain a dot or colon: such a name would be read as
+    // another registry's host, so it is refused rather than misread.
+    let first = repository.split('/').next().unwrap_or_default();
+    if repository.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        return Err(NotAPush(format!(
+            "repository.repo_name {repository:?} is not a Docker Hub repository name"
+        )));
+    }
+    let tag = match payload.push_data.tag.as_deref().map(str::trim) {
+        None => "latest",
+        Some("") => return Err(NotAPush("push_data.tag is empty".into())),
+        Some(tag) => tag,
+    };
+    let reference = format!("docker.io/{repository}:{tag}");
+    let image = ImageRef::parse(&reference)
+        .map_err(|err| NotAPush(format!("the pushed image is not valid: {err}")))?;
+    if image.is_pinned_by_digest() {
+        return Err(NotAPush("a push names a tag, not a digest".into()));
+    }
+    Ok(PushEvent {
+        image,
+        pusher: payload.push_data.pusher,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn push(repo_name: &str, tag: Option<&str>) -> Vec<u8> {
+        let mut push_data =
+            json!({ "pushed_at": 1.417566161e9, "pusher": "someone", "images": [] });
+        if let Some(tag) = tag {
+            push_data["tag"] = json!(tag);
+        }
+        json!({ "push_data": push_data, "repository": { "repo_name": repo_name, "date_created": 1417494799 } })
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn official_images_and_missing_tags_are_normalised() {
+        let event = parse_push(&push("busybox", None)).unwrap();
+        assert_eq!(event.image.to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(event.pusher.as_deref(), Some("someone"));
+        let event = parse_push(&push("myorg/api", Some("1.4"))).unwrap();
+        assert_eq!(event.image.to_string(), "docker.io/myorg/api:1.4");
+    }
+
+    #[test]
+    fn bodies_that_are_not_pushes_are_refused_with_a_reason() {
+        for (body, expected) in [
+            (b"not json".to_vec(), "not valid JSON"),
+            (b"{}".to_vec(), "missing field `push_data`"),
+            (
+                br#"{"push_data":{},"repository":{"repo_name":7}}"#.to_vec(),
+                "invalid type",
+            ),
+            (push("", Some("x")), "repo_name is empty"),
+            (
+                push("quay.io/org/app", Some("1")),
+                "not a Docker Hub repository",
+            ),
+            (push("org/app", Some("")), "tag is empty"),
+            (push("org/app", Some("bad tag!")), "not valid"),
+            (push("Org/App", Some("1")), "not valid"),
+        ] {
+            let error = parse_push(&body).expect_err(expected).to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+}

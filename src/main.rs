@@ -1,0 +1,88 @@
+//! The `autoredeploy` binary: reads the environment, listens, serves until SIGTERM or ctrl-c.
+
+use std::process::ExitCode;
+
+use autoredeploy::config::Settings;
+use autoredeploy::startup::Application;
+use autoredeploy::{healthcheck, telemetry};
+
+const USAGE: &str = "usage: autoredeploy [healthcheck | --version]\n\
+                     Without arguments it serves the webhook; settings come from environment \
+                     variables (see README).";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let argument = std::env::args().nth(1);
+    match argument.as_deref() {
+        None => serve().await,
+        Some("healthcheck") => healthcheck::run().await,
+        Some("--version" | "-V") => {
+            println!("autoredeploy {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown argument `{other}`\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("autoredeploy: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    let address = settings.listen_address();
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!("cannot listen on {address} (BIND_ADDRESS/BIND_PORT): {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let application = match Application::new(listener, settings) {
+        Ok(application) => application,
+        Err(err) => {
+            tracing::error!("cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    application.run(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on ctrl-c or SIGTERM (what `docker stop` and Rancher send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for ctrl-c: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

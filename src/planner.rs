@@ -1,0 +1,103 @@
+//! Walks the environment's services page by page and decides, per service, what a push means.
+//!
+//! Pages are processed as they arrive and dropped: memory does not grow with the number of
+//! services, and an upgrade can start while later pages are still being read.
+
+use crate::config::MatchSettings;
+use crate::domain::ImageRef;
+use crate::matching::{self, Targets, Verdict};
+use crate::rancher::{RancherClient, RancherError, Service};
+
+/// A service to upgrade, with the launch configs concerned.
+#[derive(Debug, Clone)]
+pub struct UpgradePlan {
+    /// The service as listed.
+    pub service: Service,
+    /// Which of its launch configs run the image and are opted in.
+    pub targets: Targets,
+}
+
+/// A decision about a service that runs the pushed image (or might, but cannot be read).
+#[derive(Debug)]
+pub enum Decision {
+    /// Upgrade it.
+    Upgrade(UpgradePlan),
+    /// Leave it alone, and say why.
+    Skip {
+        /// Rancher id.
+        service_id: String,
+        /// Service name.
+        service_name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counts from one walk through the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Pages read.
+    pub pages: usize,
+    /// Services listed, readable or not.
+    pub listed: usize,
+    /// Services planned for upgrade.
+    pub planned: usize,
+    /// Services skipped although they run the image.
+    pub skipped: usize,
+    /// Entries that could not be read and were passed over.
+    pub unreadable: usize,
+}
+
+/// Lists every service and calls `decide` for each one that the push concerns, in order.
+pub async fn scan(
+    client: &RancherClient,
+    pushed: &ImageRef,
+    rule: &MatchSettings,
+    mut decide: impl FnMut(Decision),
+) -> Result<ScanSummary, RancherError> {
+    let mut summary = ScanSummary::default();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = client.list_page(marker.as_deref()).await?;
+        summary.pages += 1;
+        summary.listed += page.services.len() + page.skipped.len();
+        for entry in &page.skipped {
+            summary.unreadable += 1;
+            tracing::warn!(service_id = entry.id.as_deref().unwrap_or("?"), reason = %entry.reason, "unreadable service entry passed over");
+        }
+        for service in page.services {
+            match matching::judge(&service, pushed, rule) {
+                Verdict::NotRunning => {}
+                Verdict::NoLaunchConfig => {
+                    tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
+                }
+                Verdict::Unreadable(reason) => {
+                    summary.unreadable += 1;
+                    tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
+                }
+                Verdict::OptedOut(reason) => {
+                    summary.skipped += 1;
+                    decide(Decision::Skip {
+                        service_id: service.id.clone(),
+                        service_name: service.display_name().to_owned(),
+                        reason,
+                    });
+                }
+                Verdict::Upgrade(targets) => {
+                    summary.planned += 1;
+                    decide(Decision::Upgrade(UpgradePlan { service, targets }));
+                }
+            }
+        }
+        match page.next_marker {
+            None => return Ok(summary),
+            Some(next) if marker.as_deref() == Some(next.as_str()) => {
+                return Err(RancherError::Decode {
+                    what: "listing services".into(),
+                    reason: format!("pagination.next points to the same page again ({next})"),
+                });
+            }
+            Some(next) => marker = Some(next),
+        }
+    }
+}

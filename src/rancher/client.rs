@@ -1,0 +1,187 @@
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, header};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::RancherError;
+use super::wire::{Service, ServicePage, UpgradeRequest};
+use crate::config::RancherSettings;
+
+/// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
+const PAGE_SIZE: u32 = 3000;
+
+/// Retries of one request on transport errors, 409 and 5xx, with jittered exponential delays.
+const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_jitter()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_times(5);
+
+/// A Rancher API client bound to one service collection, with HTTP Basic credentials.
+///
+/// Requests are made to URLs built from `RANCHER_HOST`, never to links taken from responses,
+/// so the credentials only ever go to the configured host. Redirects are not followed.
+#[derive(Clone)]
+pub struct RancherClient {
+    /// Shared connection pool.
+    http: reqwest::Client,
+    /// `<base>/projects/<id>/services` or `<base>/services`.
+    services_url: Url,
+    /// Basic auth user name.
+    access_key: String,
+    /// Basic auth password.
+    secret_key: SecretString,
+}
+
+impl RancherClient {
+    /// Creates a client; fails only if the TLS setup cannot be built.
+    pub fn new(settings: &RancherSettings) -> Result<Self, RancherError> {
+        // One crypto provider for the whole process; a second install is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|source| RancherError::Transport {
+                what: "setting up the HTTP client".into(),
+                source: source.without_url(),
+            })?;
+        Ok(Self {
+            http,
+            services_url: settings.services_url.clone(),
+            access_key: settings.access_key.clone(),
+            secret_key: settings.secret_key.clone(),
+        })
+    }
+
+    /// Reads one page of the service collection: the first one when `marker` is `None`.
+    pub async fn list_page(&self, marker: Option<&str>) -> Result<ServicePage, RancherError> {
+        let mut url = self.services_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &PAGE_SIZE.to_string());
+            if let Some(marker) = marker {
+                query.append_pair("marker", marker);
+            }
+        }
+        let what = match marker {
+            Some(marker) => format!("listing services from {marker}"),
+            None => "listing services".to_owned(),
+        };
+        let body = self.send(Method::GET, url, None, &what).await?;
+        ServicePage::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+    }
+
+    /// Reads one service.
+    pub async fn service(&self, id: &str) -> Result<Service, RancherError> {
+        let what = format!("reading service {id}");
+        let body = self
+            .send(Method::GET, self.service_url(id), None, &what)
+            .await?;
+        Service::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+    }
+
+    /// Starts an in-service upgrade. Rancher answers with the service, already `upgrading`.
+    pub async fn upgrade(
+        &self,
+        id: &str,
+        request: &UpgradeRequest,
+    ) -> Result<Service, RancherError> {
+        let body = serde_json::to_vec(request).map_err(|err| RancherError::Decode {
+            what: format!("encoding the upgrade of service {id}"),
+            reason: err.to_string(),
+        })?;
+        self.action(id, "upgrade", body).await
+    }
+
+    /// Completes an upgrade that reached `upgraded`: old containers are removed.
+    pub async fn finish_upgrade(&self, id: &str) -> Result<Service, RancherError> {
+        self.action(id, "finishupgrade", b"{}".to_vec()).await
+    }
+
+    async fn action(&self, id: &str, action: &str, body: Vec<u8>) -> Result<Service, RancherError> {
+        let mut url = self.service_url(id);
+        if let Ok(mut segments) = url.path_segments_mut() {
+            // Rancher's own action links end the path with a slash: `…/1s6/?action=upgrade`.
+            segments.push("");
+        }
+        url.query_pairs_mut().append_pair("action", action);
+        let what = format!("posting {action} for service {id}");
+        let answer = self.send(Method::POST, url, Some(body), &what).await?;
+        Service::decode(&answer).map_err(|reason| RancherError::Decode { what, reason })
+    }
+
+    fn service_url(&self, id: &str) -> Url {
+        let mut url = self.services_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(id);
+        }
+        url
+    }
+
+    /// Sends one request, retrying what may succeed later, and returns the body of a 2xx.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<Vec<u8>, RancherError> {
+        let attempt = || async {
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .basic_auth(&self.access_key, Some(self.secret_key.expose_secret()))
+                .header(header::ACCEPT, "application/json");
+            if let Some(body) = &body {
+                request = request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let transport = |source: reqwest::Error| RancherError::Transport {
+                what: what.to_owned(),
+                source: source.without_url(),
+            };
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("an unnamed location")
+                    .to_owned();
+                return Err(RancherError::Redirect {
+                    what: what.to_owned(),
+                    location,
+                });
+            }
+            let bytes = response.bytes().await.map_err(transport)?;
+            if status.is_success() {
+                Ok(bytes.to_vec())
+            } else {
+                Err(RancherError::from_response(what, status.as_u16(), &bytes))
+            }
+        };
+        attempt
+            .retry(RETRY)
+            .when(RancherError::is_retryable)
+            .notify(|err, delay| {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "Rancher request failed, retrying");
+            })
+            .await
+    }
+}
+
+impl std::fmt::Debug for RancherClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RancherClient")
+            .field("services_url", &self.services_url.as_str())
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
