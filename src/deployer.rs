@@ -154,9 +154,10 @@ impl Deployer {
         let started = Instant::now();
         let service_id = plan.service.id.clone();
         let service_name = plan.service.display_name().to_owned();
-        let _turn = self.service_locks.lock(&service_id).await;
+        let turn = self.service_locks.lock(&service_id).await;
         let result = match Arc::clone(&self.upgrade_slots).acquire_owned().await {
-            Ok(_slot) => self.upgrader.upgrade(plan, &push.image).await,
+            // After waiting for another job, the listed service is out of date.
+            Ok(_slot) => self.upgrader.upgrade(plan, &push.image, turn.waited).await,
             Err(_) => OutcomeResult::Failed("autoredeploy is shutting down".into()),
         };
         self.reporter.report_service(ServiceOutcome {
@@ -179,6 +180,8 @@ struct ServiceLocks {
 
 /// A job's turn on a service; the entry is tidied away when nobody else waits.
 struct ServiceTurn {
+    /// Whether another job held the service first.
+    waited: bool,
     guard: Option<OwnedMutexGuard<()>>,
     locks: ServiceLocks,
     id: String,
@@ -193,8 +196,12 @@ impl ServiceLocks {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             Arc::clone(locks.entry(id.to_owned()).or_default())
         };
-        let guard = lock.lock_owned().await;
+        let (guard, waited) = match Arc::clone(&lock).try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        };
         ServiceTurn {
+            waited,
             guard: Some(guard),
             locks: self.clone(),
             id: id.to_owned(),

@@ -57,17 +57,33 @@ impl Upgrader {
         }
     }
 
-    /// Carries the plan through to the end and says how it ended.
-    pub async fn upgrade(&self, plan: UpgradePlan, pushed: &ImageRef) -> OutcomeResult {
-        match self.run(plan, pushed).await {
+    /// Carries the plan through to the end and says how it ended. With `reread`, the
+    /// service is read again first instead of trusting the listed copy.
+    pub async fn upgrade(
+        &self,
+        plan: UpgradePlan,
+        pushed: &ImageRef,
+        reread: bool,
+    ) -> OutcomeResult {
+        match self.run(plan, pushed, reread).await {
             Ok(result) => result,
             Err(Stop::Failed(reason)) => OutcomeResult::Failed(reason),
             Err(Stop::Skipped(reason)) => OutcomeResult::Skipped(reason),
         }
     }
 
-    async fn run(&self, plan: UpgradePlan, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
-        let (service, targets) = self.prepare(plan.service, plan.targets, pushed).await?;
+    async fn run(
+        &self,
+        plan: UpgradePlan,
+        pushed: &ImageRef,
+        reread: bool,
+    ) -> Result<OutcomeResult, Stop> {
+        let (mut service, mut targets) = (plan.service, plan.targets);
+        if reread {
+            service = self.client.service(&service.id).await?;
+            targets = self.judge_again(&service, pushed, "when its turn came")?;
+        }
+        let (service, targets) = self.prepare(service, targets, pushed).await?;
         let id = service.id.clone();
         let request = upgrade_request(&service, &targets, &self.settings).map_err(Stop::Failed)?;
         self.client.upgrade(&id, &request).await?;
@@ -109,19 +125,30 @@ impl Upgrader {
             } else {
                 return Err(Stop::Failed(not_upgradable(&service)));
             }
-            targets = match matching::judge(&service, pushed, &self.rule) {
-                Verdict::Upgrade(targets) => targets,
-                other => {
-                    return Err(Stop::Skipped(format!(
-                        "no longer to be upgraded once Rancher's previous process ended ({other:?})"
-                    )));
-                }
-            };
+            targets =
+                self.judge_again(&service, pushed, "once Rancher's previous process ended")?;
         }
         Err(Stop::Failed(format!(
             "the service kept changing state (now {}); try again later",
             service.state
         )))
+    }
+
+    /// The targets on a fresh copy of the service, or why it is no longer to be upgraded.
+    fn judge_again(
+        &self,
+        service: &Service,
+        pushed: &ImageRef,
+        when: &str,
+    ) -> Result<Targets, Stop> {
+        match matching::judge(service, pushed, &self.rule) {
+            Verdict::Upgrade(targets) => Ok(targets),
+            Verdict::OptedOut(reason) => Err(Stop::Skipped(format!("{reason} {when}"))),
+            Verdict::NotRunning => Err(Stop::Skipped(format!("no longer runs the image {when}"))),
+            Verdict::NoLaunchConfig | Verdict::Unreadable(_) => Err(Stop::Failed(format!(
+                "the service could no longer be read {when}"
+            ))),
+        }
     }
 
     /// Posts `finishupgrade` and waits for `active`.

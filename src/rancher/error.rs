@@ -82,7 +82,7 @@ struct ErrorBody {
 
 impl RancherError {
     /// Builds the error for a non-success answer from its status and body.
-    pub(crate) fn from_response(what: &str, status: u16, body: &[u8]) -> Self {
+    pub fn from_response(what: &str, status: u16, body: &[u8]) -> Self {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
         let (code, message, field_name) = match parsed {
             Some(body) => (body.code, body.message, body.field_name),

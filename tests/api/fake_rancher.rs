@@ -1,0 +1,742 @@
+//! A fake Rancher v1 API server that behaves like the real one where autoredeploy depends on
+//! it (see the project's reference notes on the Cattle API):
+//!
+//! * collections page by offset markers `m<offset>`, `limit` defaults to 100 and is clamped
+//!   to the server's maximum (3000 on Rancher ≥ 1.3), `next` is the request URL with only
+//!   `marker` replaced and `null` on the last page;
+//! * a service's `actions` are exactly those its state allows, and any other action answers
+//!   `422 ActionNotAvailable` with the real error shape;
+//! * an upgrade *replaces* the launch configs it names (keys it lacks are gone), drops the
+//!   client's `version` and assigns a new one;
+//! * states move in time: `upgrading → upgraded`, `finishing-upgrade → active`, …;
+//! * switches make it answer 500 for a while or leave chosen services stuck in `upgrading`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+
+pub const PROJECT_ID: &str = "1a5";
+pub const ACCESS_KEY: &str = "0F7A2B1C3D4E5F6A7B8C";
+pub const SECRET_KEY: &str = "fake-rancher-secret-key-value";
+
+const SERVICE_TEMPLATE: &str = include_str!("../../fixtures/rancher/service.json");
+const SIDEKICK_TEMPLATE: &str = include_str!("../../fixtures/rancher/sidekick.json");
+const DNS_SERVICE_TEMPLATE: &str = include_str!("../../fixtures/rancher/dns-service.json");
+const EXTERNAL_SERVICE_TEMPLATE: &str =
+    include_str!("../../fixtures/rancher/external-service.json");
+
+/// A service to put into the fake environment.
+#[derive(Clone)]
+pub struct ServiceSpec {
+    document: Map<String, Value>,
+    stuck: bool,
+}
+
+/// A plain `service` running `image_uuid` (which carries Rancher's `docker:` prefix).
+pub fn service(name: &str, image_uuid: &str) -> ServiceSpec {
+    let mut document = template(SERVICE_TEMPLATE);
+    document.insert("name".into(), json!(name));
+    document["launchConfig"]["imageUuid"] = json!(image_uuid);
+    ServiceSpec {
+        document,
+        stuck: false,
+    }
+}
+
+/// A `dnsService`: no launch config at all.
+pub fn dns_service(name: &str) -> ServiceSpec {
+    let mut document = template(DNS_SERVICE_TEMPLATE);
+    document.insert("name".into(), json!(name));
+    ServiceSpec {
+        document,
+        stuck: false,
+    }
+}
+
+/// An `externalService`: no launch config either.
+pub fn external_service(name: &str) -> ServiceSpec {
+    let mut document = template(EXTERNAL_SERVICE_TEMPLATE);
+    document.insert("name".into(), json!(name));
+    ServiceSpec {
+        document,
+        stuck: false,
+    }
+}
+
+fn template(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => panic!("fixture is not a JSON object"),
+    }
+}
+
+impl ServiceSpec {
+    /// Sets a label on the primary launch config.
+    pub fn label(mut self, name: &str, value: &str) -> Self {
+        self.document["launchConfig"]["labels"][name] = json!(value);
+        self
+    }
+
+    /// Starts the service in `state` instead of `active`.
+    pub fn state(mut self, state: &str) -> Self {
+        self.document.insert("state".into(), json!(state));
+        self
+    }
+
+    /// Adds a sidekick running `image_uuid`.
+    pub fn sidekick(mut self, name: &str, image_uuid: &str) -> Self {
+        let mut sidekick = template(SIDEKICK_TEMPLATE);
+        sidekick.insert("name".into(), json!(name));
+        sidekick.insert("imageUuid".into(), json!(image_uuid));
+        if let Some(Value::Array(sidekicks)) = self.document.get_mut("secondaryLaunchConfigs") {
+            sidekicks.push(Value::Object(sidekick));
+        }
+        self
+    }
+
+    /// Its upgrades never leave `upgrading`.
+    pub fn stuck(mut self) -> Self {
+        self.stuck = true;
+        self
+    }
+}
+
+/// How the server behaves.
+#[derive(Clone)]
+pub struct Behaviour {
+    /// Largest page served (3000 on Rancher ≥ 1.3, 1000 on older servers).
+    pub max_limit: usize,
+    /// Time a service spends in `upgrading`.
+    pub upgrade_time: Duration,
+    /// Time a service spends in `finishing-upgrade`, `rolling-back`, `canceling-upgrade`.
+    pub finish_time: Duration,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            max_limit: 3000,
+            upgrade_time: Duration::from_millis(150),
+            finish_time: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+impl Recorded {
+    pub fn action(&self) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.path.ends_with("/services")
+    }
+}
+
+struct FakeService {
+    document: Map<String, Value>,
+    stuck: bool,
+    /// The state the current process ends in, and when.
+    pending: Option<(Instant, &'static str)>,
+    /// Launch configs before the last upgrade, for rollback.
+    previous: Option<(Value, Value)>,
+}
+
+struct World {
+    services: Vec<FakeService>,
+    behaviour: Behaviour,
+    failures_left: usize,
+    requests: Vec<Recorded>,
+    upgrade_bodies: Vec<(String, Value)>,
+    versions_issued: usize,
+}
+
+/// The running fake server.
+pub struct FakeRancher {
+    pub address: SocketAddr,
+    world: Arc<Mutex<World>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeRancher {
+    pub async fn start(services: Vec<ServiceSpec>) -> Self {
+        Self::start_with(services, Behaviour::default()).await
+    }
+
+    pub async fn start_with(services: Vec<ServiceSpec>, behaviour: Behaviour) -> Self {
+        let services = services
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let mut document = spec.document;
+                document.insert("id".into(), json!(format!("1s{}", index + 1)));
+                FakeService {
+                    document,
+                    stuck: spec.stuck,
+                    pending: None,
+                    previous: None,
+                }
+            })
+            .collect();
+        let world = Arc::new(Mutex::new(World {
+            services,
+            behaviour,
+            failures_left: 0,
+            requests: Vec::new(),
+            upgrade_bodies: Vec::new(),
+            versions_issued: 0,
+        }));
+        let shared = Arc::clone(&world);
+        let routes = warp::path("v1")
+            .and(warp::path::tail())
+            .and(warp::method())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .map(
+                move |tail: warp::path::Tail,
+                      method: Method,
+                      query: String,
+                      headers: HeaderMap,
+                      body: warp::hyper::body::Bytes| {
+                    let mut world = shared.lock().unwrap();
+                    let (status, body) =
+                        world.handle(&method, tail.as_str(), &query, &headers, &body);
+                    warp::reply::with_status(warp::reply::json(&body), status)
+                },
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = stopped.await;
+                })
+                .run(),
+        );
+        Self {
+            address,
+            world,
+            _stop: stop,
+        }
+    }
+
+    /// What autoredeploy's `RANCHER_HOST` should be.
+    pub fn host(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The service as the API would show it now.
+    pub fn service(&self, id: &str) -> Value {
+        let mut world = self.world.lock().unwrap();
+        world.advance();
+        let base = format!("http://{}", self.address);
+        let index = world.index_of(id).expect("no such service");
+        render(&world.services[index], &base)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.world.lock().unwrap().requests.clone()
+    }
+
+    /// Every upgrade body accepted, with the service id.
+    pub fn upgrade_bodies(&self) -> Vec<(String, Value)> {
+        self.world.lock().unwrap().upgrade_bodies.clone()
+    }
+
+    /// Ids of the services posted an action, in order.
+    pub fn actions_posted(&self, action: &str) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.action().as_deref() == Some(action))
+            .map(|r| {
+                r.path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// The next `count` requests are answered 500.
+    pub fn fail_next(&self, count: usize) {
+        self.world.lock().unwrap().failures_left = count;
+    }
+}
+
+fn error(
+    status: StatusCode,
+    code: &str,
+    message: Option<&str>,
+    field_name: Option<&str>,
+) -> (StatusCode, Value) {
+    let body = json!({
+        "id": format!("{:08x}-0000-4000-8000-000000000000", status.as_u16()),
+        "type": "error", "links": {}, "actions": {},
+        "status": status.as_u16(), "code": code, "message": message,
+        "detail": null, "fieldName": field_name,
+    });
+    (status, body)
+}
+
+fn not_available() -> (StatusCode, Value) {
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ActionNotAvailable",
+        None,
+        Some("action"),
+    )
+}
+
+/// The actions Rancher 1.6 offers in each service state (process start states).
+fn actions_for(state: &str) -> &'static [&'static str] {
+    match state {
+        "active" => &[
+            "update",
+            "restart",
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "upgrade",
+            "addservicelink",
+            "deactivate",
+        ],
+        "inactive" => &[
+            "update",
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "activate",
+            "upgrade",
+            "addservicelink",
+        ],
+        "upgraded" => &[
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "rollback",
+            "addservicelink",
+            "finishupgrade",
+        ],
+        "upgrading" => &[
+            "update",
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "cancelupgrade",
+            "rollback",
+            "addservicelink",
+        ],
+        "finishing-upgrade" => &[
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "cancelupgrade",
+            "addservicelink",
+        ],
+        "canceled-upgrade" => &[
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "continueupgrade",
+            "rollback",
+            "addservicelink",
+        ],
+        _ => &[
+            "remove",
+            "setservicelinks",
+            "removeservicelink",
+            "addservicelink",
+        ],
+    }
+}
+
+const KNOWN_ACTIONS: [&str; 14] = [
+    "update",
+    "restart",
+    "remove",
+    "setservicelinks",
+    "removeservicelink",
+    "upgrade",
+    "addservicelink",
+    "deactivate",
+    "activate",
+    "rollback",
+    "finishupgrade",
+    "cancelupgrade",
+    "continueupgrade",
+    "cancelrollback",
+];
+
+fn render(service: &FakeService, base: &str) -> Value {
+    let mut document = service.document.clone();
+    let id = document["id"].as_str().unwrap_or_default().to_owned();
+    let kind = document["type"]
+        .as_str()
+        .unwrap_or("service")
+        .to_ascii_lowercase();
+    let self_link = format!("{base}/v1/projects/{PROJECT_ID}/{kind}s/{id}");
+    document.insert(
+        "links".into(),
+        json!({ "self": self_link, "instances": format!("{self_link}/instances") }),
+    );
+    let state = document["state"].as_str().unwrap_or_default().to_owned();
+    let actions: Map<String, Value> = actions_for(&state)
+        .iter()
+        .map(|action| {
+            (
+                action.to_string(),
+                json!(format!("{self_link}/?action={action}")),
+            )
+        })
+        .collect();
+    document.insert("actions".into(), Value::Object(actions));
+    Value::Object(document)
+}
+
+impl World {
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.document["id"] == id)
+    }
+
+    fn advance(&mut self) {
+        let now = Instant::now();
+        for service in &mut self.services {
+            if let Some((at, to)) = service.pending {
+                let stuck = service.stuck && service.document["state"] == "upgrading";
+                if now >= at && !stuck {
+                    service.document.insert("state".into(), json!(to));
+                    service.document.insert("transitioning".into(), json!("no"));
+                    service
+                        .document
+                        .insert("transitioningMessage".into(), Value::Null);
+                    service.pending = None;
+                }
+            }
+        }
+    }
+
+    fn start_process(
+        &mut self,
+        index: usize,
+        transitional: &str,
+        then: &'static str,
+        after: Duration,
+    ) {
+        let service = &mut self.services[index];
+        service.document.insert("state".into(), json!(transitional));
+        service
+            .document
+            .insert("transitioning".into(), json!("yes"));
+        service
+            .document
+            .insert("transitioningMessage".into(), json!("In Progress"));
+        service.pending = Some((Instant::now() + after, then));
+    }
+
+    fn handle(
+        &mut self,
+        method: &Method,
+        tail: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        self.requests.push(Recorded {
+            method: method.to_string(),
+            path: format!("/v1/{tail}"),
+            query: query.to_owned(),
+        });
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+        );
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                Some("Unauthorized"),
+                None,
+            );
+        }
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                Some("simulated failure"),
+                None,
+            );
+        }
+        self.advance();
+        let host = headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned();
+        let base = format!("http://{host}");
+        let project_prefix = format!("projects/{PROJECT_ID}/");
+        let rest = tail.strip_prefix(&project_prefix).unwrap_or(tail);
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        match (method.as_str(), segments.as_slice()) {
+            ("GET", ["services"]) => (StatusCode::OK, self.list(&base, tail, query)),
+            ("GET", ["services", id]) => match self.index_of(id) {
+                Some(index) => (StatusCode::OK, render(&self.services[index], &base)),
+                None => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
+            },
+            ("POST", ["services", id]) => {
+                let action = url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "action")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                match self.index_of(id) {
+                    Some(index) => self.action(index, &action, body, &base),
+                    None => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
+        }
+    }
+
+    fn list(&self, base: &str, tail: &str, query: &str) -> Value {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let max = self.behaviour.max_limit;
+        let limit = match pairs
+            .iter()
+            .find(|(k, _)| k == "limit")
+            .map(|(_, v)| v.parse::<i64>())
+        {
+            Some(Ok(n)) if n <= 0 => max,
+            Some(Ok(n)) => (n as usize).min(max),
+            _ => 100,
+        };
+        let offset = pairs
+            .iter()
+            .find(|(k, _)| k == "marker")
+            .and_then(|(_, v)| v.strip_prefix('m'))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let end = (offset + limit).min(self.services.len());
+        let data: Vec<Value> = self
+            .services
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| render(s, base))
+            .collect();
+        let partial = offset + limit < self.services.len();
+        let next = partial.then(|| {
+            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
+                serializer.append_pair(k, v);
+            }
+            serializer.append_pair("marker", &format!("m{}", offset + limit));
+            format!("{base}/v1/{tail}?{}", serializer.finish())
+        });
+        json!({
+            "type": "collection",
+            "resourceType": "service",
+            "links": { "self": format!("{base}/v1/{tail}") },
+            "createTypes": {
+                "dnsService": format!("{base}/v1/projects/{PROJECT_ID}/dnsservices"),
+                "externalService": format!("{base}/v1/projects/{PROJECT_ID}/externalservices"),
+                "loadBalancerService": format!("{base}/v1/projects/{PROJECT_ID}/loadbalancerservices"),
+                "service": format!("{base}/v1/projects/{PROJECT_ID}/services"),
+            },
+            "actions": {},
+            "data": data,
+            "sortLinks": { "name": format!("{base}/v1/{tail}?sort=name") },
+            "pagination": { "first": null, "previous": null, "next": next, "limit": limit, "total": null, "partial": partial },
+            "sort": null,
+            "filters": { "name": null, "state": null, "kind": null },
+            "createDefaults": {},
+        })
+    }
+
+    fn action(
+        &mut self,
+        index: usize,
+        action: &str,
+        body: &[u8],
+        base: &str,
+    ) -> (StatusCode, Value) {
+        if !KNOWN_ACTIONS.contains(&action) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InvalidAction",
+                None,
+                Some("action"),
+            );
+        }
+        let state = self.services[index].document["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !actions_for(&state).contains(&action) {
+            return not_available();
+        }
+        let finish_time = self.behaviour.finish_time;
+        match action {
+            "upgrade" => {
+                let body: Value = match serde_json::from_slice(body) {
+                    Ok(body) => body,
+                    Err(_) => {
+                        return error(StatusCode::BAD_REQUEST, "InvalidBodyContent", None, None);
+                    }
+                };
+                if let Err(reply) = self.upgrade(index, &body) {
+                    return reply;
+                }
+                let upgrade_time = self.behaviour.upgrade_time;
+                self.start_process(index, "upgrading", "upgraded", upgrade_time);
+            }
+            "finishupgrade" => {
+                self.start_process(index, "finishing-upgrade", "active", finish_time)
+            }
+            "rollback" => {
+                if let Some((primary, secondaries)) = self.services[index].previous.take() {
+                    self.services[index]
+                        .document
+                        .insert("launchConfig".into(), primary);
+                    self.services[index]
+                        .document
+                        .insert("secondaryLaunchConfigs".into(), secondaries);
+                }
+                self.services[index].stuck = false;
+                self.start_process(index, "rolling-back", "active", finish_time);
+            }
+            "cancelupgrade" => {
+                self.services[index].stuck = false;
+                self.start_process(index, "canceling-upgrade", "canceled-upgrade", finish_time);
+            }
+            _ => return not_available(),
+        }
+        (StatusCode::ACCEPTED, render(&self.services[index], base))
+    }
+
+    fn upgrade(&mut self, index: usize, body: &Value) -> Result<(), (StatusCode, Value)> {
+        let strategy = &body["inServiceStrategy"];
+        if strategy.is_null() && body["toServiceStrategy"].is_null() {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "MissingRequired",
+                None,
+                Some("Upgrade strategy needs to be set"),
+            ));
+        }
+        let primary = strategy.get("launchConfig").filter(|v| !v.is_null());
+        let secondaries = strategy
+            .get("secondaryLaunchConfigs")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty());
+        if primary.is_none() && secondaries.is_none() {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InvalidOption",
+                None,
+                Some(
+                    "LaunchConfig/secondaryLaunchConfigs need to be specified for inService strategy",
+                ),
+            ));
+        }
+        let known: HashSet<String> = self.services[index].document["secondaryLaunchConfigs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        for sidekick in secondaries.into_iter().flatten() {
+            if !sidekick["name"]
+                .as_str()
+                .is_some_and(|name| known.contains(name))
+            {
+                return Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "InvalidOption",
+                    None,
+                    Some("secondaryLaunchConfigs"),
+                ));
+            }
+        }
+        let id = self.services[index].document["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.upgrade_bodies.push((id, body.clone()));
+        let before = (
+            self.services[index].document["launchConfig"].clone(),
+            self.services[index].document["secondaryLaunchConfigs"].clone(),
+        );
+        if let Some(primary) = primary {
+            let config = self.issue_version(primary);
+            self.services[index]
+                .document
+                .insert("launchConfig".into(), config);
+        }
+        for sidekick in secondaries.into_iter().flatten() {
+            let config = self.issue_version(sidekick);
+            if let Some(Value::Array(current)) = self.services[index]
+                .document
+                .get_mut("secondaryLaunchConfigs")
+            {
+                for slot in current
+                    .iter_mut()
+                    .filter(|slot| slot["name"] == sidekick["name"])
+                {
+                    *slot = config.clone();
+                }
+            }
+        }
+        let document = &self.services[index].document;
+        let record = json!({ "inServiceStrategy": {
+                "batchSize": strategy["batchSize"], "intervalMillis": strategy["intervalMillis"],
+                "startFirst": strategy["startFirst"], "launchConfig": document["launchConfig"],
+                "previousLaunchConfig": before.0, "previousSecondaryLaunchConfigs": before.1,
+                "secondaryLaunchConfigs": document["secondaryLaunchConfigs"],
+            }, "toServiceStrategy": null });
+        self.services[index]
+            .document
+            .insert("upgrade".into(), record);
+        self.services[index].previous = Some(before);
+        Ok(())
+    }
+
+    /// The config as sent, minus what clients may not set, with a fresh `version`.
+    fn issue_version(&mut self, sent: &Value) -> Value {
+        self.versions_issued += 1;
+        let mut config = sent.clone();
+        if let Some(map) = config.as_object_mut() {
+            map.insert(
+                "version".into(),
+                json!(format!(
+                    "{:08x}-7e57-4000-8000-{:012x}",
+                    self.versions_issued, self.versions_issued
+                )),
+            );
+        }
+        config
+    }
+}

@@ -1,0 +1,140 @@
+//! Starts the real server on port 0 against a fake Rancher, with request helpers.
+
+use std::time::Duration;
+
+use autoredeploy::config::Settings;
+use autoredeploy::outcome::{DeployEvent, JobOutcome, ServiceOutcome};
+use autoredeploy::startup::Application;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::fake_rancher::{self, FakeRancher};
+
+pub const WEBHOOK_KEY: &str = "test-webhook-key-5d1f0c9a7e3b";
+
+/// Bound on waiting for a job to end, so a broken build fails instead of hanging.
+const JOB_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    events: broadcast::Receiver<DeployEvent>,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
+    spawn_app_with(rancher, &[]).await
+}
+
+/// Starts autoredeploy with test settings, overridden by `overrides`.
+pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
+    let mut vars: Vec<(String, String)> = vec![
+        ("DOCKER_HUB_KEY".into(), WEBHOOK_KEY.into()),
+        ("RANCHER_HOST".into(), rancher.host()),
+        ("RANCHER_PROJECT_ID".into(), fake_rancher::PROJECT_ID.into()),
+        ("RANCHER_API_KEY".into(), fake_rancher::ACCESS_KEY.into()),
+        ("RANCHER_API_SECRET".into(), fake_rancher::SECRET_KEY.into()),
+        ("RANCHER_UPGRADE_POLL_MS".into(), "20".into()),
+        ("RANCHER_UPGRADE_TIMEOUT_S".into(), "20".into()),
+    ];
+    for (name, value) in overrides {
+        vars.retain(|(existing, _)| existing != name);
+        vars.push((name.to_string(), value.to_string()));
+    }
+    let settings = Settings::from_vars(vars).expect("test settings are valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let application = Application::new(listener, settings).expect("application starts");
+    let address = format!("http://{}", application.local_addr().unwrap());
+    let events = application.subscribe();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(application.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        events,
+        _stop: stop,
+    }
+}
+
+/// A Docker Hub push body for `repo_name` (and `tag`, absent in 2015-era payloads).
+pub fn push_body(repo_name: &str, tag: Option<&str>) -> Value {
+    let mut body: Value =
+        serde_json::from_str(include_str!("../../fixtures/dockerhub/push.json")).unwrap();
+    body["repository"]["repo_name"] = json!(repo_name);
+    match tag {
+        Some(tag) => body["push_data"]["tag"] = json!(tag),
+        None => {
+            body["push_data"].as_object_mut().unwrap().remove("tag");
+        }
+    }
+    body
+}
+
+impl TestApp {
+    pub async fn post_webhook(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/autoredeploy{query}", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook request is answered")
+    }
+
+    /// Sends a push with the right key and checks it was accepted.
+    pub async fn push(&self, repo_name: &str, tag: Option<&str>) -> Value {
+        let response = self
+            .post_webhook(
+                &format!("?key={WEBHOOK_KEY}"),
+                push_body(repo_name, tag).to_string(),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        response.json().await.unwrap()
+    }
+
+    /// Waits for the next job to end; returns its services' outcomes and its tally.
+    pub async fn next_job(&mut self) -> (Vec<ServiceOutcome>, JobOutcome) {
+        let mut services = Vec::new();
+        let wait = async {
+            loop {
+                match self.events.recv().await.expect("event stream open") {
+                    DeployEvent::Service(outcome) => services.push(outcome),
+                    DeployEvent::Job(job) => return job,
+                }
+            }
+        };
+        let job = tokio::time::timeout(JOB_DEADLINE, wait)
+            .await
+            .expect("the job ends");
+        (services, job)
+    }
+
+    /// Pushes and waits for that push's job.
+    pub async fn push_and_wait(
+        &mut self,
+        repo_name: &str,
+        tag: Option<&str>,
+    ) -> (Vec<ServiceOutcome>, JobOutcome) {
+        self.push(repo_name, tag).await;
+        self.next_job().await
+    }
+}
+
+/// Names of the services whose outcome is `result` (`upgraded`, `skipped`, `failed`, …),
+/// sorted.
+pub fn named(outcomes: &[ServiceOutcome], result: &str) -> Vec<String> {
+    let mut names: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.result.label() == result)
+        .map(|o| o.service_name.clone())
+        .collect();
+    names.sort();
+    names
+}

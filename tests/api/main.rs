@@ -1,0 +1,11 @@
+//! Integration tests: the real server on port 0 against a fake Rancher v1 server.
+
+mod fake_rancher;
+mod helpers;
+
+mod health;
+mod matching;
+mod paging;
+mod real_fixtures;
+mod upgrade;
+mod webhook;

@@ -1,0 +1,260 @@
+use serde_json::Value;
+
+use crate::fake_rancher::{FakeRancher, dns_service, external_service, service};
+use crate::helpers::{named, spawn_app, spawn_app_with};
+
+const PULL_LABEL: &str = "io.rancher.container.pull_image";
+
+fn requests_for(rancher: &FakeRancher, id: &str) -> Vec<String> {
+    rancher
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path
+                .trim_end_matches('/')
+                .ends_with(&format!("/services/{id}"))
+        })
+        .map(|r| r.action().unwrap_or_else(|| r.method.to_lowercase()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_push_upgrades_finishes_and_keeps_every_key_of_the_launch_config() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let original = rancher.service("1s1")["launchConfig"].clone();
+    let mut app = spawn_app(&rancher).await;
+
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert_eq!(outcomes[0].service_id, "1s1");
+    assert_eq!(outcomes[0].image, "docker.io/myorg/web:latest");
+    assert_eq!(job.scan.as_ref().unwrap().pages, 1);
+
+    let bodies = rancher.upgrade_bodies();
+    assert_eq!(bodies.len(), 1);
+    let strategy = &bodies[0].1["inServiceStrategy"];
+    assert_eq!(
+        (
+            strategy["batchSize"].as_u64(),
+            strategy["intervalMillis"].as_u64()
+        ),
+        (Some(1), Some(2000))
+    );
+    assert_eq!(strategy["startFirst"], false);
+    let sent = strategy["launchConfig"].as_object().unwrap();
+    let original = original.as_object().unwrap();
+    assert_eq!(
+        sent.keys().collect::<Vec<_>>(),
+        original.keys().collect::<Vec<_>>()
+    );
+
+    let after = rancher.service("1s1");
+    assert_eq!(after["state"], "active");
+    let now = after["launchConfig"].as_object().unwrap();
+    for (key, value) in original {
+        match key.as_str() {
+            "version" => assert_ne!(&now[key], value, "a new version was issued"),
+            "labels" => {
+                let mut expected = value.clone();
+                expected[PULL_LABEL] = Value::from("always");
+                assert_eq!(now[key], expected);
+            }
+            _ => assert_eq!(&now[key], value, "{key} survived the upgrade"),
+        }
+    }
+    let calls = requests_for(&rancher, "1s1");
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some("upgrade"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| *c == "finishupgrade").count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().position(|c| c == "finishupgrade") > calls.iter().position(|c| c == "get")
+    );
+}
+
+#[tokio::test]
+async fn strategy_settings_are_sent() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_UPGRADE_BATCH_SIZE", "3"),
+            ("RANCHER_UPGRADE_INTERVAL_MS", "750"),
+            ("RANCHER_UPGRADE_START_FIRST", "true"),
+        ],
+    )
+    .await;
+    app.push_and_wait("myorg/web", None).await;
+    let strategy = &rancher.upgrade_bodies()[0].1["inServiceStrategy"];
+    assert_eq!(strategy["batchSize"], 3);
+    assert_eq!(strategy["intervalMillis"], 750);
+    assert_eq!(strategy["startFirst"], true);
+}
+
+#[tokio::test]
+async fn a_matching_sidekick_is_upgraded_whole_and_the_primary_is_left_alone() {
+    let rancher = FakeRancher::start(vec![
+        service("app", "docker:myorg/app:1")
+            .sidekick("log-shipper", "docker:myorg/shipper:2")
+            .sidekick("cache", "docker:redis:7"),
+    ])
+    .await;
+    let before = rancher.service("1s1");
+    let mut app = spawn_app(&rancher).await;
+
+    let (outcomes, _) = app.push_and_wait("myorg/shipper", Some("2")).await;
+
+    assert_eq!(named(&outcomes, "upgraded"), ["app"]);
+    let body = &rancher.upgrade_bodies()[0].1["inServiceStrategy"];
+    assert!(body.get("launchConfig").is_none(), "{body}");
+    let sent = body["secondaryLaunchConfigs"].as_array().unwrap();
+    assert_eq!(sent.len(), 1);
+    let original_sidekick = before["secondaryLaunchConfigs"][0].as_object().unwrap();
+    assert_eq!(
+        sent[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        original_sidekick.keys().collect::<Vec<_>>()
+    );
+
+    let after = rancher.service("1s1");
+    assert_eq!(after["state"], "active");
+    assert_eq!(
+        after["launchConfig"], before["launchConfig"],
+        "the primary is untouched"
+    );
+    assert_eq!(
+        after["secondaryLaunchConfigs"][1], before["secondaryLaunchConfigs"][1],
+        "the other sidekick is untouched"
+    );
+    let shipper = &after["secondaryLaunchConfigs"][0];
+    assert_eq!(shipper["labels"][PULL_LABEL], "always");
+    assert_eq!(
+        shipper["environment"],
+        before["secondaryLaunchConfigs"][0]["environment"]
+    );
+    assert_ne!(shipper["version"], "0");
+}
+
+#[tokio::test]
+async fn a_service_left_upgraded_is_finished_first_and_then_upgraded() {
+    let rancher = FakeRancher::start(vec![
+        service("web", "docker:myorg/web:latest").state("upgraded"),
+    ])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    let actions: Vec<String> = requests_for(&rancher, "1s1")
+        .into_iter()
+        .filter(|c| c != "get")
+        .collect();
+    assert_eq!(actions, ["finishupgrade", "upgrade", "finishupgrade"]);
+    assert_eq!(rancher.service("1s1")["state"], "active");
+}
+
+#[tokio::test]
+async fn a_stuck_upgrade_times_out_without_holding_up_the_others() {
+    let rancher = FakeRancher::start(vec![
+        service("stuck", "docker:myorg/web:latest").stuck(),
+        service("healthy-1", "docker:myorg/web:latest"),
+        service("healthy-2", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_UPGRADE_TIMEOUT_S", "2")]).await;
+
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+
+    assert_eq!(named(&outcomes, "upgraded"), ["healthy-1", "healthy-2"]);
+    assert_eq!(named(&outcomes, "failed"), ["stuck"]);
+    assert_eq!(
+        outcomes.last().unwrap().service_name,
+        "stuck",
+        "the others ended first"
+    );
+    let reason = outcomes.last().unwrap().result.reason().unwrap();
+    assert!(
+        reason.contains("still upgrading") && reason.contains("RANCHER_UPGRADE_TIMEOUT_S"),
+        "{reason}"
+    );
+    assert_eq!((job.upgraded, job.failed), (2, 1));
+    assert_eq!(rancher.service("1s1")["state"], "upgrading");
+    assert!(
+        !rancher
+            .actions_posted("finishupgrade")
+            .contains(&"1s1".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn with_finish_upgrade_off_the_service_is_left_upgraded() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_FINISH_UPGRADE", "false")]).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded-not-finished"), ["web"]);
+    assert_eq!(rancher.service("1s1")["state"], "upgraded");
+    assert!(rancher.actions_posted("finishupgrade").is_empty());
+}
+
+#[tokio::test]
+async fn server_errors_from_rancher_are_retried() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app(&rancher).await;
+    rancher.fail_next(3);
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert!(rancher.requests().iter().filter(|r| r.is_list()).count() >= 4);
+}
+
+#[tokio::test]
+async fn services_without_launch_config_are_passed_over() {
+    let rancher = FakeRancher::start(vec![
+        dns_service("db-alias"),
+        service("web", "docker:myorg/web:latest"),
+        external_service("payments"),
+    ])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(job.scan.unwrap().listed, 3);
+}
+
+#[tokio::test]
+async fn a_service_in_a_state_without_upgrade_fails_alone() {
+    let rancher = FakeRancher::start(vec![
+        service("canceled", "docker:myorg/web:latest").state("canceled-upgrade"),
+        service("web", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert_eq!(named(&outcomes, "failed"), ["canceled"]);
+    assert!(
+        !rancher
+            .actions_posted("upgrade")
+            .contains(&"1s1".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn two_pushes_for_one_service_take_turns_instead_of_colliding() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app(&rancher).await;
+    app.push("myorg/web", Some("latest")).await;
+    app.push("myorg/web", Some("latest")).await;
+    let (first, _) = app.next_job().await;
+    let (second, _) = app.next_job().await;
+    assert_eq!(named(&first, "upgraded"), ["web"]);
+    assert_eq!(named(&second, "upgraded"), ["web"]);
+    assert_eq!(rancher.actions_posted("upgrade").len(), 2);
+}
