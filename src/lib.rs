@@ -29,3 +29,9 @@ pub mod rancher;
 pub mod startup;
 pub mod telemetry;
 pub mod upgrader;
+
+/// Installs the process-wide TLS crypto provider (ring) that every HTTP client needs; later
+/// calls do nothing.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -38,18 +38,22 @@ pub struct RancherClient {
 impl RancherClient {
     /// Creates a client; fails only if the TLS setup cannot be built.
     pub fn new(settings: &RancherSettings) -> Result<Self, RancherError> {
-        // One crypto provider for the whole process; a second install is a harmless no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        crate::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|source| RancherError::Transport {
-                what: "setting up the HTTP client".into(),
-                source: source.without_url(),
-            })?;
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)));
+        if settings.services_url.scheme() == "http" {
+            // Plain http needs no trusted roots; do not require a CA bundle to start.
+            builder = builder.tls_certs_only(Vec::new());
+        }
+        let http = builder.build().map_err(|source| RancherError::Transport {
+            what: "setting up https: the system CA certificates are needed (or SSL_CERT_FILE \
+                   naming a PEM bundle)"
+                .into(),
+            source: source.without_url(),
+        })?;
         Ok(Self {
             http,
             services_url: settings.services_url.clone(),

@@ -4,7 +4,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum RancherError {
     /// No HTTP answer: connection refused, DNS, TLS, timeout.
-    #[error("could not reach Rancher ({what}): {source}")]
+    #[error("could not reach Rancher ({what}): {}", with_causes(.source))]
     Transport {
         /// What was being done, e.g. `listing services`.
         what: String,
@@ -43,6 +43,18 @@ pub enum RancherError {
         /// What was wrong with it.
         reason: String,
     },
+}
+
+/// The error and its causes, `: `-separated: reqwest's own text ("error sending request")
+/// says little without them.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
 }
 
 fn describe_api_error(
