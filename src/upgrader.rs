@@ -201,6 +201,10 @@ fn not_upgradable(service: &Service) -> String {
         "canceled-upgrade" => "the service is in canceled-upgrade: continue or roll back its \
                                upgrade in Rancher first"
             .to_owned(),
+        state @ ("active" | "inactive") => format!(
+            "Rancher offers no upgrade action although the service is {state}: the API key may \
+             lack the right to upgrade services in this environment"
+        ),
         state => format!("Rancher offers no upgrade action in state {state}"),
     }
 }

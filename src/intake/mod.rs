@@ -106,15 +106,15 @@ impl Intake {
                 "missing or wrong key",
             );
         }
-        if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-            if !is_json(content_type.to_str().unwrap_or_default()) {
-                tracing::info!(client, "webhook refused: not JSON");
-                return error_reply(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "the body must be JSON (Content-Type: application/json)",
-                );
-            }
+        if let Some(content_type) = headers.get(header::CONTENT_TYPE)
+            && !is_json(content_type.to_str().unwrap_or_default())
+        {
+            tracing::info!(client, "webhook refused: not JSON");
+            return error_reply(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            );
         }
         let declared_length = headers
             .get(header::CONTENT_LENGTH)

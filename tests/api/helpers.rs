@@ -58,6 +58,12 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
     }
 }
 
+/// An HTTP client for the tests; the TLS provider must be chosen before any client is built.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A Docker Hub push body for `repo_name` (and `tag`, absent in 2015-era payloads).
 pub fn push_body(repo_name: &str, tag: Option<&str>) -> Value {
     let mut body: Value =

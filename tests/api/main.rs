@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0 against a fake Rancher v1 server.
 
 mod fake_rancher;
+mod fake_rancher_behaviour;
 mod helpers;
 
 mod health;
