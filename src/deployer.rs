@@ -73,7 +73,11 @@ impl Deployer {
                     Some(push) => { jobs.spawn(Arc::clone(&deployer).deploy(push)); }
                     None => break,
                 },
-                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                Some(ended) = jobs.join_next(), if !jobs.is_empty() => {
+                    if let Err(error) = ended {
+                        tracing::error!(%error, "a deploy job ended abnormally; its push may be only partly deployed");
+                    }
+                }
                 () = &mut shutdown => break,
             }
         }
@@ -136,7 +140,11 @@ impl Deployer {
             match result {
                 Ok(OutcomeResult::Upgraded | OutcomeResult::UpgradedNotFinished) => upgraded += 1,
                 Ok(OutcomeResult::Skipped(_)) => skipped += 1,
-                Ok(OutcomeResult::Failed(_)) | Err(_) => failed += 1,
+                Ok(OutcomeResult::Failed(_)) => failed += 1,
+                Err(error) => {
+                    tracing::error!(image = %push.image, %error, "a service upgrade ended abnormally");
+                    failed += 1;
+                }
             }
         }
         self.reporter.report_job(JobOutcome {

@@ -1,5 +1,7 @@
 //! Logging: `tracing` to standard output, as text or JSON lines, filtered by `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

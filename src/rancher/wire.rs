@@ -244,3 +244,42 @@ pub struct InServiceStrategy {
     /// Start new containers before stopping old ones.
     pub start_first: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_odd_entry_does_not_spoil_the_page() {
+        let body = json!({
+            "type": "collection",
+            "data": [
+                { "id": "1s1", "type": "service", "state": "active", "launchConfig": { "imageUuid": "docker:a" } },
+                { "id": "1s2", "type": "service", "state": ["not", "a", "string"] },
+                { "type": "service" },
+                { "id": "1s4", "type": "dnsService", "state": "active", "launchConfig": null }
+            ],
+            "pagination": { "next": "http://elsewhere.example/v1/services?limit=4&marker=m4", "limit": 4, "partial": true }
+        });
+        let page = ServicePage::decode(body.to_string().as_bytes()).unwrap();
+        let ids: Vec<&str> = page.services.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["1s1", "1s4"]);
+        let skipped: Vec<Option<&str>> = page.skipped.iter().map(|s| s.id.as_deref()).collect();
+        assert_eq!(skipped, [Some("1s2"), None]);
+        assert_eq!(page.next_marker.as_deref(), Some("m4"));
+        assert_eq!(page.limit, Some(4));
+        assert!(page.services[1].launch_config.is_none());
+    }
+
+    #[test]
+    fn a_broken_envelope_or_next_link_is_an_error() {
+        assert!(ServicePage::decode(b"{\"data\": 5}").is_err());
+        let body = json!({ "data": [], "pagination": { "next": "http://x/v1/services?limit=4" } });
+        assert!(
+            ServicePage::decode(body.to_string().as_bytes())
+                .unwrap_err()
+                .contains("marker")
+        );
+    }
+}

@@ -101,6 +101,18 @@ impl ServiceSpec {
         self
     }
 
+    /// Sets a top-level field to anything, for services with unexpected shapes.
+    pub fn field(mut self, name: &str, value: Value) -> Self {
+        self.document.insert(name.into(), value);
+        self
+    }
+
+    /// Sets a field of the primary launch config to anything.
+    pub fn launch_config_field(mut self, name: &str, value: Value) -> Self {
+        self.document["launchConfig"][name] = value;
+        self
+    }
+
     /// Its upgrades never leave `upgrading`.
     pub fn stuck(mut self) -> Self {
         self.stuck = true;

@@ -1,4 +1,4 @@
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::fake_rancher::{FakeRancher, dns_service, external_service, service};
 use crate::helpers::{named, spawn_app, spawn_app_with};
@@ -214,9 +214,12 @@ async fn server_errors_from_rancher_are_retried() {
 }
 
 #[tokio::test]
-async fn services_without_launch_config_are_passed_over() {
+async fn services_without_launch_config_or_with_odd_fields_are_passed_over() {
     let rancher = FakeRancher::start(vec![
         dns_service("db-alias"),
+        service("odd-state", "docker:myorg/web:latest").field("state", json!(7)),
+        service("odd-labels", "docker:myorg/web:latest")
+            .launch_config_field("labels", json!("oops")),
         service("web", "docker:myorg/web:latest"),
         external_service("payments"),
     ])
@@ -225,7 +228,9 @@ async fn services_without_launch_config_are_passed_over() {
     let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);
     assert_eq!(outcomes.len(), 1);
-    assert_eq!(job.scan.unwrap().listed, 3);
+    let scan = job.scan.unwrap();
+    assert_eq!((scan.listed, scan.unreadable), (5, 2));
+    assert_eq!(rancher.actions_posted("upgrade"), ["1s4"]);
 }
 
 #[tokio::test]
@@ -257,4 +262,19 @@ async fn two_pushes_for_one_service_take_turns_instead_of_colliding() {
     assert_eq!(named(&first, "upgraded"), ["web"]);
     assert_eq!(named(&second, "upgraded"), ["web"]);
     assert_eq!(rancher.actions_posted("upgrade").len(), 2);
+}
+
+#[tokio::test]
+async fn a_rejected_api_key_fails_the_job_at_once_with_a_hint() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_API_SECRET", "not-the-secret")]).await;
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert!(outcomes.is_empty());
+    let error = job.scan.unwrap_err();
+    assert!(
+        error.contains("401") && error.contains("check RANCHER_API_KEY"),
+        "{error}"
+    );
+    assert!(!error.contains("not-the-secret"));
+    assert_eq!(rancher.requests().len(), 1, "a 401 is not retried");
 }
