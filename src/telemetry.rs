@@ -15,7 +15,7 @@ pub fn init(format: LogFormat) {
             .map(|severity| severity.to_ascii_lowercase())
             .map(|level| {
                 if level == "fatal" {
-                    "error".to_owned()
+                    "error".into()
                 } else {
                     level
                 }
@@ -26,7 +26,9 @@ pub fn init(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Colour codes only for a terminal, not for `docker logs` or a log shipper.
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
