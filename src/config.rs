@@ -130,13 +130,36 @@ struct RawSettings {
     autoredeploy_log_format: Option<String>,
 }
 
+fn is_ours(name: &str) -> bool {
+    [
+        "BIND_",
+        "RANCHER_",
+        "CATTLE_",
+        "AUTOREDEPLOY_",
+        "DOCKER_HUB_KEY",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+}
+
 /// The label the original program used; kept so existing services keep their meaning.
 pub const DEFAULT_LABEL_NAME: &str = "tech.manas.service.autoredeploy";
 
 impl Settings {
-    /// Reads the settings from the process environment.
+    /// Reads the settings from the process environment. Variables that are not valid
+    /// UTF-8 are refused if they are ours and ignored otherwise.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+        let mut vars = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            match (name.into_string(), value.into_string()) {
+                (Ok(name), Ok(value)) => vars.push((name, value)),
+                (Ok(name), Err(_)) if is_ours(&name) => {
+                    return Err(ConfigError(format!("{name} is not valid UTF-8")));
+                }
+                _ => {}
+            }
+        }
+        Self::from_vars(vars)
     }
 
     /// Reads the settings from `(name, value)` pairs. Empty values count as unset.
@@ -348,8 +371,9 @@ fn api_base_url(variable: &str, value: &str) -> Result<Url, ConfigError> {
     } else {
         format!("http://{value}")
     };
-    let mut url =
-        Url::parse(&with_scheme).map_err(|_| ConfigError::invalid(variable, expected, value))?;
+    // The value may hold credentials: it is never echoed.
+    let refused = || ConfigError(format!("{variable} must be {expected}"));
+    let mut url = Url::parse(&with_scheme).map_err(|_| refused())?;
     let acceptable = matches!(url.scheme(), "http" | "https")
         && url.host().is_some()
         && url.username().is_empty()
@@ -357,8 +381,7 @@ fn api_base_url(variable: &str, value: &str) -> Result<Url, ConfigError> {
         && url.query().is_none()
         && url.fragment().is_none();
     if !acceptable {
-        // The value may hold credentials: do not echo it.
-        return Err(ConfigError(format!("{variable} must be {expected}")));
+        return Err(refused());
     }
     let path = url.path().trim_end_matches('/').to_owned();
     let path = if path.ends_with("/v1") || path.ends_with("/v2-beta") {

@@ -20,6 +20,10 @@ use crate::queue::PushReceiver;
 use crate::rancher::RancherClient;
 use crate::upgrader::Upgrader;
 
+/// Pushes worked on at the same time. Jobs for different images overlap their scans and
+/// waits; more would only crowd the upgrade slots.
+pub const MAX_RUNNING_JOBS: usize = 4;
+
 /// Everything a job needs, shared by all jobs.
 #[derive(Debug)]
 pub struct Deployer {
@@ -57,7 +61,10 @@ impl Deployer {
     }
 
     /// Takes pushes off the queue until `shutdown` completes, then lets running jobs go on
-    /// for at most `grace` and reports the pushes that were never started.
+    /// for at most `grace` and reports every push that was not carried through.
+    ///
+    /// At most [`MAX_RUNNING_JOBS`] pushes are worked on at once; the others wait in the
+    /// queue, which is what makes a full queue answer `503`.
     pub async fn run(
         self,
         mut queue: PushReceiver,
@@ -66,17 +73,20 @@ impl Deployer {
     ) {
         let deployer = Arc::new(self);
         let mut jobs = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
-                push = queue.next() => match push {
-                    Some(push) => { jobs.spawn(Arc::clone(&deployer).deploy(push)); }
+                push = queue.next(), if jobs.len() < MAX_RUNNING_JOBS => match push {
+                    Some(push) => {
+                        let image = push.image.to_string();
+                        let job = jobs.spawn(Arc::clone(&deployer).deploy(push));
+                        running.insert(job.id(), image);
+                    }
                     None => break,
                 },
-                Some(ended) = jobs.join_next(), if !jobs.is_empty() => {
-                    if let Err(error) = ended {
-                        tracing::error!(%error, "a deploy job ended abnormally; its push may be only partly deployed");
-                    }
+                Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                    forget_job(&mut running, ended);
                 }
                 () = &mut shutdown => break,
             }
@@ -84,22 +94,25 @@ impl Deployer {
         for push in queue.close() {
             tracing::error!(image = %push.image, "shutting down: this accepted push was not started; push the image again to deploy it");
         }
-        if !jobs.is_empty() {
-            tracing::info!(
-                jobs = jobs.len(),
-                grace_s = grace.as_secs(),
-                "shutting down: waiting for running upgrades"
-            );
-            let drained =
-                tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} })
-                    .await;
-            if drained.is_err() {
-                tracing::error!(
-                    jobs = jobs.len(),
-                    "shutting down: upgrades still running after AUTOREDEPLOY_SHUTDOWN_GRACE_S were abandoned; check their services in Rancher"
-                );
-                jobs.shutdown().await;
+        if jobs.is_empty() {
+            return;
+        }
+        tracing::info!(
+            jobs = jobs.len(),
+            grace_s = grace.as_secs(),
+            "shutting down: waiting for running upgrades"
+        );
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(ended) = jobs.join_next_with_id().await {
+                forget_job(&mut running, ended);
             }
+        })
+        .await;
+        if drained.is_err() {
+            for image in running.values() {
+                tracing::error!(image = %image, "shutting down: the deploy of this push was cut off after AUTOREDEPLOY_SHUTDOWN_GRACE_S; check its services in Rancher and push again");
+            }
+            jobs.shutdown().await;
         }
     }
 
@@ -160,12 +173,11 @@ impl Deployer {
     /// One service: wait for its turn and a slot, upgrade, report.
     async fn upgrade_one(self: Arc<Self>, plan: UpgradePlan, push: PushEvent) -> OutcomeResult {
         let started = Instant::now();
-        let service_id = plan.service.id.clone();
-        let service_name = plan.service.display_name().to_owned();
-        let turn = self.service_locks.lock(&service_id).await;
+        let service_id = plan.service_id.clone();
+        let service_name = plan.service_name.clone();
+        let _turn = self.service_locks.lock(&service_id).await;
         let result = match Arc::clone(&self.upgrade_slots).acquire_owned().await {
-            // After waiting for another job, the listed service is out of date.
-            Ok(_slot) => self.upgrader.upgrade(plan, &push.image, turn.waited).await,
+            Ok(_slot) => self.upgrader.upgrade(plan, &push.image).await,
             Err(_) => OutcomeResult::Failed("autoredeploy is shutting down".into()),
         };
         self.reporter.report_service(ServiceOutcome {
@@ -179,6 +191,21 @@ impl Deployer {
     }
 }
 
+fn forget_job(
+    running: &mut HashMap<tokio::task::Id, String>,
+    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    match ended {
+        Ok((id, ())) => {
+            running.remove(&id);
+        }
+        Err(error) => {
+            let image = running.remove(&error.id()).unwrap_or_default();
+            tracing::error!(image = %image, %error, "a deploy job ended abnormally; its push may be only partly deployed");
+        }
+    }
+}
+
 /// Per-service turns: a service is handled by one job at a time.
 #[derive(Debug, Default, Clone)]
 struct ServiceLocks {
@@ -188,8 +215,6 @@ struct ServiceLocks {
 
 /// A job's turn on a service; the entry is tidied away when nobody else waits.
 struct ServiceTurn {
-    /// Whether another job held the service first.
-    waited: bool,
     guard: Option<OwnedMutexGuard<()>>,
     locks: ServiceLocks,
     id: String,
@@ -204,12 +229,8 @@ impl ServiceLocks {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             Arc::clone(locks.entry(id.to_owned()).or_default())
         };
-        let (guard, waited) = match Arc::clone(&lock).try_lock_owned() {
-            Ok(guard) => (guard, false),
-            Err(_) => (lock.lock_owned().await, true),
-        };
+        let guard = lock.lock_owned().await;
         ServiceTurn {
-            waited,
             guard: Some(guard),
             locks: self.clone(),
             id: id.to_owned(),

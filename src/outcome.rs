@@ -131,6 +131,7 @@ impl OutcomeReporter {
             Ok(scan) => tracing::info!(
                 image = %outcome.image, pages = scan.pages, listed = scan.listed,
                 upgraded = outcome.upgraded, skipped = outcome.skipped, failed = outcome.failed,
+                without_launch_config = scan.without_launch_config,
                 unreadable = scan.unreadable, duration_ms, "push handled"
             ),
             Err(error) => tracing::error!(

@@ -6,14 +6,19 @@
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
 use crate::matching::{self, Targets, Verdict};
-use crate::rancher::{RancherClient, RancherError, Service};
+use std::collections::HashSet;
 
-/// A service to upgrade, with the launch configs concerned.
+use crate::rancher::{RancherClient, RancherError};
+
+/// A service to upgrade. The upgrader reads it again before acting, so only its identity is
+/// kept: memory stays small however many services match.
 #[derive(Debug, Clone)]
 pub struct UpgradePlan {
-    /// The service as listed.
-    pub service: Service,
-    /// Which of its launch configs run the image and are opted in.
+    /// Rancher id.
+    pub service_id: String,
+    /// Service name, for the log.
+    pub service_name: String,
+    /// Which of its launch configs ran the image when it was listed.
     pub targets: Targets,
 }
 
@@ -44,6 +49,8 @@ pub struct ScanSummary {
     pub planned: usize,
     /// Services skipped although they run the image.
     pub skipped: usize,
+    /// Services without a launch config (DNS, external, …), passed over.
+    pub without_launch_config: usize,
     /// Entries that could not be read and were passed over.
     pub unreadable: usize,
 }
@@ -57,6 +64,9 @@ pub async fn scan(
 ) -> Result<ScanSummary, RancherError> {
     let mut summary = ScanSummary::default();
     let mut marker: Option<String> = None;
+    // Markers are offsets: a service created or removed during the walk shifts the pages,
+    // and a service may be listed twice. It is decided once.
+    let mut decided: HashSet<String> = HashSet::new();
     loop {
         let page = client.list_page(marker.as_deref()).await?;
         summary.pages += 1;
@@ -69,11 +79,17 @@ pub async fn scan(
             match matching::judge(&service, pushed, rule) {
                 Verdict::NotRunning => {}
                 Verdict::NoLaunchConfig => {
+                    summary.without_launch_config += 1;
                     tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
                 }
                 Verdict::Unreadable(reason) => {
                     summary.unreadable += 1;
                     tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
+                }
+                Verdict::OptedOut(_) | Verdict::Upgrade(_)
+                    if !decided.insert(service.id.clone()) =>
+                {
+                    tracing::debug!(service_id = %service.id, "listed twice (the environment changed during the walk)");
                 }
                 Verdict::OptedOut(reason) => {
                     summary.skipped += 1;
@@ -85,7 +101,11 @@ pub async fn scan(
                 }
                 Verdict::Upgrade(targets) => {
                     summary.planned += 1;
-                    decide(Decision::Upgrade(UpgradePlan { service, targets }));
+                    decide(Decision::Upgrade(UpgradePlan {
+                        service_id: service.id.clone(),
+                        service_name: service.display_name().to_owned(),
+                        targets,
+                    }));
                 }
             }
         }

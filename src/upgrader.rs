@@ -2,8 +2,6 @@
 //! upgrade with the full launch config → wait for `upgraded` → `finishupgrade` → wait for
 //! `active`. Every wait is bounded; every way out is an [`OutcomeResult`].
 
-use std::time::Duration;
-
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -19,10 +17,6 @@ use crate::rancher::{LaunchConfigView, RancherClient, Service, UpgradeRequest};
 /// The label that makes Rancher's agent pull the image before creating a container, so a
 /// re-pushed tag is really fetched again.
 pub const PULL_IMAGE_LABEL: &str = "io.rancher.container.pull_image";
-
-/// How many times a service may be brought back to an upgradable state (by waiting for a
-/// process or finishing a pending upgrade) before the upgrade is given up.
-const MAX_PREPARATION_ROUNDS: usize = 4;
 
 /// Upgrades services, one call of [`Upgrader::upgrade`] per service.
 #[derive(Debug, Clone)]
@@ -57,39 +51,26 @@ impl Upgrader {
         }
     }
 
-    /// Carries the plan through to the end and says how it ended. With `reread`, the
-    /// service is read again first instead of trusting the listed copy.
-    pub async fn upgrade(
-        &self,
-        plan: UpgradePlan,
-        pushed: &ImageRef,
-        reread: bool,
-    ) -> OutcomeResult {
-        match self.run(plan, pushed, reread).await {
+    /// Carries the plan through to the end and says how it ended.
+    pub async fn upgrade(&self, plan: UpgradePlan, pushed: &ImageRef) -> OutcomeResult {
+        match self.run(plan, pushed).await {
             Ok(result) => result,
             Err(Stop::Failed(reason)) => OutcomeResult::Failed(reason),
             Err(Stop::Skipped(reason)) => OutcomeResult::Skipped(reason),
         }
     }
 
-    async fn run(
-        &self,
-        plan: UpgradePlan,
-        pushed: &ImageRef,
-        reread: bool,
-    ) -> Result<OutcomeResult, Stop> {
-        let (mut service, mut targets) = (plan.service, plan.targets);
-        if reread {
-            service = self.client.service(&service.id).await?;
-            targets = self.judge_again(&service, pushed, "when its turn came")?;
-        }
-        let (service, targets) = self.prepare(service, targets, pushed).await?;
+    async fn run(&self, plan: UpgradePlan, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
+        // The listed copy may be old by now (the service waited for its turn or a slot), and
+        // Rancher replaces launch configs whole: the request is built from a fresh read.
+        let service = self.client.service(&plan.service_id).await?;
+        let (service, targets) = self.prepare(service, pushed).await?;
         let id = service.id.clone();
         let request = upgrade_request(&service, &targets, &self.settings).map_err(Stop::Failed)?;
         self.client.upgrade(&id, &request).await?;
         tracing::debug!(service_id = %id, "upgrade started");
 
-        let service = self.wait_settled(&id, "upgrading").await?;
+        let service = self.wait_settled(&id, self.deadline()).await?;
         if service.state != "upgraded" {
             return Err(Stop::Failed(format!(
                 "the upgrade ended in state {} instead of upgraded",
@@ -99,62 +80,62 @@ impl Upgrader {
         if !self.settings.finish {
             return Ok(OutcomeResult::UpgradedNotFinished);
         }
-        self.finish(&id).await?;
+        self.finish(&id, self.deadline()).await?;
         Ok(OutcomeResult::Upgraded)
     }
 
-    /// Brings the service to a state that allows an upgrade: waits out a running process,
-    /// finishes an upgrade left in `upgraded`. Returns the service as it is then, and the
-    /// targets judged again on it.
+    /// Brings the service to a state that allows an upgrade, within one timeout: waits out a
+    /// running process, finishes an upgrade left in `upgraded`. Returns the service as it is
+    /// then, with the launch configs to upgrade judged on that copy.
     async fn prepare(
         &self,
         mut service: Service,
-        mut targets: Targets,
         pushed: &ImageRef,
     ) -> Result<(Service, Targets), Stop> {
-        for _ in 0..MAX_PREPARATION_ROUNDS {
+        let deadline = self.deadline();
+        loop {
+            let targets = self.judge_again(&service, pushed)?;
             if service.is_transitioning() {
-                service = self
-                    .wait_settled(&service.id, &service.state.clone())
-                    .await?;
+                service = self.wait_settled(&service.id, deadline).await?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 tracing::info!(service_id = %service.id, service = service.display_name(), "finishing the upgrade left in upgraded first");
-                service = self.finish(&service.id).await?;
+                service = self.finish(&service.id, deadline).await?;
+            } else if service.state == "inactive" {
+                return Err(Stop::Skipped(
+                    "the service is inactive (stopped), and finishing an upgrade would start it; \
+                     it keeps its launch config until it is started again"
+                        .into(),
+                ));
             } else if service.actions.upgrade {
                 return Ok((service, targets));
             } else {
                 return Err(Stop::Failed(not_upgradable(&service)));
             }
-            targets =
-                self.judge_again(&service, pushed, "once Rancher's previous process ended")?;
         }
-        Err(Stop::Failed(format!(
-            "the service kept changing state (now {}); try again later",
-            service.state
-        )))
     }
 
     /// The targets on a fresh copy of the service, or why it is no longer to be upgraded.
-    fn judge_again(
-        &self,
-        service: &Service,
-        pushed: &ImageRef,
-        when: &str,
-    ) -> Result<Targets, Stop> {
+    fn judge_again(&self, service: &Service, pushed: &ImageRef) -> Result<Targets, Stop> {
         match matching::judge(service, pushed, &self.rule) {
             Verdict::Upgrade(targets) => Ok(targets),
-            Verdict::OptedOut(reason) => Err(Stop::Skipped(format!("{reason} {when}"))),
-            Verdict::NotRunning => Err(Stop::Skipped(format!("no longer runs the image {when}"))),
-            Verdict::NoLaunchConfig | Verdict::Unreadable(_) => Err(Stop::Failed(format!(
-                "the service could no longer be read {when}"
-            ))),
+            Verdict::OptedOut(reason) => Err(Stop::Skipped(reason)),
+            Verdict::NotRunning => Err(Stop::Skipped(
+                "no longer runs the image (it changed after it was listed)".into(),
+            )),
+            Verdict::NoLaunchConfig | Verdict::Unreadable(_) => Err(Stop::Failed(
+                "the service could no longer be read after it was listed".into(),
+            )),
         }
     }
 
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.timeout
+    }
+
     /// Posts `finishupgrade` and waits for `active`.
-    async fn finish(&self, id: &str) -> Result<Service, Stop> {
+    async fn finish(&self, id: &str, deadline: Instant) -> Result<Service, Stop> {
         self.client.finish_upgrade(id).await?;
-        let service = self.wait_settled(id, "finishing-upgrade").await?;
+        let service = self.wait_settled(id, deadline).await?;
         if service.state != "active" {
             return Err(Stop::Failed(format!(
                 "finishing the upgrade ended in state {} instead of active",
@@ -164,9 +145,8 @@ impl Upgrader {
         Ok(service)
     }
 
-    /// Polls until the service stops transitioning, for at most the upgrade timeout.
-    async fn wait_settled(&self, id: &str, waiting_for: &str) -> Result<Service, Stop> {
-        let deadline = Instant::now() + self.settings.timeout;
+    /// Polls until the service stops transitioning, at the latest until `deadline`.
+    async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Stop> {
         loop {
             tokio::time::sleep(self.settings.poll_interval).await;
             let service = self.client.service(id).await?;
@@ -185,13 +165,13 @@ impl Upgrader {
             }
             if Instant::now() >= deadline {
                 return Err(Stop::Failed(format!(
-                    "still {} after {} (RANCHER_UPGRADE_TIMEOUT_S); left as it is, finish or roll \
-                     it back in Rancher",
+                    "still {} after {} s (RANCHER_UPGRADE_TIMEOUT_S); left as it is, finish or \
+                     roll it back in Rancher",
                     service.state,
-                    describe(self.settings.timeout)
+                    self.settings.timeout.as_secs()
                 )));
             }
-            tracing::debug!(service_id = %id, state = %service.state, waiting_for, "waiting for Rancher");
+            tracing::debug!(service_id = %id, state = %service.state, "waiting for Rancher");
         }
     }
 }
@@ -207,10 +187,6 @@ fn not_upgradable(service: &Service) -> String {
         ),
         state => format!("Rancher offers no upgrade action in state {state}"),
     }
-}
-
-fn describe(duration: Duration) -> String {
-    format!("{} s", duration.as_secs())
 }
 
 /// The upgrade request for the targeted launch configs of `service`: each one whole, as
@@ -268,6 +244,7 @@ fn with_pull_label(raw: &RawValue) -> Result<Map<String, Value>, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn settings() -> UpgradeSettings {
         UpgradeSettings {

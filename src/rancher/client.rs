@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -76,7 +77,9 @@ impl RancherClient {
             Some(marker) => format!("listing services from {marker}"),
             None => "listing services".to_owned(),
         };
-        let body = self.send(Method::GET, url, None, &what).await?;
+        let body = self
+            .send(Method::GET, url, None, &what, &AtomicBool::new(false))
+            .await?;
         ServicePage::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
     }
 
@@ -84,7 +87,13 @@ impl RancherClient {
     pub async fn service(&self, id: &str) -> Result<Service, RancherError> {
         let what = format!("reading service {id}");
         let body = self
-            .send(Method::GET, self.service_url(id), None, &what)
+            .send(
+                Method::GET,
+                self.service_url(id),
+                None,
+                &what,
+                &AtomicBool::new(false),
+            )
             .await?;
         Service::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
     }
@@ -115,8 +124,30 @@ impl RancherClient {
         }
         url.query_pairs_mut().append_pair("action", action);
         let what = format!("posting {action} for service {id}");
-        let answer = self.send(Method::POST, url, Some(body), &what).await?;
-        Service::decode(&answer).map_err(|reason| RancherError::Decode { what, reason })
+        let retried = AtomicBool::new(false);
+        let answer = self
+            .send(Method::POST, url, Some(body), &what, &retried)
+            .await;
+        match answer {
+            Ok(answer) => {
+                Service::decode(&answer).map_err(|reason| RancherError::Decode { what, reason })
+            }
+            // An earlier attempt may have been applied with only its answer lost (a proxy's
+            // 504, a dropped connection): the action is then no longer available. The service
+            // as it is now tells the caller where things stand.
+            Err(error)
+                if retried.load(Ordering::Relaxed)
+                    && error.code() == Some("ActionNotAvailable") =>
+            {
+                tracing::info!(
+                    service_id = id,
+                    action,
+                    "the action is no longer available after a retry; reading the service to see whether an earlier attempt was applied"
+                );
+                self.service(id).await
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn service_url(&self, id: &str) -> Url {
@@ -128,12 +159,14 @@ impl RancherClient {
     }
 
     /// Sends one request, retrying what may succeed later, and returns the body of a 2xx.
+    /// `retried` is set when more than one attempt was made.
     async fn send(
         &self,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
         what: &str,
+        retried: &AtomicBool,
     ) -> Result<Vec<u8>, RancherError> {
         let attempt = || async {
             let mut request = self
@@ -175,6 +208,7 @@ impl RancherClient {
             .retry(RETRY)
             .when(RancherError::is_retryable)
             .notify(|err, delay| {
+                retried.store(true, Ordering::Relaxed);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "Rancher request failed, retrying");
             })
             .await

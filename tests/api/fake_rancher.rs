@@ -37,6 +37,7 @@ const EXTERNAL_SERVICE_TEMPLATE: &str =
 pub struct ServiceSpec {
     document: Map<String, Value>,
     stuck: bool,
+    busy: Option<(&'static str, Duration)>,
 }
 
 /// A plain `service` running `image_uuid` (which carries Rancher's `docker:` prefix).
@@ -44,30 +45,21 @@ pub fn service(name: &str, image_uuid: &str) -> ServiceSpec {
     let mut document = template(SERVICE_TEMPLATE);
     document.insert("name".into(), json!(name));
     document["launchConfig"]["imageUuid"] = json!(image_uuid);
-    ServiceSpec {
-        document,
-        stuck: false,
-    }
+    ServiceSpec::new(document)
 }
 
 /// A `dnsService`: no launch config at all.
 pub fn dns_service(name: &str) -> ServiceSpec {
     let mut document = template(DNS_SERVICE_TEMPLATE);
     document.insert("name".into(), json!(name));
-    ServiceSpec {
-        document,
-        stuck: false,
-    }
+    ServiceSpec::new(document)
 }
 
 /// An `externalService`: no launch config either.
 pub fn external_service(name: &str) -> ServiceSpec {
     let mut document = template(EXTERNAL_SERVICE_TEMPLATE);
     document.insert("name".into(), json!(name));
-    ServiceSpec {
-        document,
-        stuck: false,
-    }
+    ServiceSpec::new(document)
 }
 
 fn template(text: &str) -> Map<String, Value> {
@@ -78,6 +70,14 @@ fn template(text: &str) -> Map<String, Value> {
 }
 
 impl ServiceSpec {
+    fn new(document: Map<String, Value>) -> Self {
+        Self {
+            document,
+            stuck: false,
+            busy: None,
+        }
+    }
+
     /// Sets a label on the primary launch config.
     pub fn label(mut self, name: &str, value: &str) -> Self {
         self.document["launchConfig"]["labels"][name] = json!(value);
@@ -110,6 +110,17 @@ impl ServiceSpec {
     /// Sets a field of the primary launch config to anything.
     pub fn launch_config_field(mut self, name: &str, value: Value) -> Self {
         self.document["launchConfig"][name] = value;
+        self
+    }
+
+    /// Starts in the middle of a process: `state` now, `then` after `duration`
+    /// (e.g. `upgrading` → `upgraded`).
+    pub fn busy(mut self, state: &str, then: &'static str, duration: Duration) -> Self {
+        self.document.insert("state".into(), json!(state));
+        self.document.insert("transitioning".into(), json!("yes"));
+        self.document
+            .insert("transitioningMessage".into(), json!("In Progress"));
+        self.busy = Some((then, duration));
         self
     }
 
@@ -174,6 +185,10 @@ struct World {
     services: Vec<FakeService>,
     behaviour: Behaviour,
     failures_left: usize,
+    /// Actions to apply and then answer 504, as a proxy that lost the answer would.
+    lost_answers_left: usize,
+    /// The most other services found mid-upgrade when an upgrade was posted.
+    most_upgrading_at_once: usize,
     requests: Vec<Recorded>,
     upgrade_bodies: Vec<(String, Value)>,
     versions_issued: usize,
@@ -198,10 +213,13 @@ impl FakeRancher {
             .map(|(index, spec)| {
                 let mut document = spec.document;
                 document.insert("id".into(), json!(format!("1s{}", index + 1)));
+                let pending = spec
+                    .busy
+                    .map(|(then, after)| (Instant::now() + after, then));
                 FakeService {
                     document,
                     stuck: spec.stuck,
-                    pending: None,
+                    pending,
                     previous: None,
                 }
             })
@@ -210,6 +228,8 @@ impl FakeRancher {
             services,
             behaviour,
             failures_left: 0,
+            lost_answers_left: 0,
+            most_upgrading_at_once: 0,
             requests: Vec::new(),
             upgrade_bodies: Vec::new(),
             versions_issued: 0,
@@ -289,6 +309,35 @@ impl FakeRancher {
                     .to_owned()
             })
             .collect()
+    }
+
+    /// The next `count` actions are applied, then answered 504 as if a proxy lost the answer.
+    pub fn lose_next_answers(&self, count: usize) {
+        self.world.lock().unwrap().lost_answers_left = count;
+    }
+
+    /// The most services that were mid-upgrade, besides the one concerned, when an upgrade
+    /// was posted.
+    pub fn most_upgrading_at_once(&self) -> usize {
+        self.world.lock().unwrap().most_upgrading_at_once
+    }
+
+    /// Waits until some upgrade has been accepted.
+    pub async fn wait_for_upgrade_of_any(&self) {
+        for _ in 0..2000 {
+            if !self.upgrade_bodies().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no upgrade was posted");
+    }
+
+    /// Changes a launch config field, as a user editing the service in Rancher would.
+    pub fn edit_launch_config(&self, id: &str, field: &str, value: Value) {
+        let mut world = self.world.lock().unwrap();
+        let index = world.index_of(id).expect("no such service");
+        world.services[index].document["launchConfig"][field] = value;
     }
 
     /// The next `count` requests are answered 500.
@@ -522,10 +571,20 @@ impl World {
                     .find(|(k, _)| k == "action")
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default();
-                match self.index_of(id) {
+                let answer = match self.index_of(id) {
                     Some(index) => self.action(index, &action, body, &base),
                     None => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
+                };
+                if answer.0 == StatusCode::ACCEPTED && self.lost_answers_left > 0 {
+                    self.lost_answers_left -= 1;
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "GatewayTimeout",
+                        Some("the answer was lost"),
+                        None,
+                    );
                 }
+                answer
             }
             _ => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
         }
@@ -622,6 +681,17 @@ impl World {
                 if let Err(reply) = self.upgrade(index, &body) {
                     return reply;
                 }
+                let upgrading_elsewhere = self
+                    .services
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, s)| {
+                        *other != index
+                            && ["upgrading", "upgraded", "finishing-upgrade"]
+                                .contains(&s.document["state"].as_str().unwrap_or_default())
+                    })
+                    .count();
+                self.most_upgrading_at_once = self.most_upgrading_at_once.max(upgrading_elsewhere);
                 let upgrade_time = self.behaviour.upgrade_time;
                 self.start_process(index, "upgrading", "upgraded", upgrade_time);
             }

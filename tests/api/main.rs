@@ -5,6 +5,7 @@ mod fake_rancher_behaviour;
 mod helpers;
 
 mod health;
+mod logging;
 mod matching;
 mod paging;
 mod real_fixtures;

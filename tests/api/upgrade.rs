@@ -1,5 +1,7 @@
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
 use crate::fake_rancher::{FakeRancher, dns_service, external_service, service};
 use crate::helpers::{named, spawn_app, spawn_app_with};
 
@@ -65,17 +67,19 @@ async fn a_push_upgrades_finishes_and_keeps_every_key_of_the_launch_config() {
     }
     let calls = requests_for(&rancher, "1s1");
     assert_eq!(
-        calls.first().map(String::as_str),
-        Some("upgrade"),
-        "{calls:?}"
+        calls[..2],
+        ["get", "upgrade"],
+        "a fresh read, then the upgrade: {calls:?}"
     );
     assert_eq!(
         calls.iter().filter(|c| *c == "finishupgrade").count(),
         1,
         "{calls:?}"
     );
-    assert!(
-        calls.iter().position(|c| c == "finishupgrade") > calls.iter().position(|c| c == "get")
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("get"),
+        "waited for active: {calls:?}"
     );
 }
 
@@ -277,4 +281,94 @@ async fn a_rejected_api_key_fails_the_job_at_once_with_a_hint() {
     );
     assert!(!error.contains("not-the-secret"));
     assert_eq!(rancher.requests().len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test]
+async fn a_service_mid_upgrade_is_waited_for_then_finished_and_upgraded() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest").busy(
+        "upgrading",
+        "upgraded",
+        Duration::from_millis(300),
+    )])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"], "{outcomes:?}");
+    let calls = requests_for(&rancher, "1s1");
+    let actions: Vec<&String> = calls.iter().filter(|c| *c != "get").collect();
+    assert_eq!(actions, ["finishupgrade", "upgrade", "finishupgrade"]);
+    assert!(
+        calls.iter().take_while(|c| *c == "get").count() >= 2,
+        "it waited: {calls:?}"
+    );
+    assert_eq!(rancher.service("1s1")["state"], "active");
+}
+
+#[tokio::test]
+async fn an_inactive_service_is_not_started_by_a_push() {
+    let rancher = FakeRancher::start(vec![
+        service("stopped", "docker:myorg/web:latest").state("inactive"),
+        service("web", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert_eq!(named(&outcomes, "skipped"), ["stopped"]);
+    assert_eq!(rancher.service("1s1")["state"], "inactive");
+    assert_eq!(rancher.actions_posted("upgrade"), ["1s2"]);
+}
+
+#[tokio::test]
+async fn an_action_applied_whose_answer_was_lost_is_carried_on() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app(&rancher).await;
+    rancher.lose_next_answers(2);
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"], "{outcomes:?}");
+    assert_eq!(rancher.upgrade_bodies().len(), 1, "applied once");
+    assert_eq!(
+        rancher.actions_posted("upgrade").len(),
+        2,
+        "retried once, answered 422"
+    );
+    assert_eq!(rancher.actions_posted("finishupgrade").len(), 2);
+    assert_eq!(rancher.service("1s1")["state"], "active");
+}
+
+#[tokio::test]
+async fn no_more_services_are_upgraded_at_once_than_allowed() {
+    let services = (0..4)
+        .map(|i| service(&format!("web-{i}"), "docker:myorg/web:latest"))
+        .collect();
+    let rancher = FakeRancher::start(services).await;
+    let mut app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "1")]).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded").len(), 4);
+    assert_eq!(rancher.most_upgrading_at_once(), 0);
+}
+
+#[tokio::test]
+async fn a_service_changed_while_waiting_for_its_turn_is_upgraded_with_the_change() {
+    let rancher = FakeRancher::start(vec![
+        service("first", "docker:myorg/web:latest"),
+        service("second", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "1")]).await;
+    app.push("myorg/web", Some("latest")).await;
+    // While one service is upgraded, someone edits the other one in Rancher.
+    rancher.wait_for_upgrade_of_any().await;
+    let waiting = if rancher.upgrade_bodies()[0].0 == "1s1" {
+        "1s2"
+    } else {
+        "1s1"
+    };
+    rancher.edit_launch_config(waiting, "environment", json!({ "EDITED": "yes" }));
+    let (outcomes, _) = app.next_job().await;
+    assert_eq!(named(&outcomes, "upgraded").len(), 2);
+    assert_eq!(
+        rancher.service(waiting)["launchConfig"]["environment"],
+        json!({ "EDITED": "yes" })
+    );
 }
