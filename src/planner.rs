@@ -5,7 +5,7 @@
 
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
-use crate::matching::{self, Targets, Verdict};
+use crate::matching::{self, Verdict};
 use std::collections::HashSet;
 
 use crate::rancher::{RancherClient, RancherError};
@@ -18,8 +18,6 @@ pub struct UpgradePlan {
     pub service_id: String,
     /// Service name, for the log.
     pub service_name: String,
-    /// Which of its launch configs ran the image when it was listed.
-    pub targets: Targets,
 }
 
 /// A decision about a service that runs the pushed image (or might, but cannot be read).
@@ -99,12 +97,11 @@ pub async fn scan(
                         reason,
                     });
                 }
-                Verdict::Upgrade(targets) => {
+                Verdict::Upgrade(_) => {
                     summary.planned += 1;
                     decide(Decision::Upgrade(UpgradePlan {
                         service_id: service.id.clone(),
                         service_name: service.display_name().to_owned(),
-                        targets,
                     }));
                 }
             }

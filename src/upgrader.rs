@@ -11,8 +11,7 @@ use crate::domain::ImageRef;
 use crate::matching::{self, Targets, Verdict};
 use crate::outcome::OutcomeResult;
 use crate::planner::UpgradePlan;
-use crate::rancher::RancherError;
-use crate::rancher::{LaunchConfigView, RancherClient, Service, UpgradeRequest};
+use crate::rancher::{LaunchConfigView, RancherClient, RancherError, Service, UpgradeRequest};
 
 /// The label that makes Rancher's agent pull the image before creating a container, so a
 /// re-pushed tag is really fetched again.
