@@ -21,6 +21,7 @@ pub mod deployer;
 pub mod domain;
 pub mod healthcheck;
 pub mod intake;
+pub mod journal;
 pub mod matching;
 pub mod outcome;
 pub mod planner;

@@ -1,0 +1,105 @@
+//! The thread that owns the database connection and commits calls in batches.
+
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::JournalError;
+
+/// Most calls committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Hands the outcome of a call back, once its batch is committed (or not).
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A call: runs its statements and returns how to deliver its result.
+type Work = Box<dyn FnOnce(&Connection) -> Deliver + Send>;
+
+/// Sends calls to the journal thread.
+#[derive(Clone)]
+pub(super) struct Writer {
+    sender: mpsc::Sender<Work>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Writer {
+    /// Starts the thread; it ends when every `Writer` is dropped.
+    pub(super) fn start(connection: Connection) -> Self {
+        let (sender, receiver) = mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || run(&connection, &receiver))
+            .expect("the journal thread can be started");
+        Self { sender }
+    }
+
+    /// Runs `statements` on the journal thread, isolated from the other calls of its batch,
+    /// and returns their result once the batch is committed.
+    pub(super) async fn call<T, F>(&self, statements: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |db| {
+            let result = isolated(db, statements);
+            Box::new(move |committed| {
+                let outcome = match committed {
+                    Ok(()) => result.map_err(JournalError::from),
+                    Err(reason) => Err(JournalError::Commit(reason)),
+                };
+                let _ = reply.send(outcome);
+            })
+        });
+        self.sender.send(work).map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+}
+
+fn run(db: &Connection, receiver: &mpsc::Receiver<Work>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(work) => batch.push(work),
+                Err(_) => break,
+            }
+        }
+        let in_transaction = db.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let deliveries: Vec<Deliver> = batch.into_iter().map(|work| work(db)).collect();
+        let committed = if in_transaction {
+            db.execute_batch("COMMIT").map_err(|err| {
+                let _ = db.execute_batch("ROLLBACK");
+                err.to_string()
+            })
+        } else {
+            Ok(())
+        };
+        for deliver in deliveries {
+            deliver(committed.clone());
+        }
+    }
+}
+
+/// Runs one call inside a savepoint, so its failure undoes only its own statements.
+fn isolated<T>(
+    db: &Connection,
+    statements: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    db.execute_batch("SAVEPOINT call")?;
+    match statements(db) {
+        Ok(value) => {
+            db.execute_batch("RELEASE call")?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = db.execute_batch("ROLLBACK TO call; RELEASE call");
+            Err(err)
+        }
+    }
+}
