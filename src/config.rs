@@ -5,6 +5,7 @@
 //! environment. Every bad value is an error that names the variable and says what it expected.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -26,8 +27,12 @@ pub struct Settings {
     pub matching: MatchSettings,
     /// How each upgrade is driven.
     pub upgrade: UpgradeSettings,
-    /// How many accepted pushes may wait for a worker (`AUTOREDEPLOY_QUEUE_SIZE`).
+    /// How many jobs may wait to be started (`AUTOREDEPLOY_QUEUE_SIZE`).
     pub queue_size: usize,
+    /// Where the journal lives (`AUTOREDEPLOY_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// How long ended jobs are kept (`AUTOREDEPLOY_HISTORY_DAYS`).
+    pub history: Duration,
     /// How long running upgrades may go on after a shutdown signal
     /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
     pub shutdown_grace: Duration,
@@ -49,6 +54,31 @@ pub struct RancherSettings {
     pub secret_key: SecretString,
     /// Bound on every single request to Rancher (`RANCHER_REQUEST_TIMEOUT_S`).
     pub request_timeout: Duration,
+    /// How requests that may succeed later are retried.
+    pub retry: RetrySettings,
+}
+
+/// Retries of a Rancher request after a transport error, timeout, `409` or `5xx`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    /// Retries after the first attempt (`RANCHER_RETRY_ATTEMPTS`).
+    pub attempts: usize,
+    /// Longest pause between two attempts (`RANCHER_RETRY_MAX_DELAY_MS`).
+    pub max_delay: Duration,
+    /// Bound on all pauses of one request together (`RANCHER_RETRY_TOTAL_S`).
+    pub total: Duration,
+}
+
+/// What to do with a service whose upgrade is stuck or reported an error
+/// (`RANCHER_UPGRADE_ON_FAILURE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Roll back to the previous launch config (`rollback`).
+    Rollback,
+    /// Cancel the upgrade and leave the service in `canceled-upgrade` (`cancel`).
+    Cancel,
+    /// Leave the service as it is (`leave`).
+    Leave,
 }
 
 /// The opt-in rule.
@@ -79,6 +109,8 @@ pub struct UpgradeSettings {
     /// How many services are upgraded at the same time
     /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
     pub max_concurrent: usize,
+    /// What to do when an upgrade is stuck or fails.
+    pub on_failure: OnFailure,
 }
 
 /// Log output format.
@@ -128,6 +160,12 @@ struct RawSettings {
     autoredeploy_queue_size: Option<String>,
     autoredeploy_shutdown_grace_s: Option<String>,
     autoredeploy_log_format: Option<String>,
+    autoredeploy_data_dir: Option<String>,
+    autoredeploy_history_days: Option<String>,
+    rancher_upgrade_on_failure: Option<String>,
+    rancher_retry_attempts: Option<String>,
+    rancher_retry_max_delay_ms: Option<String>,
+    rancher_retry_total_s: Option<String>,
 }
 
 fn is_ours(name: &str) -> bool {
@@ -200,13 +238,45 @@ impl RawSettings {
                 cattle_secret_key: self.cattle_secret_key,
             },
             self.rancher_project_id,
-            parse_or(
+            Duration::from_secs(parse_or(
                 "RANCHER_REQUEST_TIMEOUT_S",
                 self.rancher_request_timeout_s,
                 30,
                 1..=3600,
-            )?,
+            )?),
+            RetrySettings {
+                attempts: parse_or(
+                    "RANCHER_RETRY_ATTEMPTS",
+                    self.rancher_retry_attempts,
+                    6,
+                    0..=100,
+                )?,
+                max_delay: Duration::from_millis(parse_or(
+                    "RANCHER_RETRY_MAX_DELAY_MS",
+                    self.rancher_retry_max_delay_ms,
+                    10_000,
+                    10..=600_000,
+                )?),
+                total: Duration::from_secs(parse_or(
+                    "RANCHER_RETRY_TOTAL_S",
+                    self.rancher_retry_total_s,
+                    120,
+                    1..=86_400,
+                )?),
+            },
         )?;
+        let on_failure = match self.rancher_upgrade_on_failure.as_deref().map(str::trim) {
+            None | Some("rollback") => OnFailure::Rollback,
+            Some("cancel") => OnFailure::Cancel,
+            Some("leave") => OnFailure::Leave,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "RANCHER_UPGRADE_ON_FAILURE",
+                    "`rollback`, `cancel` or `leave`",
+                    other,
+                ));
+            }
+        };
         let upgrade = UpgradeSettings {
             batch_size: parse_or(
                 "RANCHER_UPGRADE_BATCH_SIZE",
@@ -244,6 +314,7 @@ impl RawSettings {
                 16,
                 1..=1024,
             )?,
+            on_failure,
         };
         let bind_address = match self.bind_address {
             None => IpAddr::from([0, 0, 0, 0]),
@@ -295,6 +366,19 @@ impl RawSettings {
                 30,
                 0..=3600,
             )?),
+            data_dir: PathBuf::from(
+                self.autoredeploy_data_dir
+                    .unwrap_or_else(|| "data".to_owned()),
+            ),
+            history: Duration::from_secs(
+                86_400
+                    * parse_or(
+                        "AUTOREDEPLOY_HISTORY_DAYS",
+                        self.autoredeploy_history_days,
+                        30,
+                        1..=3650,
+                    )?,
+            ),
             log_format,
         })
     }
@@ -314,7 +398,8 @@ struct RancherVars {
 fn rancher_settings(
     vars: RancherVars,
     project_id: Option<String>,
-    request_timeout_s: u64,
+    request_timeout: Duration,
+    retry: RetrySettings,
 ) -> Result<RancherSettings, ConfigError> {
     let (host_variable, host) = match (vars.host, vars.cattle_url) {
         (Some(host), _) => ("RANCHER_HOST", host),
@@ -358,7 +443,8 @@ fn rancher_settings(
         services_url,
         access_key,
         secret_key,
-        request_timeout: Duration::from_secs(request_timeout_s),
+        request_timeout,
+        retry,
     })
 }
 
@@ -594,6 +680,10 @@ mod tests {
             ("RANCHER_FINISH_UPGRADE", "maybe"),
             ("AUTOREDEPLOY_QUEUE_SIZE", "0"),
             ("AUTOREDEPLOY_LOG_FORMAT", "xml"),
+            ("AUTOREDEPLOY_HISTORY_DAYS", "0"),
+            ("RANCHER_UPGRADE_ON_FAILURE", "panic"),
+            ("RANCHER_RETRY_ATTEMPTS", "many"),
+            ("RANCHER_RETRY_TOTAL_S", "0"),
         ] {
             let message = error_of(with(&[(name, value)]));
             assert!(

@@ -1,106 +1,148 @@
-//! Runs one job per queued push: scan the environment, upgrade the matching services
-//! concurrently (bounded), report each outcome and the job's tally.
+//! Runs the jobs of the journal: one per push (or per group of coalesced pushes). A job
+//! walks the environment, records each service it concerns, and upgrades them concurrently
+//! (bounded); a job interrupted by a shutdown or a crash is resumed at the next start from
+//! where the journal says it stood.
 //!
-//! Jobs run side by side; two jobs that reach the same service take turns on it, so
-//! autoredeploy never trips over its own upgrade in progress.
+//! Jobs for different images run side by side; a job for an image that is already being
+//! deployed waits for that job to end. Two jobs that reach the same service take turns on
+//! it, so autoredeploy never trips over its own upgrade in progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::sync::{Notify, OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::MatchSettings;
-use crate::domain::PushEvent;
+use crate::domain::ImageRef;
+use crate::journal::{JobId, Journal, JournalError, PendingJob, Step};
 use crate::outcome::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
-use crate::planner::{self, Decision, UpgradePlan};
-use crate::queue::PushReceiver;
+use crate::planner::{Decision, ScanSummary, Scanner};
 use crate::rancher::RancherClient;
-use crate::upgrader::Upgrader;
+use crate::shutdown::ShutdownSignal;
+use crate::upgrader::{Assignment, Ending, Upgrader};
 
-/// Pushes worked on at the same time. Jobs for different images overlap their scans and
+/// Jobs worked on at the same time. Jobs for different images overlap their scans and
 /// waits; more would only crowd the upgrade slots.
 pub const MAX_RUNNING_JOBS: usize = 4;
+
+/// How long to wait before reading the journal again after it failed.
+const JOURNAL_RETRY: Duration = Duration::from_secs(1);
 
 /// Everything a job needs, shared by all jobs.
 #[derive(Debug)]
 pub struct Deployer {
-    /// Rancher API, for the scan.
+    /// Rancher API, for the scans.
     client: RancherClient,
     /// Drives each service's upgrade.
     upgrader: Upgrader,
     /// The opt-in rule.
     rule: MatchSettings,
+    /// Jobs, services and steps.
+    journal: Journal,
     /// Where outcomes go.
     reporter: OutcomeReporter,
+    /// Rung when a push is accepted.
+    wake: Arc<Notify>,
     /// Bounds the number of services being upgraded at once, across all jobs.
     upgrade_slots: Arc<Semaphore>,
     /// One turn at a time per service.
     service_locks: ServiceLocks,
+    /// Stops taking jobs, and lets running ones stop between two steps.
+    shutdown: ShutdownSignal,
+}
+
+/// The parts a [`Deployer`] is made of.
+#[derive(Debug)]
+pub struct DeployerParts {
+    /// Rancher API, for the scans.
+    pub client: RancherClient,
+    /// Drives each service's upgrade.
+    pub upgrader: Upgrader,
+    /// The opt-in rule.
+    pub rule: MatchSettings,
+    /// Jobs, services and steps.
+    pub journal: Journal,
+    /// Where outcomes go.
+    pub reporter: OutcomeReporter,
+    /// Rung when a push is accepted.
+    pub wake: Arc<Notify>,
+    /// Most services upgraded at once.
+    pub max_concurrent: usize,
+    /// The shutdown signal.
+    pub shutdown: ShutdownSignal,
+}
+
+/// How one job's run ended.
+enum JobEnd {
+    /// Every service it concerns has an outcome (or the scan failed: then `error`).
+    Ended {
+        error: Option<String>,
+        scan: Option<ScanSummary>,
+    },
+    /// Stopped by the shutdown; resumed at the next start.
+    Interrupted,
 }
 
 impl Deployer {
-    /// A deployer that upgrades at most `max_concurrent` services at a time.
-    pub fn new(
-        client: RancherClient,
-        upgrader: Upgrader,
-        rule: MatchSettings,
-        reporter: OutcomeReporter,
-        max_concurrent: usize,
-    ) -> Self {
+    /// Assembles a deployer.
+    pub fn new(parts: DeployerParts) -> Self {
         Self {
-            client,
-            upgrader,
-            rule,
-            reporter,
-            upgrade_slots: Arc::new(Semaphore::new(max_concurrent)),
+            client: parts.client,
+            upgrader: parts.upgrader,
+            rule: parts.rule,
+            journal: parts.journal,
+            reporter: parts.reporter,
+            wake: parts.wake,
+            upgrade_slots: Arc::new(Semaphore::new(parts.max_concurrent)),
             service_locks: ServiceLocks::default(),
+            shutdown: parts.shutdown,
         }
     }
 
-    /// Takes pushes off the queue until `shutdown` completes, then lets running jobs go on
-    /// for at most `grace` and reports every push that was not carried through.
-    ///
-    /// At most [`MAX_RUNNING_JOBS`] pushes are worked on at once; the others wait in the
-    /// queue, which is what makes a full queue answer `503`.
-    pub async fn run(
-        self,
-        mut queue: PushReceiver,
-        shutdown: impl Future<Output = ()>,
-        grace: Duration,
-    ) {
+    /// Starts and resumes jobs until the shutdown; then lets running jobs reach the end of
+    /// their current step, for at most `grace`. What is left stays in the journal.
+    pub async fn run(self, grace: Duration) {
         let deployer = Arc::new(self);
         let mut jobs = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
-        let mut shutdown = std::pin::pin!(shutdown);
+        let mut running: HashMap<tokio::task::Id, (JobId, String)> = HashMap::new();
         loop {
-            tokio::select! {
-                push = queue.next(), if jobs.len() < MAX_RUNNING_JOBS => match push {
-                    Some(push) => {
-                        let image = push.image.to_string();
-                        let job = jobs.spawn(Arc::clone(&deployer).deploy(push));
-                        running.insert(job.id(), image);
+            match deployer.journal.runnable().await {
+                Ok(runnable) => {
+                    for job in runnable {
+                        if running.len() >= MAX_RUNNING_JOBS {
+                            break;
+                        }
+                        let busy = running
+                            .values()
+                            .any(|(id, image)| *id == job.id || *image == job.image);
+                        if !busy {
+                            let entry = (job.id, job.image.clone());
+                            let task = jobs.spawn(Arc::clone(&deployer).deploy(job));
+                            running.insert(task.id(), entry);
+                        }
                     }
-                    None => break,
-                },
-                Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => {
-                    forget_job(&mut running, ended);
                 }
-                () = &mut shutdown => break,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the queue of jobs; trying again");
+                    tokio::time::sleep(JOURNAL_RETRY).await;
+                    deployer.wake.notify_one();
+                }
             }
-        }
-        for push in queue.close() {
-            tracing::error!(image = %push.image, "shutting down: this accepted push was not started; push the image again to deploy it");
+            tokio::select! {
+                () = deployer.wake.notified() => {}
+                Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => forget_job(&mut running, ended),
+                () = deployer.shutdown.triggered() => break,
+            }
         }
         if jobs.is_empty() {
             return;
         }
         tracing::info!(
             jobs = jobs.len(),
-            grace_s = grace.as_secs(),
-            "shutting down: waiting for running upgrades"
+            "shutting down: letting running steps end"
         );
         let drained = tokio::time::timeout(grace, async {
             while let Some(ended) = jobs.join_next_with_id().await {
@@ -109,60 +151,61 @@ impl Deployer {
         })
         .await;
         if drained.is_err() {
-            for image in running.values() {
-                tracing::error!(image = %image, "shutting down: the deploy of this push was cut off after AUTOREDEPLOY_SHUTDOWN_GRACE_S; check its services in Rancher and push again");
+            for (job, image) in running.values() {
+                tracing::warn!(job = %job, image = %image, "shutting down: a Rancher request was still running after AUTOREDEPLOY_SHUTDOWN_GRACE_S; the job resumes at the next start");
             }
             jobs.shutdown().await;
         }
     }
 
-    /// One push, from scan to the last service's outcome.
-    async fn deploy(self: Arc<Self>, push: PushEvent) {
+    /// One job, from where the journal says it stands to its end (or the shutdown).
+    async fn deploy(self: Arc<Self>, job: PendingJob) {
         let started = Instant::now();
-        let image = push.image.to_string();
-        tracing::info!(image = %image, pusher = push.pusher.as_deref().unwrap_or(""), "deploying push");
-        let mut upgrades = JoinSet::new();
-        let mut skipped = 0;
-        let scan = planner::scan(
-            &self.client,
-            &push.image,
-            &self.rule,
-            |decision| match decision {
-                Decision::Upgrade(plan) => {
-                    upgrades.spawn(Arc::clone(&self).upgrade_one(plan, push.clone()));
-                }
-                Decision::Skip {
-                    service_id,
-                    service_name,
-                    reason,
-                } => {
-                    skipped += 1;
-                    self.reporter.report_service(ServiceOutcome {
-                        service_id,
-                        service_name,
-                        image: image.clone(),
-                        result: OutcomeResult::Skipped(reason),
-                        duration: Duration::ZERO,
-                    });
-                }
-            },
-        )
-        .await;
-        let (mut upgraded, mut failed) = (0, 0);
-        while let Some(result) = upgrades.join_next().await {
-            match result {
-                Ok(OutcomeResult::Upgraded | OutcomeResult::UpgradedNotFinished) => upgraded += 1,
-                Ok(OutcomeResult::Skipped(_)) => skipped += 1,
-                Ok(OutcomeResult::Failed(_)) => failed += 1,
-                Err(error) => {
-                    tracing::error!(image = %push.image, %error, "a service upgrade ended abnormally");
-                    failed += 1;
-                }
-            }
+        let id = job.id;
+        if job.resuming {
+            tracing::info!(job = %id, image = %job.image, "resuming a job interrupted by a restart");
+        } else {
+            tracing::info!(job = %id, image = %job.image, "deploying push");
         }
+        let end = match self.run_job(&job).await {
+            Ok(end) => end,
+            Err(error) => JobEnd::Ended {
+                error: Some(error.to_string()),
+                scan: None,
+            },
+        };
+        let (error, scan) = match end {
+            JobEnd::Interrupted => {
+                tracing::info!(job = %id, image = %job.image, "job interrupted by the shutdown; it resumes at the next start");
+                return;
+            }
+            JobEnd::Ended { error, scan } => (error, scan),
+        };
+        if let Err(journal_error) = self.journal.finish_job(id, error.clone()).await {
+            tracing::error!(job = %id, error = %journal_error, "cannot record the end of the job; it is resumed at the next start");
+            return;
+        }
+        let detail = self.journal.job(id).await.ok().flatten();
+        let (upgraded, failed, skipped) = detail.as_ref().map_or((0, 0, 0), |d| {
+            (
+                d.summary.upgraded as usize,
+                d.summary.failed as usize,
+                d.summary.skipped as usize,
+            )
+        });
+        let scan = match (error, scan) {
+            (Some(error), _) => Err(error),
+            (None, Some(scan)) => Ok(scan),
+            (None, None) => Ok(ScanSummary {
+                pages: detail.as_ref().and_then(|d| d.pages).unwrap_or_default() as usize,
+                listed: detail.as_ref().and_then(|d| d.listed).unwrap_or_default() as usize,
+                ..ScanSummary::default()
+            }),
+        };
         self.reporter.report_job(JobOutcome {
-            image,
-            scan: scan.map_err(|err| err.to_string()),
+            job: id,
+            image: job.image.clone(),
+            scan,
             upgraded,
             skipped,
             failed,
@@ -170,29 +213,163 @@ impl Deployer {
         });
     }
 
-    /// One service: wait for its turn and a slot, upgrade, report.
-    async fn upgrade_one(self: Arc<Self>, plan: UpgradePlan, push: PushEvent) -> OutcomeResult {
-        let started = Instant::now();
-        let service_id = plan.service_id.clone();
-        let service_name = plan.service_name.clone();
-        let _turn = self.service_locks.lock(&service_id).await;
-        let result = match Arc::clone(&self.upgrade_slots).acquire_owned().await {
-            Ok(_slot) => self.upgrader.upgrade(plan, &push.image).await,
-            Err(_) => OutcomeResult::Failed("autoredeploy is shutting down".into()),
+    async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<JobEnd, JournalError> {
+        self.journal.start_job(job.id).await?;
+        let image = match ImageRef::parse(&job.image) {
+            Ok(image) => image,
+            Err(error) => {
+                return Ok(JobEnd::Ended {
+                    error: Some(error.to_string()),
+                    scan: None,
+                });
+            }
         };
-        self.reporter.report_service(ServiceOutcome {
-            service_id,
-            service_name,
-            image: push.image.to_string(),
-            result: result.clone(),
-            duration: started.elapsed(),
-        });
-        result
+        let mut upgrades = JoinSet::new();
+        let mut known = HashSet::new();
+        for record in self.journal.services(job.id).await? {
+            known.insert(record.service_id.clone());
+            if !record.step.is_end() {
+                let assignment = Assignment {
+                    job: job.id,
+                    service_id: record.service_id,
+                    service_name: record.service_name,
+                    step: record.step,
+                    versions_before: record.versions_before,
+                };
+                upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
+            }
+        }
+
+        let mut interrupted = false;
+        let mut error = None;
+        let mut scan = None;
+        if !job.scan_complete {
+            let mut scanner = Scanner::new(&self.client, &image, &self.rule);
+            loop {
+                if self.shutdown.is_triggered() {
+                    interrupted = true;
+                    break;
+                }
+                match scanner.next_page().await {
+                    Ok(Some(decisions)) => {
+                        for decision in decisions {
+                            if known.insert(decision.service_id().to_owned()) {
+                                self.plan(job.id, decision, &image, &mut upgrades).await?;
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let summary = scanner.summary().clone();
+                        self.journal
+                            .complete_scan(job.id, summary.pages, summary.listed)
+                            .await?;
+                        scan = Some(summary);
+                        break;
+                    }
+                    Err(rancher_error) => {
+                        error = Some(rancher_error.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(ended) = upgrades.join_next().await {
+            match ended {
+                Ok(Ending::Done(_)) => {}
+                Ok(Ending::Interrupted) => interrupted = true,
+                Err(panic) => {
+                    tracing::error!(job = %job.id, error = %panic, "a service upgrade ended abnormally; the job resumes it at the next start");
+                    interrupted = true;
+                }
+            }
+        }
+        if interrupted {
+            return Ok(JobEnd::Interrupted);
+        }
+        Ok(JobEnd::Ended { error, scan })
+    }
+
+    /// Records a decision, then acts on it.
+    async fn plan(
+        self: &Arc<Self>,
+        job: JobId,
+        decision: Decision,
+        image: &ImageRef,
+        upgrades: &mut JoinSet<Ending>,
+    ) -> Result<(), JournalError> {
+        match decision {
+            Decision::Upgrade {
+                service_id,
+                service_name,
+            } => {
+                self.journal
+                    .plan_service(job, &service_id, &service_name, Step::Planned, None)
+                    .await?;
+                let assignment = Assignment {
+                    job,
+                    service_id,
+                    service_name,
+                    step: Step::Planned,
+                    versions_before: None,
+                };
+                upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
+            }
+            Decision::Skip {
+                service_id,
+                service_name,
+                reason,
+            } => {
+                self.journal
+                    .plan_service(
+                        job,
+                        &service_id,
+                        &service_name,
+                        Step::Skipped,
+                        Some(reason.clone()),
+                    )
+                    .await?;
+                self.reporter.report_service(ServiceOutcome {
+                    job,
+                    service_id,
+                    service_name,
+                    image: image.to_string(),
+                    result: OutcomeResult::Skipped(reason),
+                    duration: Duration::ZERO,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One service: wait for its turn and a slot, upgrade, report.
+    async fn upgrade_one(self: Arc<Self>, assignment: Assignment, image: ImageRef) -> Ending {
+        let started = Instant::now();
+        let waited = async {
+            let turn = self.service_locks.lock(&assignment.service_id).await;
+            let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
+            (turn, slot)
+        };
+        let (_turn, _slot) = tokio::select! {
+            held = waited => held,
+            () = self.shutdown.triggered() => return Ending::Interrupted,
+        };
+        let ending = self.upgrader.upgrade(&assignment, &image).await;
+        if let Ending::Done(result) = &ending {
+            self.reporter.report_service(ServiceOutcome {
+                job: assignment.job,
+                service_id: assignment.service_id,
+                service_name: assignment.service_name,
+                image: image.to_string(),
+                result: result.clone(),
+                duration: started.elapsed(),
+            });
+        }
+        ending
     }
 }
 
 fn forget_job(
-    running: &mut HashMap<tokio::task::Id, String>,
+    running: &mut HashMap<tokio::task::Id, (JobId, String)>,
     ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
 ) {
     match ended {
@@ -200,8 +377,9 @@ fn forget_job(
             running.remove(&id);
         }
         Err(error) => {
-            let image = running.remove(&error.id()).unwrap_or_default();
-            tracing::error!(image = %image, %error, "a deploy job ended abnormally; its push may be only partly deployed");
+            if let Some((job, image)) = running.remove(&error.id()) {
+                tracing::error!(job = %job, image = %image, %error, "a deploy job ended abnormally; it resumes at the next start");
+            }
         }
     }
 }

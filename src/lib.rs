@@ -5,28 +5,32 @@
 //!
 //! * [`config`] reads and validates the environment into [`config::Settings`].
 //! * [`intake`] is the HTTP surface: it authenticates a registry webhook, limits and parses
-//!   its body into a [`domain::PushEvent`] and hands it to the [`queue`].
-//! * [`queue`] is the bounded hand-over between the HTTP side and the deploy side.
-//! * [`deployer`] takes pushes off the queue and runs one job per push: the [`planner`] pages
-//!   through Rancher's services and decides, with [`matching`], which ones to upgrade; the
-//!   [`upgrader`] drives each of them through Rancher's in-service upgrade.
+//!   its body into a [`domain::PushEvent`] and writes it to the [`journal`]; it also serves
+//!   the job history.
+//! * [`journal`] is the durable queue and record: jobs, the services they plan, each step.
+//! * [`deployer`] runs the journal's jobs (and resumes interrupted ones): the [`planner`]
+//!   pages through Rancher's services and decides, with [`matching`], which ones to upgrade;
+//!   the [`upgrader`] drives each of them through Rancher's in-service upgrade, recording
+//!   every step before taking it.
 //! * [`rancher`] is the only module that speaks Rancher's API; its wire types stay inside it.
 //! * [`outcome`] is what happened to each service: one log line each, and a stream that
 //!   tests and later consumers can subscribe to.
-//! * [`startup`] wires everything together around a listener the caller binds, and
-//!   [`telemetry`] sets up logging.
+//! * [`startup`] wires everything together around a listener the caller binds,
+//!   [`shutdown`] carries the signal to stop between two steps, [`telemetry`] sets up
+//!   logging, and [`history`] prints the journal for `autoredeploy jobs`.
 
 pub mod config;
 pub mod deployer;
 pub mod domain;
 pub mod healthcheck;
+pub mod history;
 pub mod intake;
 pub mod journal;
 pub mod matching;
 pub mod outcome;
 pub mod planner;
-pub mod queue;
 pub mod rancher;
+pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 pub mod upgrader;

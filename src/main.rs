@@ -4,18 +4,19 @@ use std::process::ExitCode;
 
 use autoredeploy::config::Settings;
 use autoredeploy::startup::Application;
-use autoredeploy::{healthcheck, telemetry};
+use autoredeploy::{healthcheck, history, telemetry};
 
-const USAGE: &str = "usage: autoredeploy [healthcheck | --version]\n\
+const USAGE: &str = "usage: autoredeploy [healthcheck | jobs [ID] [--limit N] [--json] | --version]\n\
                      Without arguments it serves the webhook; settings come from environment \
                      variables (see README).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let argument = std::env::args().nth(1);
-    match argument.as_deref() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    match arguments.first().map(String::as_str) {
         None => serve().await,
         Some("healthcheck") => healthcheck::run().await,
+        Some("jobs") => history::run(&arguments[1..]),
         Some("--version" | "-V") => {
             println!("autoredeploy {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

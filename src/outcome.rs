@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::journal::JobId;
 use crate::planner::ScanSummary;
 
 /// The end of one service's handling for one push.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceOutcome {
+    /// The job that handled it.
+    pub job: JobId,
     /// Rancher id, e.g. `1s6`.
     pub service_id: String,
     /// Service name.
@@ -59,6 +62,8 @@ impl OutcomeResult {
 /// The end of one push's job: the scan and the tally of its services.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {
+    /// The job.
+    pub job: JobId,
     /// The pushed image, normalised.
     pub image: String,
     /// The walk through the environment, or why it stopped early.
@@ -108,15 +113,15 @@ impl OutcomeReporter {
         let reason = outcome.result.reason().unwrap_or("");
         match &outcome.result {
             OutcomeResult::Failed(_) => tracing::error!(
-                service_id = %outcome.service_id, service = %outcome.service_name,
+                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
                 image = %outcome.image, result, reason, duration_ms, "service not upgraded"
             ),
             OutcomeResult::Skipped(_) => tracing::info!(
-                service_id = %outcome.service_id, service = %outcome.service_name,
+                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
                 image = %outcome.image, result, reason, duration_ms, "service skipped"
             ),
             _ => tracing::info!(
-                service_id = %outcome.service_id, service = %outcome.service_name,
+                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
                 image = %outcome.image, result, duration_ms, "service upgraded"
             ),
         }
@@ -129,13 +134,13 @@ impl OutcomeReporter {
         let duration_ms = outcome.duration.as_millis() as u64;
         match &outcome.scan {
             Ok(scan) => tracing::info!(
-                image = %outcome.image, pages = scan.pages, listed = scan.listed,
+                job = %outcome.job, image = %outcome.image, pages = scan.pages, listed = scan.listed,
                 upgraded = outcome.upgraded, skipped = outcome.skipped, failed = outcome.failed,
                 without_launch_config = scan.without_launch_config,
                 unreadable = scan.unreadable, duration_ms, "push handled"
             ),
             Err(error) => tracing::error!(
-                image = %outcome.image, %error, upgraded = outcome.upgraded,
+                job = %outcome.job, image = %outcome.image, %error, upgraded = outcome.upgraded,
                 skipped = outcome.skipped, failed = outcome.failed, duration_ms,
                 "push handled only in part: the service list could not be read to the end"
             ),

@@ -1,20 +1,40 @@
 //! Wires the stages together around a listener the caller binds (tests bind port 0).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::config::Settings;
-use crate::deployer::Deployer;
+use crate::deployer::{Deployer, DeployerParts};
 use crate::intake::{self, Intake, WebhookKey};
+use crate::journal::{Journal, JournalError};
 use crate::outcome::{DeployEvent, OutcomeReporter};
-use crate::queue;
 use crate::rancher::{RancherClient, RancherError};
+use crate::shutdown::Shutdown;
 use crate::upgrader::Upgrader;
 
 /// Outcomes kept for a subscriber that falls behind.
 const OUTCOME_BUFFER: usize = 1024;
+
+/// How often ended jobs older than `AUTOREDEPLOY_HISTORY_DAYS` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Bound on closing the HTTP connections once everything else has stopped.
+const HTTP_CLOSE: Duration = Duration::from_secs(5);
+
+/// Why the application cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory or journal is unusable.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The Rancher client cannot be set up.
+    #[error(transparent)]
+    Rancher(#[from] RancherError),
+}
 
 /// A configured autoredeploy, ready to serve on its listener.
 #[derive(Debug)]
@@ -25,18 +45,23 @@ pub struct Application {
     settings: Settings,
     /// Rancher API client, shared by scans and upgrades.
     client: RancherClient,
+    /// Accepted pushes and their progress.
+    journal: Journal,
     /// Where outcomes are published.
     reporter: OutcomeReporter,
 }
 
 impl Application {
-    /// Prepares the application; fails if the Rancher client cannot be set up.
-    pub fn new(listener: TcpListener, settings: Settings) -> Result<Self, RancherError> {
+    /// Prepares the application: opens the journal (refusing a data directory that cannot
+    /// be written) and the Rancher client.
+    pub fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
+        let journal = Journal::open(&settings.data_dir)?;
         let client = RancherClient::new(&settings.rancher)?;
         Ok(Self {
             listener,
             settings,
             client,
+            journal,
             reporter: OutcomeReporter::new(OUTCOME_BUFFER),
         })
     }
@@ -51,68 +76,91 @@ impl Application {
         self.reporter.subscribe()
     }
 
-    /// Serves until `shutdown` completes, then stops taking webhooks and lets running
-    /// upgrades go on for at most `AUTOREDEPLOY_SHUTDOWN_GRACE_S`.
+    /// Serves until `shutdown` completes. Then new pushes are refused with `503`, running
+    /// jobs stop after their current Rancher request (for at most
+    /// `AUTOREDEPLOY_SHUTDOWN_GRACE_S`), and what is left waits in the journal for the next
+    /// start.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self {
             listener,
             settings,
             client,
+            journal,
             reporter,
         } = self;
-        let (stop_sender, stop) = watch::channel(false);
+        let (trigger, signal) = Shutdown::new();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown signal received");
-            let _ = stop_sender.send(true);
+            trigger.trigger();
         });
-        let stopped = |mut stop: watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
+        tokio::spawn(prune(journal.clone(), settings.history));
 
-        let (push_queue, pushes) = queue::bounded(settings.queue_size);
+        let wake = Arc::new(Notify::new());
         let upgrader = Upgrader::new(
             client.clone(),
             settings.upgrade.clone(),
             settings.matching.clone(),
+            journal.clone(),
+            signal.clone(),
         );
-        let deployer = Deployer::new(
+        let deployer = Deployer::new(DeployerParts {
             client,
             upgrader,
-            settings.matching.clone(),
+            rule: settings.matching.clone(),
+            journal: journal.clone(),
             reporter,
-            settings.upgrade.max_concurrent,
-        );
-        let deploying =
-            tokio::spawn(deployer.run(pushes, stopped(stop.clone()), settings.shutdown_grace));
+            wake: Arc::clone(&wake),
+            max_concurrent: settings.upgrade.max_concurrent,
+            shutdown: signal.clone(),
+        });
+        let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
 
-        let routes = intake::routes(Intake::new(
+        let intake = Intake::new(
             WebhookKey::new(&settings.webhook_key),
-            push_queue,
-        ));
+            journal,
+            wake,
+            settings.queue_size,
+            signal,
+        );
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             rancher_services = %settings.rancher.services_url,
+            data_dir = %settings.data_dir.display(),
             default_opt_in = settings.matching.default_opt_in,
             label = %settings.matching.label_name,
             "autoredeploy listening"
         );
-        let serving = warp::serve(routes)
-            .incoming(listener)
-            .graceful(stopped(stop.clone()))
-            .run();
-        let grace = settings.shutdown_grace;
-        let mut http_stop = stop.clone();
-        tokio::select! {
-            () = serving => {}
-            () = async {
-                let _ = http_stop.wait_for(|stopped| *stopped).await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!("HTTP connections still open after the grace period were closed"),
-        }
+        // The server keeps answering (pushes with 503) until the deployer has stopped.
+        let (http_stop, http_stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(
+            warp::serve(intake::routes(intake))
+                .incoming(listener)
+                .graceful(async {
+                    let _ = http_stopped.await;
+                })
+                .run(),
+        );
         if deploying.await.is_err() {
             tracing::error!("the deployer stopped abnormally");
         }
+        let _ = http_stop.send(());
+        if tokio::time::timeout(HTTP_CLOSE, serving).await.is_err() {
+            tracing::warn!("HTTP connections still open at exit were closed");
+        }
         tracing::info!("autoredeploy stopped");
+    }
+}
+
+/// Deletes ended jobs older than `history`, now and every hour.
+async fn prune(journal: Journal, history: Duration) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        match journal.prune(history).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "old jobs deleted from the history"),
+            Err(error) => tracing::warn!(%error, "cannot prune the history"),
+        }
     }
 }

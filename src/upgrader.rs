@@ -1,37 +1,79 @@
 //! Drives one service through Rancher's in-service upgrade: [finish a pending upgrade] →
 //! upgrade with the full launch config → wait for `upgraded` → `finishupgrade` → wait for
-//! `active`. Every wait is bounded; every way out is an [`OutcomeResult`].
+//! `active`. Every step is written to the journal before it is taken, so an interrupted
+//! upgrade is resumed where it stood and never posted twice. Every wait is bounded; a stuck
+//! or failed upgrade is handled as `RANCHER_UPGRADE_ON_FAILURE` says.
+
+use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::config::{MatchSettings, UpgradeSettings};
+use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
 use crate::domain::ImageRef;
+use crate::journal::{JobId, Journal, Step, Versions};
 use crate::matching::{self, Targets, Verdict};
 use crate::outcome::OutcomeResult;
-use crate::planner::UpgradePlan;
 use crate::rancher::{LaunchConfigView, RancherClient, RancherError, Service, UpgradeRequest};
+use crate::shutdown::ShutdownSignal;
 
 /// The label that makes Rancher's agent pull the image before creating a container, so a
 /// re-pushed tag is really fetched again.
 pub const PULL_IMAGE_LABEL: &str = "io.rancher.container.pull_image";
+
+/// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
+const PRIMARY: &str = "";
+
+/// One service of one job, as the journal has it.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The job.
+    pub job: JobId,
+    /// Rancher id.
+    pub service_id: String,
+    /// Service name, for the log.
+    pub service_name: String,
+    /// The last step recorded.
+    pub step: Step,
+    /// Versions recorded with the `upgrading` step.
+    pub versions_before: Option<Versions>,
+}
+
+/// How handling a service ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// It has an outcome, recorded in the journal.
+    Done(OutcomeResult),
+    /// The process is shutting down; the journal says where to resume.
+    Interrupted,
+}
 
 /// Upgrades services, one call of [`Upgrader::upgrade`] per service.
 #[derive(Debug, Clone)]
 pub struct Upgrader {
     /// Rancher API.
     client: RancherClient,
-    /// Strategy, polling and timeouts.
+    /// Strategy, polling, timeouts and what to do on failure.
     settings: UpgradeSettings,
-    /// Used to check again that a service still runs the image after waiting for it.
+    /// Used to check again that a service still runs the image.
     rule: MatchSettings,
+    /// Where every step is recorded before it is taken.
+    journal: Journal,
+    /// Stops the work between two steps.
+    shutdown: ShutdownSignal,
 }
 
-/// Why an upgrade stopped early; becomes [`OutcomeResult::Failed`] or `Skipped`.
+/// Why an upgrade stopped early.
 enum Stop {
+    /// It failed; nothing more to do.
     Failed(String),
+    /// The upgrade is stuck or Rancher reported an error: `RANCHER_UPGRADE_ON_FAILURE` applies.
+    Stuck(String),
+    /// Deliberately not upgraded.
     Skipped(String),
+    /// Shutting down.
+    Interrupted,
 }
 
 impl From<RancherError> for Stop {
@@ -41,46 +83,90 @@ impl From<RancherError> for Stop {
 }
 
 impl Upgrader {
-    /// An upgrader using `client`, with the strategy and bounds of `settings`.
-    pub fn new(client: RancherClient, settings: UpgradeSettings, rule: MatchSettings) -> Self {
+    /// An upgrader using `client` with the bounds of `settings`, recording to `journal`.
+    pub fn new(
+        client: RancherClient,
+        settings: UpgradeSettings,
+        rule: MatchSettings,
+        journal: Journal,
+        shutdown: ShutdownSignal,
+    ) -> Self {
         Self {
             client,
             settings,
             rule,
+            journal,
+            shutdown,
         }
     }
 
-    /// Carries the plan through to the end and says how it ended.
-    pub async fn upgrade(&self, plan: UpgradePlan, pushed: &ImageRef) -> OutcomeResult {
-        match self.run(plan, pushed).await {
-            Ok(result) => result,
-            Err(Stop::Failed(reason)) => OutcomeResult::Failed(reason),
-            Err(Stop::Skipped(reason)) => OutcomeResult::Skipped(reason),
+    /// Carries the service from its recorded step to an outcome (or to a shutdown).
+    pub async fn upgrade(&self, assignment: &Assignment, pushed: &ImageRef) -> Ending {
+        let result = match self.run(assignment, pushed).await {
+            Err(Stop::Stuck(reason)) => self.on_failure(assignment, reason).await,
+            other => other,
+        };
+        let (step, result) = match result {
+            Ok(result) => return Ending::Done(result),
+            Err(Stop::Interrupted) => return Ending::Interrupted,
+            Err(Stop::Skipped(reason)) => (Step::Skipped, OutcomeResult::Skipped(reason)),
+            Err(Stop::Failed(reason) | Stop::Stuck(reason)) => {
+                (Step::Failed, OutcomeResult::Failed(reason))
+            }
+        };
+        if let Some(reason) = result.reason() {
+            // Best effort: if even this cannot be written, the job is resumed at the last
+            // recorded step and ends the same way.
+            let _ = self
+                .record(assignment, step, Some(reason.to_owned()), None)
+                .await;
         }
+        Ending::Done(result)
     }
 
-    async fn run(&self, plan: UpgradePlan, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
-        // The listed copy may be old by now (the service waited for its turn or a slot), and
-        // Rancher replaces launch configs whole: the request is built from a fresh read.
-        let service = self.client.service(&plan.service_id).await?;
-        let (service, targets) = self.prepare(service, pushed).await?;
-        let id = service.id.clone();
-        let request = upgrade_request(&service, &targets, &self.settings).map_err(Stop::Failed)?;
-        self.client.upgrade(&id, &request).await?;
-        tracing::debug!(service_id = %id, "upgrade started");
-
-        let service = self.wait_settled(&id, self.deadline()).await?;
-        if service.state != "upgraded" {
-            return Err(Stop::Failed(format!(
-                "the upgrade ended in state {} instead of upgraded",
-                service.state
-            )));
+    async fn run(&self, assignment: &Assignment, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
+        let id = assignment.service_id.as_str();
+        match assignment.step {
+            Step::Planned | Step::FinishingPrevious => {
+                // The listed copy may be old by now (the service waited for its turn or a
+                // slot), and Rancher replaces launch configs whole: start from a fresh read.
+                let service = self.client.service(id).await?;
+                let (service, targets) = self.prepare(assignment, service, pushed).await?;
+                self.start_upgrade(assignment, &service, &targets).await
+            }
+            Step::Upgrading => {
+                let service = self.client.service(id).await?;
+                let before = assignment.versions_before.clone().unwrap_or_default();
+                if versions_changed(&service, &before) {
+                    tracing::info!(
+                        service_id = id,
+                        "resuming: Rancher had applied the upgrade; following it"
+                    );
+                    self.follow_upgrade(assignment, service, &before).await
+                } else {
+                    tracing::info!(
+                        service_id = id,
+                        "resuming: the upgrade had not reached Rancher; starting it"
+                    );
+                    let (service, targets) = self.prepare(assignment, service, pushed).await?;
+                    self.start_upgrade(assignment, &service, &targets).await
+                }
+            }
+            Step::Upgraded => {
+                let service = self.client.service(id).await?;
+                let before = assignment.versions_before.clone().unwrap_or_default();
+                self.follow_upgrade(assignment, service, &before).await
+            }
+            Step::RollingBack | Step::Canceling => {
+                Err(Stop::Stuck("the upgrade failed before a restart".into()))
+            }
+            Step::Finished => Ok(OutcomeResult::Upgraded),
+            Step::LeftUpgraded => Ok(OutcomeResult::UpgradedNotFinished),
+            Step::RolledBack | Step::Canceled | Step::Failed => {
+                Err(Stop::Failed("ended in an earlier run".into()))
+            }
+            Step::Skipped => Err(Stop::Skipped("skipped in an earlier run".into())),
         }
-        if !self.settings.finish {
-            return Ok(OutcomeResult::UpgradedNotFinished);
-        }
-        self.finish(&id, self.deadline()).await?;
-        Ok(OutcomeResult::Upgraded)
     }
 
     /// Brings the service to a state that allows an upgrade, within one timeout: waits out a
@@ -88,17 +174,32 @@ impl Upgrader {
     /// then, with the launch configs to upgrade judged on that copy.
     async fn prepare(
         &self,
+        assignment: &Assignment,
         mut service: Service,
         pushed: &ImageRef,
     ) -> Result<(Service, Targets), Stop> {
         let deadline = self.deadline();
         loop {
             let targets = self.judge_again(&service, pushed)?;
+            // A process that is not ours is not rolled back or canceled: that is a failure.
+            let not_ours = |stop| match stop {
+                Stop::Stuck(reason) => Stop::Failed(format!("before the upgrade: {reason}")),
+                other => other,
+            };
             if service.is_transitioning() {
-                service = self.wait_settled(&service.id, deadline).await?;
+                service = self
+                    .wait_settled(&service.id, deadline)
+                    .await
+                    .map_err(not_ours)?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 tracing::info!(service_id = %service.id, service = service.display_name(), "finishing the upgrade left in upgraded first");
-                service = self.finish(&service.id, deadline).await?;
+                self.record(assignment, Step::FinishingPrevious, None, None)
+                    .await?;
+                self.client.finish_upgrade(&service.id).await?;
+                service = self
+                    .wait_settled(&service.id, deadline)
+                    .await
+                    .map_err(not_ours)?;
             } else if service.state == "inactive" {
                 return Err(Stop::Skipped(
                     "the service is inactive (stopped), and finishing an upgrade would start it; \
@@ -111,6 +212,132 @@ impl Upgrader {
                 return Err(Stop::Failed(not_upgradable(&service)));
             }
         }
+    }
+
+    /// Records `upgrading` with the current versions, then posts the upgrade and follows it.
+    async fn start_upgrade(
+        &self,
+        assignment: &Assignment,
+        service: &Service,
+        targets: &Targets,
+    ) -> Result<OutcomeResult, Stop> {
+        let request = upgrade_request(service, targets, &self.settings).map_err(Stop::Failed)?;
+        let versions = versions_of(service, targets);
+        self.record(assignment, Step::Upgrading, None, Some(&versions))
+            .await?;
+        let answer = self.client.upgrade(&service.id, &request).await?;
+        tracing::debug!(service_id = %service.id, "upgrade started");
+        self.follow_upgrade(assignment, answer, &versions).await
+    }
+
+    /// From a service whose upgrade has been applied (its launch configs no longer have the
+    /// versions `before`): wait for `upgraded`, then finish.
+    async fn follow_upgrade(
+        &self,
+        assignment: &Assignment,
+        mut service: Service,
+        before: &Versions,
+    ) -> Result<OutcomeResult, Stop> {
+        let id = assignment.service_id.as_str();
+        if service.is_transitioning() || service.transition_failed() {
+            service = self.wait_settled(id, self.deadline()).await?;
+        }
+        match service.state.as_str() {
+            "upgraded" => {}
+            "active" if versions_changed(&service, before) => {
+                // Finished already: by us before a restart, or by someone in Rancher.
+                self.record(assignment, Step::Finished, None, None).await?;
+                return Ok(OutcomeResult::Upgraded);
+            }
+            state => {
+                return Err(Stop::Failed(format!(
+                    "the upgrade ended in state {state} instead of upgraded"
+                )));
+            }
+        }
+        self.record(assignment, Step::Upgraded, None, None).await?;
+        if !self.settings.finish {
+            self.record(assignment, Step::LeftUpgraded, None, None)
+                .await?;
+            return Ok(OutcomeResult::UpgradedNotFinished);
+        }
+        self.check_shutdown()?;
+        self.client.finish_upgrade(id).await?;
+        let service = self.wait_settled(id, self.deadline()).await?;
+        if service.state != "active" {
+            return Err(Stop::Failed(format!(
+                "finishing the upgrade ended in state {} instead of active",
+                service.state
+            )));
+        }
+        self.record(assignment, Step::Finished, None, None).await?;
+        Ok(OutcomeResult::Upgraded)
+    }
+
+    /// A stuck or failed upgrade: roll back, cancel or leave it, as configured.
+    async fn on_failure(
+        &self,
+        assignment: &Assignment,
+        reason: String,
+    ) -> Result<OutcomeResult, Stop> {
+        let id = assignment.service_id.as_str();
+        let (recovering, recovered, state_after, done) = match self.settings.on_failure {
+            OnFailure::Leave => {
+                return Err(Stop::Failed(format!(
+                    "{reason}; left as it is (RANCHER_UPGRADE_ON_FAILURE=leave)"
+                )));
+            }
+            OnFailure::Rollback => (
+                Step::RollingBack,
+                Step::RolledBack,
+                "active",
+                "rolled back to the previous launch config",
+            ),
+            OnFailure::Cancel => (
+                Step::Canceling,
+                Step::Canceled,
+                "canceled-upgrade",
+                "canceled; the service is left in canceled-upgrade",
+            ),
+        };
+        let service = self.client.service(id).await?;
+        let (in_progress, available) = match recovering {
+            Step::RollingBack => ("rolling-back", service.actions.rollback),
+            _ => ("canceling-upgrade", service.actions.cancelupgrade),
+        };
+        if service.state != in_progress {
+            if !available {
+                return Err(Stop::Failed(format!(
+                    "{reason}; RANCHER_UPGRADE_ON_FAILURE could not be applied in state {}",
+                    service.state
+                )));
+            }
+            self.record(assignment, recovering, Some(reason.clone()), None)
+                .await?;
+            match recovering {
+                Step::RollingBack => self.client.rollback(id).await?,
+                _ => self.client.cancel_upgrade(id).await?,
+            };
+        }
+        let service = self
+            .wait_settled(id, self.deadline())
+            .await
+            .map_err(|stop| match stop {
+                Stop::Stuck(more) => {
+                    Stop::Failed(format!("{reason}; recovering failed too: {more}"))
+                }
+                other => other,
+            })?;
+        if service.state != state_after {
+            return Err(Stop::Failed(format!(
+                "{reason}; recovering ended in state {}",
+                service.state
+            )));
+        }
+        let reason = format!("{reason}; {done}");
+        self.record(assignment, recovered, Some(reason.clone()), None)
+            .await?;
+        Ok(OutcomeResult::Failed(reason))
     }
 
     /// The targets on a fresh copy of the service, or why it is no longer to be upgraded.
@@ -131,26 +358,46 @@ impl Upgrader {
         Instant::now() + self.settings.timeout
     }
 
-    /// Posts `finishupgrade` and waits for `active`.
-    async fn finish(&self, id: &str, deadline: Instant) -> Result<Service, Stop> {
-        self.client.finish_upgrade(id).await?;
-        let service = self.wait_settled(id, deadline).await?;
-        if service.state != "active" {
-            return Err(Stop::Failed(format!(
-                "finishing the upgrade ended in state {} instead of active",
-                service.state
-            )));
+    fn check_shutdown(&self) -> Result<(), Stop> {
+        if self.shutdown.is_triggered() {
+            Err(Stop::Interrupted)
+        } else {
+            Ok(())
         }
-        Ok(service)
     }
 
-    /// Polls until the service stops transitioning, at the latest until `deadline`.
+    /// Writes the step; nothing is sent to Rancher for a step that could not be recorded.
+    async fn record(
+        &self,
+        assignment: &Assignment,
+        step: Step,
+        detail: Option<String>,
+        versions: Option<&Versions>,
+    ) -> Result<(), Stop> {
+        self.check_shutdown()?;
+        self.journal
+            .record_step(
+                assignment.job,
+                &assignment.service_id,
+                step,
+                detail,
+                versions,
+            )
+            .await
+            .map_err(|err| Stop::Failed(format!("{err}; stopped before acting on Rancher")))
+    }
+
+    /// Polls until the service stops transitioning, at the latest until `deadline`; a
+    /// shutdown ends the wait at once. A timeout or an error reported by Rancher is `Stuck`.
     async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Stop> {
         loop {
-            tokio::time::sleep(self.settings.poll_interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = self.shutdown.triggered() => return Err(Stop::Interrupted),
+            }
             let service = self.client.service(id).await?;
             if service.transition_failed() {
-                return Err(Stop::Failed(format!(
+                return Err(Stop::Stuck(format!(
                     "Rancher reported an error in state {}: {}",
                     service.state,
                     service
@@ -163,9 +410,8 @@ impl Upgrader {
                 return Ok(service);
             }
             if Instant::now() >= deadline {
-                return Err(Stop::Failed(format!(
-                    "still {} after {} s (RANCHER_UPGRADE_TIMEOUT_S); left as it is, finish or \
-                     roll it back in Rancher",
+                return Err(Stop::Stuck(format!(
+                    "still {} after {} s (RANCHER_UPGRADE_TIMEOUT_S)",
                     service.state,
                     self.settings.timeout.as_secs()
                 )));
@@ -173,6 +419,60 @@ impl Upgrader {
             tracing::debug!(service_id = %id, state = %service.state, "waiting for Rancher");
         }
     }
+}
+
+/// The versions of the launch configs about to be upgraded.
+fn versions_of(service: &Service, targets: &Targets) -> Versions {
+    let mut versions = BTreeMap::new();
+    if targets.primary {
+        versions.insert(
+            PRIMARY.to_owned(),
+            primary_version(service).unwrap_or_default(),
+        );
+    }
+    for (name, version) in sidekick_versions(service) {
+        if targets.sidekicks.contains(&name) {
+            versions.insert(name, version);
+        }
+    }
+    Versions(versions)
+}
+
+/// Whether Rancher gave any of the recorded launch configs a new version: then it applied
+/// an upgrade since they were recorded.
+fn versions_changed(service: &Service, before: &Versions) -> bool {
+    let sidekicks: BTreeMap<String, String> = sidekick_versions(service).collect();
+    before.0.iter().any(|(name, version)| {
+        let now = if name == PRIMARY {
+            primary_version(service)
+        } else {
+            sidekicks.get(name).cloned()
+        };
+        now.as_deref() != Some(version.as_str())
+    })
+}
+
+fn version_in(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: Option<String>,
+    }
+    serde_json::from_str::<VersionOnly>(raw.get()).ok()?.version
+}
+
+fn primary_version(service: &Service) -> Option<String> {
+    service.launch_config.as_deref().and_then(version_in)
+}
+
+fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)> + '_ {
+    service
+        .secondary_launch_configs
+        .iter()
+        .flatten()
+        .filter_map(|raw| {
+            let name = LaunchConfigView::read(raw).ok()?.name?;
+            Some((name, version_in(raw).unwrap_or_default()))
+        })
 }
 
 fn not_upgradable(service: &Service) -> String {
@@ -254,6 +554,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             finish: true,
             max_concurrent: 1,
+            on_failure: crate::config::OnFailure::Rollback,
         }
     }
 

@@ -1,63 +1,125 @@
-//! The HTTP surface: the registry webhook and the health check.
+//! The HTTP surface: the registry webhook, the job history and the health check.
 //!
 //! A webhook request is authenticated before its body is read, the body is read up to a
-//! limit, parsed into a [`PushEvent`](crate::domain::PushEvent) and queued; the caller gets
-//! `202` once the push is queued. Nothing reaches Rancher from here. The key in the query
-//! string is never logged.
+//! limit, parsed into a [`PushEvent`](crate::domain::PushEvent) and written to the journal;
+//! the caller gets `202` with the job's number once the push is safely recorded. Nothing
+//! reaches Rancher from here. The key is never logged.
 
 mod auth;
 pub mod dockerhub;
+mod history;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::json;
+use tokio::sync::Notify;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::{Buf, Filter, Stream};
 
 pub use auth::WebhookKey;
 
-use crate::queue::PushQueue;
+use crate::journal::{AcceptError, Journal};
+use crate::shutdown::ShutdownSignal;
 
 /// Largest webhook body accepted; Docker Hub's are a few kilobytes.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Seconds a caller is asked to wait when the queue is full.
+/// Seconds a caller is asked to wait when a push cannot be taken now.
 const RETRY_AFTER_S: &str = "10";
 
-/// What the webhook handler needs.
+/// What the HTTP handlers need.
 #[derive(Debug, Clone)]
 pub struct Intake {
     /// The accepted key.
     key: WebhookKey,
-    /// Where accepted pushes go.
-    queue: PushQueue,
+    /// Where accepted pushes are written, and the history is read.
+    journal: Journal,
+    /// Rung after a push is written, so the deployer picks it up.
+    wake: Arc<Notify>,
+    /// Most jobs waiting to be started.
+    queue_size: usize,
+    /// Once triggered, pushes are refused with `503`.
+    shutdown: ShutdownSignal,
 }
 
 impl Intake {
-    /// A webhook intake that accepts `key` and queues on `queue`.
-    pub fn new(key: WebhookKey, queue: PushQueue) -> Self {
-        Self { key, queue }
+    /// An intake that accepts `key`, writes pushes to `journal` (at most `queue_size`
+    /// waiting) and rings `wake` for each.
+    pub fn new(
+        key: WebhookKey,
+        journal: Journal,
+        wake: Arc<Notify>,
+        queue_size: usize,
+        shutdown: ShutdownSignal,
+    ) -> Self {
+        Self {
+            key,
+            journal,
+            wake,
+            queue_size,
+            shutdown,
+        }
+    }
+
+    /// Whether the request carries the key, as `Authorization: Bearer <key>` or `?key=<key>`.
+    fn is_authorized(&self, query: &str, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let in_query = || {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "key")
+                .map(|(_, value)| value.into_owned())
+        };
+        bearer
+            .or_else(in_query)
+            .is_some_and(|key| self.key.verify(&key))
     }
 }
 
-/// All routes: `POST /autoredeploy`, `GET /health`, and JSON errors for everything else.
+/// All routes: `POST /autoredeploy`, `GET /jobs`, `GET /jobs/{id}`, `GET /health`, and JSON
+/// errors for everything else.
 pub fn routes(
     intake: Intake,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let intake = Arc::new(intake);
+    let with_intake = warp::any().map(move || Arc::clone(&intake));
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let webhook = warp::path!("autoredeploy")
         .and(warp::method())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(query)
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
         .and(warp::body::stream())
-        .and(warp::any().map(move || Arc::clone(&intake)))
+        .and(with_intake.clone())
         .then(
             |method, query: String, headers, remote, body, intake: Arc<Intake>| async move {
                 intake.webhook(method, &query, &headers, remote, body).await
+            },
+        );
+    let jobs = warp::path!("jobs")
+        .and(warp::method())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(with_intake.clone())
+        .then(
+            |method, query: String, headers, intake: Arc<Intake>| async move {
+                intake.list_jobs(method, &query, &headers).await
+            },
+        );
+    let job = warp::path!("jobs" / String)
+        .and(warp::method())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(with_intake)
+        .then(
+            |id: String, method, query: String, headers, intake: Arc<Intake>| async move {
+                intake.job(&id, method, &query, &headers).await
             },
         );
     let health = warp::path!("health").and(warp::method()).map(health);
@@ -68,7 +130,15 @@ pub fn routes(
             "no such endpoint; the webhook is POST /autoredeploy?key=…",
         )
     });
-    webhook.or(health).unify().or(fallback).unify()
+    webhook
+        .or(jobs)
+        .unify()
+        .or(job)
+        .unify()
+        .or(health)
+        .unify()
+        .or(fallback)
+        .unify()
 }
 
 fn health(method: Method) -> Response {
@@ -95,16 +165,9 @@ impl Intake {
         if method != Method::POST {
             return method_not_allowed("POST");
         }
-        let key = url::form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "key")
-            .map(|(_, value)| value);
-        if !key.is_some_and(|key| self.key.verify(&key)) {
+        if !self.is_authorized(query, headers) {
             tracing::warn!(client, "webhook refused: missing or wrong key");
-            return error_reply(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong key",
-            );
+            return unauthorized();
         }
         if let Some(content_type) = headers.get(header::CONTENT_TYPE)
             && !is_json(content_type.to_str().unwrap_or_default())
@@ -150,28 +213,54 @@ impl Intake {
             }
         };
         let image = push.image.to_string();
-        match self.queue.try_enqueue(push) {
-            Ok(()) => {
-                tracing::info!(client, image, "push accepted");
-                let body = json!({ "status": "accepted", "image": image });
+        if self.shutdown.is_triggered() {
+            tracing::warn!(client, image, "push refused: shutting down");
+            return unavailable("autoredeploy is shutting down");
+        }
+        match self.journal.accept(&push, self.queue_size).await {
+            Ok(accepted) => {
+                self.wake.notify_one();
+                tracing::info!(client, image, job = %accepted.job, coalesced = accepted.coalesced, "push accepted");
+                let body = json!({
+                    "status": "accepted",
+                    "image": image,
+                    "job": accepted.job,
+                    "coalesced": accepted.coalesced,
+                });
                 warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
                     .into_response()
             }
-            Err(error) => {
-                tracing::warn!(client, image, %error, "push refused");
-                let mut response = error_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &format!("{error}; try again later"),
-                );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    header::HeaderValue::from_static(RETRY_AFTER_S),
-                );
-                response
+            Err(AcceptError::QueueFull) => {
+                tracing::warn!(client, image, "push refused: the queue is full");
+                unavailable("the queue of pending pushes is full (AUTOREDEPLOY_QUEUE_SIZE)")
+            }
+            Err(AcceptError::Journal(error)) => {
+                tracing::error!(client, image, %error, "push refused: it could not be recorded");
+                unavailable("the push could not be recorded")
             }
         }
     }
+}
+
+fn unauthorized() -> Response {
+    error_reply(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong key",
+    )
+}
+
+fn unavailable(reason: &str) -> Response {
+    let mut response = error_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        &format!("{reason}; try again later"),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(RETRY_AFTER_S),
+    );
+    response
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.
@@ -227,19 +316,37 @@ fn method_not_allowed(allow: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PushEvent;
-    use crate::queue::{self, PushReceiver};
+    use crate::shutdown::Shutdown;
     use secrecy::SecretString;
 
     const KEY: &str = "the-right-webhook-key";
     const PUSH: &str = r#"{"push_data":{"tag":"1.0"},"repository":{"repo_name":"org/app"}}"#;
 
-    fn intake(capacity: usize) -> (Intake, PushReceiver) {
-        let (sender, receiver) = queue::bounded(capacity);
-        (
-            Intake::new(WebhookKey::new(&SecretString::from(KEY)), sender),
-            receiver,
-        )
+    struct Fixture {
+        intake: Intake,
+        journal: Journal,
+        shutdown: Shutdown,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(queue_size: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let (shutdown, signal) = Shutdown::new();
+        let key = WebhookKey::new(&SecretString::from(KEY));
+        let intake = Intake::new(
+            key,
+            journal.clone(),
+            Arc::new(Notify::new()),
+            queue_size,
+            signal,
+        );
+        Fixture {
+            intake,
+            journal,
+            shutdown,
+            _dir: dir,
+        }
     }
 
     async fn status_of(
@@ -256,24 +363,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_accepted_push_is_queued_and_named() {
-        let (intake, mut receiver) = intake(4);
+    async fn an_accepted_push_is_journaled_and_named() {
+        let fixture = fixture(4);
         let (status, body) = status_of(
             post(&format!("/autoredeploy?key={KEY}"))
                 .header("content-type", "application/json; charset=utf-8")
                 .body(PUSH),
-            intake,
+            fixture.intake.clone(),
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED);
         assert_eq!(body["image"], "docker.io/org/app:1.0");
-        let queued: PushEvent = receiver.next().await.unwrap();
-        assert_eq!(queued.image.to_string(), "docker.io/org/app:1.0");
+        let jobs = fixture.journal.list_jobs(10, None).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(body["job"], jobs[0].id.0);
+        assert_eq!(jobs[0].image, "docker.io/org/app:1.0");
     }
 
     #[tokio::test]
-    async fn rejections_have_precise_statuses_and_queue_nothing() {
+    async fn rejections_have_precise_statuses_and_write_nothing() {
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(BODY_LIMIT));
+        let keyed = format!("/autoredeploy?key={KEY}");
         let cases = [
             (post("/autoredeploy").body(PUSH), StatusCode::UNAUTHORIZED),
             (
@@ -285,23 +395,19 @@ mod tests {
                 StatusCode::UNAUTHORIZED,
             ),
             (
-                post(&format!("/autoredeploy?key={KEY}")).body("{}"),
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                post(&format!("/autoredeploy?key={KEY}"))
-                    .header("content-type", "text/plain")
+                post("/autoredeploy")
+                    .header("authorization", "Bearer wrong")
                     .body(PUSH),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (post(&keyed).body("{}"), StatusCode::BAD_REQUEST),
+            (
+                post(&keyed).header("content-type", "text/plain").body(PUSH),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ),
+            (post(&keyed).body(big), StatusCode::PAYLOAD_TOO_LARGE),
             (
-                post(&format!("/autoredeploy?key={KEY}")).body(big),
-                StatusCode::PAYLOAD_TOO_LARGE,
-            ),
-            (
-                warp::test::request()
-                    .method("GET")
-                    .path(&format!("/autoredeploy?key={KEY}")),
+                warp::test::request().method("GET").path(&keyed),
                 StatusCode::METHOD_NOT_ALLOWED,
             ),
             (
@@ -310,40 +416,100 @@ mod tests {
             ),
             (post("/health"), StatusCode::METHOD_NOT_ALLOWED),
             (
+                warp::test::request().path("/jobs"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                warp::test::request().path("/jobs/1?key=wrong"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                warp::test::request()
+                    .method("DELETE")
+                    .path(&format!("/jobs?key={KEY}")),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                warp::test::request().path(&format!("/jobs?key={KEY}&limit=lots")),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                warp::test::request().path(&format!("/jobs/7?key={KEY}")),
+                StatusCode::NOT_FOUND,
+            ),
+            (
                 warp::test::request().path("/elsewhere"),
                 StatusCode::NOT_FOUND,
             ),
         ];
         for (request, expected) in cases {
-            let (intake, mut receiver) = intake(4);
-            let (status, body) = status_of(request, intake).await;
+            let fixture = fixture(4);
+            let (status, body) = status_of(request, fixture.intake.clone()).await;
             assert_eq!(status, expected, "{body}");
             assert!(
                 body["message"].as_str().is_some_and(|m| !m.is_empty()),
                 "{body}"
             );
-            assert!(receiver.close().is_empty());
+            assert!(
+                fixture
+                    .journal
+                    .list_jobs(10, None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
     }
 
     #[tokio::test]
-    async fn a_full_queue_answers_503_with_retry_after() {
-        let (intake, _receiver) = intake(1);
-        let request = || post(&format!("/autoredeploy?key={KEY}")).body(PUSH);
-        let filter = routes(intake);
+    async fn the_bearer_header_is_accepted_too() {
+        let fixture = fixture(4);
+        let request = post("/autoredeploy")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(PUSH);
         assert_eq!(
-            request().reply(&filter).await.status(),
+            status_of(request, fixture.intake.clone()).await.0,
             StatusCode::ACCEPTED
         );
-        let response = request().reply(&filter).await;
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_or_a_shutdown_answers_503_with_retry_after() {
+        let fixture = fixture(1);
+        let filter = routes(fixture.intake.clone());
+        let push = |repo: &str| {
+            post(&format!("/autoredeploy?key={KEY}")).body(format!(
+                r#"{{"push_data":{{}},"repository":{{"repo_name":"{repo}"}}}}"#
+            ))
+        };
+        assert_eq!(
+            push("org/one").reply(&filter).await.status(),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            push("org/one").reply(&filter).await.status(),
+            StatusCode::ACCEPTED,
+            "merged"
+        );
+        let response = push("org/two").reply(&filter).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], RETRY_AFTER_S);
+        fixture.shutdown.trigger();
+        assert_eq!(
+            push("org/one").reply(&filter).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(fixture.journal.list_jobs(10, None).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn health_needs_no_key() {
-        let (intake, _receiver) = intake(1);
-        let (status, body) = status_of(warp::test::request().path("/health"), intake).await;
+        let fixture = fixture(1);
+        let (status, body) = status_of(
+            warp::test::request().path("/health"),
+            fixture.intake.clone(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "ok");
     }

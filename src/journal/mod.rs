@@ -98,7 +98,11 @@ impl Journal {
 
     /// Writes an accepted push: merged into the job already queued for the same image, or a
     /// new queued job if fewer than `queue_limit` are waiting.
-    pub async fn accept(&self, push: &PushEvent, queue_limit: usize) -> Result<Accepted, AcceptError> {
+    pub async fn accept(
+        &self,
+        push: &PushEvent,
+        queue_limit: usize,
+    ) -> Result<Accepted, AcceptError> {
         let image = push.image.to_string();
         let pusher = push.pusher.clone();
         let result = self
@@ -170,7 +174,12 @@ impl Journal {
     }
 
     /// Records that the walk through the environment reached its end.
-    pub async fn complete_scan(&self, job: JobId, pages: usize, listed: usize) -> Result<(), JournalError> {
+    pub async fn complete_scan(
+        &self,
+        job: JobId,
+        pages: usize,
+        listed: usize,
+    ) -> Result<(), JournalError> {
         self.writer
             .call(move |db| {
                 db.execute(
@@ -261,11 +270,17 @@ impl Journal {
 
     /// The services a job has planned, with where each one stands.
     pub async fn services(&self, job: JobId) -> Result<Vec<ServiceRecord>, JournalError> {
-        self.writer.call(move |db| records::services_of(db, job, false)).await
+        self.writer
+            .call(move |db| records::services_of(db, job, false))
+            .await
     }
 
     /// Recent jobs, newest first: at most `limit`, older than job `before` when given.
-    pub async fn list_jobs(&self, limit: usize, before: Option<JobId>) -> Result<Vec<JobSummary>, JournalError> {
+    pub async fn list_jobs(
+        &self,
+        limit: usize,
+        before: Option<JobId>,
+    ) -> Result<Vec<JobSummary>, JournalError> {
         self.writer
             .call(move |db| records::list_jobs(db, limit, before))
             .await
@@ -273,7 +288,9 @@ impl Journal {
 
     /// One job with every service's steps.
     pub async fn job(&self, job: JobId) -> Result<Option<JobDetail>, JournalError> {
-        self.writer.call(move |db| records::job_detail(db, job)).await
+        self.writer
+            .call(move |db| records::job_detail(db, job))
+            .await
     }
 
     /// Deletes ended jobs that ended more than `age` ago; returns how many.
@@ -299,7 +316,8 @@ pub fn read_only(directory: &Path) -> Result<rusqlite::Connection, JournalError>
             path.display()
         )));
     }
-    let connection = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let connection =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     Ok(connection)
 }
@@ -323,18 +341,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let first = journal.accept(&push("myorg/web"), 2).await.unwrap();
-        let again = journal.accept(&push("docker.io/myorg/web:latest"), 2).await.unwrap();
+        let again = journal
+            .accept(&push("docker.io/myorg/web:latest"), 2)
+            .await
+            .unwrap();
         assert_eq!((again.job, again.coalesced), (first.job, true));
         let other = journal.accept(&push("myorg/api"), 2).await.unwrap();
         assert!(!other.coalesced);
-        assert!(matches!(journal.accept(&push("myorg/third"), 2).await, Err(AcceptError::QueueFull)));
+        assert!(matches!(
+            journal.accept(&push("myorg/third"), 2).await,
+            Err(AcceptError::QueueFull)
+        ));
         // A merge adds no waiting job, so it is accepted even with the queue full.
-        assert!(journal.accept(&push("myorg/api"), 2).await.unwrap().coalesced);
+        assert!(
+            journal
+                .accept(&push("myorg/api"), 2)
+                .await
+                .unwrap()
+                .coalesced
+        );
         let jobs = journal.list_jobs(10, None).await.unwrap();
-        assert_eq!(jobs.iter().map(|j| (j.image.as_str(), j.pushes)).collect::<Vec<_>>(), [
-            ("docker.io/myorg/api:latest", 2),
-            ("docker.io/myorg/web:latest", 2)
-        ]);
+        assert_eq!(
+            jobs.iter()
+                .map(|j| (j.image.as_str(), j.pushes))
+                .collect::<Vec<_>>(),
+            [
+                ("docker.io/myorg/api:latest", 2),
+                ("docker.io/myorg/web:latest", 2)
+            ]
+        );
     }
 
     #[tokio::test]
@@ -346,9 +381,18 @@ mod tests {
         let follow_up = journal.accept(&push("myorg/web"), 10).await.unwrap();
         assert!(!follow_up.coalesced);
         assert_ne!(follow_up.job, first);
-        assert_eq!(journal.accept(&push("myorg/web"), 10).await.unwrap().job, follow_up.job);
+        assert_eq!(
+            journal.accept(&push("myorg/web"), 10).await.unwrap().job,
+            follow_up.job
+        );
         let runnable = journal.runnable().await.unwrap();
-        assert_eq!(runnable.iter().map(|j| (j.id, j.resuming)).collect::<Vec<_>>(), [(first, true), (follow_up.job, false)]);
+        assert_eq!(
+            runnable
+                .iter()
+                .map(|j| (j.id, j.resuming))
+                .collect::<Vec<_>>(),
+            [(first, true), (follow_up.job, false)]
+        );
     }
 
     #[tokio::test]
@@ -358,11 +402,33 @@ mod tests {
             let journal = Journal::open(dir.path()).unwrap();
             let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
             journal.start_job(job).await.unwrap();
-            assert!(journal.plan_service(job, "1s1", "web", Step::Planned, None).await.unwrap());
-            assert!(!journal.plan_service(job, "1s1", "web", Step::Planned, None).await.unwrap());
+            assert!(
+                journal
+                    .plan_service(job, "1s1", "web", Step::Planned, None)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !journal
+                    .plan_service(job, "1s1", "web", Step::Planned, None)
+                    .await
+                    .unwrap()
+            );
             let versions = Versions([(String::new(), "0".to_owned())].into());
-            journal.record_step(job, "1s1", Step::Upgrading, None, Some(&versions)).await.unwrap();
-            journal.plan_service(job, "1s2", "kept", Step::Skipped, Some("label is \"false\"".into())).await.unwrap();
+            journal
+                .record_step(job, "1s1", Step::Upgrading, None, Some(&versions))
+                .await
+                .unwrap();
+            journal
+                .plan_service(
+                    job,
+                    "1s2",
+                    "kept",
+                    Step::Skipped,
+                    Some("label is \"false\"".into()),
+                )
+                .await
+                .unwrap();
             job
         };
         let journal = Journal::open(dir.path()).unwrap();
@@ -388,14 +454,25 @@ mod tests {
         assert_eq!(journal.prune(Duration::from_secs(3600)).await.unwrap(), 0);
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(journal.prune(Duration::ZERO).await.unwrap(), 1);
-        let left: Vec<JobId> = journal.list_jobs(10, None).await.unwrap().iter().map(|j| j.id).collect();
+        let left: Vec<JobId> = journal
+            .list_jobs(10, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
         assert_eq!(left, [waiting]);
     }
 
     #[test]
     fn an_unwritable_directory_is_refused_by_name() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        let error = Journal::open(&file.path().join("data")).unwrap_err().to_string();
-        assert!(error.contains("AUTOREDEPLOY_DATA_DIR") && error.contains("writable"), "{error}");
+        let error = Journal::open(&file.path().join("data"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("AUTOREDEPLOY_DATA_DIR") && error.contains("writable"),
+            "{error}"
+        );
     }
 }

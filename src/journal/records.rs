@@ -58,6 +58,8 @@ pub enum Step {
     LeftUpgraded,
     /// A failed upgrade is being rolled back.
     RollingBack,
+    /// A failed upgrade is being canceled.
+    Canceling,
     /// A failed upgrade was rolled back to the previous launch config.
     RolledBack,
     /// A failed upgrade was canceled and left in `canceled-upgrade`.
@@ -79,6 +81,7 @@ impl Step {
             Self::Finished => "finished",
             Self::LeftUpgraded => "left-upgraded",
             Self::RollingBack => "rolling-back",
+            Self::Canceling => "canceling",
             Self::RolledBack => "rolled-back",
             Self::Canceled => "canceled",
             Self::Failed => "failed",
@@ -95,6 +98,7 @@ impl Step {
             "finished" => Self::Finished,
             "left-upgraded" => Self::LeftUpgraded,
             "rolling-back" => Self::RollingBack,
+            "canceling" => Self::Canceling,
             "rolled-back" => Self::RolledBack,
             "canceled" => Self::Canceled,
             "failed" => Self::Failed,
@@ -107,20 +111,30 @@ impl Step {
     pub fn is_end(self) -> bool {
         matches!(
             self,
-            Self::Finished | Self::LeftUpgraded | Self::RolledBack | Self::Canceled | Self::Failed | Self::Skipped
+            Self::Finished
+                | Self::LeftUpgraded
+                | Self::RolledBack
+                | Self::Canceled
+                | Self::Failed
+                | Self::Skipped
         )
     }
 
     /// Ends that carry a reason: everything but success.
     pub fn is_unsuccessful_end(self) -> bool {
-        matches!(self, Self::RolledBack | Self::Canceled | Self::Failed | Self::Skipped)
+        matches!(
+            self,
+            Self::RolledBack | Self::Canceled | Self::Failed | Self::Skipped
+        )
     }
 }
 
 impl rusqlite::types::FromSql for Step {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         let name = value.as_str()?;
-        Step::parse(name).ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown step {name}").into()))
+        Step::parse(name).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown step {name}").into())
+        })
     }
 }
 
@@ -161,7 +175,9 @@ impl rusqlite::types::FromSql for JobState {
             "running" => Ok(Self::Running),
             "done" => Ok(Self::Done),
             "failed" => Ok(Self::Failed),
-            other => Err(rusqlite::types::FromSqlError::Other(format!("unknown job state {other}").into())),
+            other => Err(rusqlite::types::FromSqlError::Other(
+                format!("unknown job state {other}").into(),
+            )),
         }
     }
 }
@@ -288,7 +304,11 @@ fn summary_of(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
 }
 
 /// Recent jobs, newest first.
-pub fn list_jobs(db: &Connection, limit: usize, before: Option<JobId>) -> rusqlite::Result<Vec<JobSummary>> {
+pub fn list_jobs(
+    db: &Connection,
+    limit: usize,
+    before: Option<JobId>,
+) -> rusqlite::Result<Vec<JobSummary>> {
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS} FROM jobs j LEFT JOIN job_services s ON s.job_id = j.id
          WHERE ?1 IS NULL OR j.id < ?1 GROUP BY j.id ORDER BY j.id DESC LIMIT ?2"
@@ -305,7 +325,9 @@ pub fn job_detail(db: &Connection, job: JobId) -> rusqlite::Result<Option<JobDet
          WHERE j.id = ?1 GROUP BY j.id"
     );
     let found = db
-        .query_row(&sql, params![job.0], |row| Ok((summary_of(row)?, row.get(13)?, row.get(14)?)))
+        .query_row(&sql, params![job.0], |row| {
+            Ok((summary_of(row)?, row.get(13)?, row.get(14)?))
+        })
         .optional()?;
     let Some((summary, pages, listed)) = found else {
         return Ok(None);
@@ -319,7 +341,11 @@ pub fn job_detail(db: &Connection, job: JobId) -> rusqlite::Result<Option<JobDet
 }
 
 /// The services of a job, with their steps when `with_steps`.
-pub(super) fn services_of(db: &Connection, job: JobId, with_steps: bool) -> rusqlite::Result<Vec<ServiceRecord>> {
+pub(super) fn services_of(
+    db: &Connection,
+    job: JobId,
+    with_steps: bool,
+) -> rusqlite::Result<Vec<ServiceRecord>> {
     let mut statement = db.prepare(
         "SELECT service_id, service_name, step, reason, versions_before, planned_at, updated_at
          FROM job_services WHERE job_id = ?1 ORDER BY planned_at, service_id",
@@ -330,7 +356,10 @@ pub(super) fn services_of(db: &Connection, job: JobId, with_steps: bool) -> rusq
             service_name: row.get(1)?,
             step: row.get(2)?,
             reason: row.get(3)?,
-            versions_before: row.get::<_, Option<String>>(4)?.as_deref().and_then(Versions::from_json),
+            versions_before: row
+                .get::<_, Option<String>>(4)?
+                .as_deref()
+                .and_then(Versions::from_json),
             planned_at: Time(row.get(5)?),
             updated_at: Time(row.get(6)?),
             steps: Vec::new(),

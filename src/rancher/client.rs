@@ -13,12 +13,8 @@ use crate::config::RancherSettings;
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
 const PAGE_SIZE: u32 = 3000;
 
-/// Retries of one request on transport errors, 409 and 5xx, with jittered exponential delays.
-const RETRY: ExponentialBuilder = ExponentialBuilder::new()
-    .with_jitter()
-    .with_min_delay(Duration::from_millis(200))
-    .with_max_delay(Duration::from_secs(5))
-    .with_max_times(5);
+/// First pause before a retry; later ones grow exponentially, with jitter.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// A Rancher API client bound to one service collection, with HTTP Basic credentials.
 ///
@@ -34,6 +30,8 @@ pub struct RancherClient {
     access_key: String,
     /// Basic auth password.
     secret_key: SecretString,
+    /// Retries of one request on transport errors, timeouts, 409 and 5xx.
+    retry: ExponentialBuilder,
 }
 
 impl RancherClient {
@@ -60,6 +58,12 @@ impl RancherClient {
             services_url: settings.services_url.clone(),
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
+            retry: ExponentialBuilder::new()
+                .with_jitter()
+                .with_min_delay(FIRST_RETRY_DELAY.min(settings.retry.max_delay))
+                .with_max_delay(settings.retry.max_delay)
+                .with_max_times(settings.retry.attempts)
+                .with_total_delay(Some(settings.retry.total)),
         })
     }
 
@@ -114,6 +118,16 @@ impl RancherClient {
     /// Completes an upgrade that reached `upgraded`: old containers are removed.
     pub async fn finish_upgrade(&self, id: &str) -> Result<Service, RancherError> {
         self.action(id, "finishupgrade", b"{}".to_vec()).await
+    }
+
+    /// Rolls a failed upgrade back to the previous launch config.
+    pub async fn rollback(&self, id: &str) -> Result<Service, RancherError> {
+        self.action(id, "rollback", b"{}".to_vec()).await
+    }
+
+    /// Cancels an upgrade in progress; the service ends in `canceled-upgrade`.
+    pub async fn cancel_upgrade(&self, id: &str) -> Result<Service, RancherError> {
+        self.action(id, "cancelupgrade", b"{}".to_vec()).await
     }
 
     async fn action(&self, id: &str, action: &str, body: Vec<u8>) -> Result<Service, RancherError> {
@@ -205,7 +219,7 @@ impl RancherClient {
             }
         };
         attempt
-            .retry(RETRY)
+            .retry(self.retry)
             .when(RancherError::is_retryable)
             .notify(|err, delay| {
                 retried.store(true, Ordering::Relaxed);

@@ -144,6 +144,9 @@ pub struct ServiceActions {
     /// Present in `upgrading`, `upgraded` and `canceled-upgrade`.
     #[serde(default, deserialize_with = "present")]
     pub rollback: bool,
+    /// Present in `upgrading` and `finishing-upgrade`.
+    #[serde(default, deserialize_with = "present")]
+    pub cancelupgrade: bool,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {

@@ -185,6 +185,10 @@ struct World {
     services: Vec<FakeService>,
     behaviour: Behaviour,
     failures_left: usize,
+    /// The status of those failures.
+    failure_status: StatusCode,
+    /// Answers `422 ActionNotAvailable` given so far.
+    refusals: usize,
     /// Actions to apply and then answer 504, as a proxy that lost the answer would.
     lost_answers_left: usize,
     /// The most other services found mid-upgrade when an upgrade was posted.
@@ -228,6 +232,8 @@ impl FakeRancher {
             services,
             behaviour,
             failures_left: 0,
+            failure_status: StatusCode::INTERNAL_SERVER_ERROR,
+            refusals: 0,
             lost_answers_left: 0,
             most_upgrading_at_once: 0,
             requests: Vec::new(),
@@ -342,7 +348,33 @@ impl FakeRancher {
 
     /// The next `count` requests are answered 500.
     pub fn fail_next(&self, count: usize) {
-        self.world.lock().unwrap().failures_left = count;
+        self.fail_next_with(count, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// The next `count` requests are answered `status` (a 5xx or 409 Conflict).
+    pub fn fail_next_with(&self, count: usize, status: StatusCode) {
+        let mut world = self.world.lock().unwrap();
+        world.failures_left = count;
+        world.failure_status = status;
+    }
+
+    /// How many `422 ActionNotAvailable` answers were given.
+    pub fn refusals(&self) -> usize {
+        self.world.lock().unwrap().refusals
+    }
+
+    /// How many upgrades each service received.
+    pub fn upgrades_per_service(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (id, _) in self.upgrade_bodies() {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Changes how long upgrades take from now on.
+    pub fn set_upgrade_time(&self, time: Duration) {
+        self.world.lock().unwrap().behaviour.upgrade_time = time;
     }
 }
 
@@ -543,12 +575,13 @@ impl World {
         }
         if self.failures_left > 0 {
             self.failures_left -= 1;
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                Some("simulated failure"),
-                None,
-            );
+            let status = self.failure_status;
+            let code = if status == StatusCode::CONFLICT {
+                "Conflict"
+            } else {
+                "InternalServerError"
+            };
+            return error(status, code, Some("simulated failure"), None);
         }
         self.advance();
         let host = headers
@@ -575,6 +608,9 @@ impl World {
                     Some(index) => self.action(index, &action, body, &base),
                     None => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
                 };
+                if answer.1["code"] == "ActionNotAvailable" {
+                    self.refusals += 1;
+                }
                 if answer.0 == StatusCode::ACCEPTED && self.lost_answers_left > 0 {
                     self.lost_answers_left -= 1;
                     return error(

@@ -20,6 +20,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     events: broadcast::Receiver<DeployEvent>,
     _stop: oneshot::Sender<()>,
+    _data: tempfile::TempDir,
 }
 
 pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
@@ -28,7 +29,12 @@ pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
 
 /// Starts autoredeploy with test settings, overridden by `overrides`.
 pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
+    let data = tempfile::tempdir().unwrap();
     let mut vars: Vec<(String, String)> = vec![
+        (
+            "AUTOREDEPLOY_DATA_DIR".into(),
+            data.path().display().to_string(),
+        ),
         ("DOCKER_HUB_KEY".into(), WEBHOOK_KEY.into()),
         ("RANCHER_HOST".into(), rancher.host()),
         ("RANCHER_PROJECT_ID".into(), fake_rancher::PROJECT_ID.into()),
@@ -36,6 +42,7 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
         ("RANCHER_API_SECRET".into(), fake_rancher::SECRET_KEY.into()),
         ("RANCHER_UPGRADE_POLL_MS".into(), "20".into()),
         ("RANCHER_UPGRADE_TIMEOUT_S".into(), "20".into()),
+        ("RANCHER_RETRY_MAX_DELAY_MS".into(), "100".into()),
     ];
     for (name, value) in overrides {
         vars.retain(|(existing, _)| existing != name);
@@ -52,9 +59,10 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
     }));
     TestApp {
         address,
-        http: reqwest::Client::new(),
+        http: http_client(),
         events,
         _stop: stop,
+        _data: data,
     }
 }
 
@@ -103,6 +111,19 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 202);
         response.json().await.unwrap()
+    }
+
+    /// `GET` a history path (`/jobs`, `/jobs/3`) with the key as a bearer token.
+    pub async fn history(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(WEBHOOK_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
     }
 
     /// Waits for the next job to end; returns its services' outcomes and its tally.

@@ -4,10 +4,12 @@ mod fake_rancher;
 mod fake_rancher_behaviour;
 mod helpers;
 
+mod flaky_proxy;
 mod health;
 mod logging;
 mod matching;
 mod paging;
 mod real_fixtures;
+mod reliability;
 mod upgrade;
 mod webhook;

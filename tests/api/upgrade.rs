@@ -164,18 +164,25 @@ async fn a_service_left_upgraded_is_finished_first_and_then_upgraded() {
     assert_eq!(rancher.service("1s1")["state"], "active");
 }
 
-#[tokio::test]
-async fn a_stuck_upgrade_times_out_without_holding_up_the_others() {
+async fn stuck_upgrade(
+    policy: Option<&str>,
+) -> (
+    FakeRancher,
+    Vec<autoredeploy::outcome::ServiceOutcome>,
+    Value,
+) {
     let rancher = FakeRancher::start(vec![
         service("stuck", "docker:myorg/web:latest").stuck(),
         service("healthy-1", "docker:myorg/web:latest"),
         service("healthy-2", "docker:myorg/web:latest"),
     ])
     .await;
-    let mut app = spawn_app_with(&rancher, &[("RANCHER_UPGRADE_TIMEOUT_S", "2")]).await;
-
+    let mut overrides = vec![("RANCHER_UPGRADE_TIMEOUT_S", "2")];
+    if let Some(policy) = policy {
+        overrides.push(("RANCHER_UPGRADE_ON_FAILURE", policy));
+    }
+    let mut app = spawn_app_with(&rancher, &overrides).await;
     let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
-
     assert_eq!(named(&outcomes, "upgraded"), ["healthy-1", "healthy-2"]);
     assert_eq!(named(&outcomes, "failed"), ["stuck"]);
     assert_eq!(
@@ -183,18 +190,85 @@ async fn a_stuck_upgrade_times_out_without_holding_up_the_others() {
         "stuck",
         "the others ended first"
     );
+    assert_eq!((job.upgraded, job.failed), (2, 1));
+    let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
+    (rancher, outcomes, detail)
+}
+
+fn stuck_record(detail: &Value) -> &Value {
+    detail["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service_name"] == "stuck")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stuck_upgrade_is_rolled_back_without_holding_up_the_others() {
+    let (rancher, outcomes, detail) = stuck_upgrade(None).await;
     let reason = outcomes.last().unwrap().result.reason().unwrap();
     assert!(
         reason.contains("still upgrading") && reason.contains("RANCHER_UPGRADE_TIMEOUT_S"),
         "{reason}"
     );
-    assert_eq!((job.upgraded, job.failed), (2, 1));
+    assert!(reason.contains("rolled back"), "{reason}");
+    let stuck = rancher.service("1s1");
+    assert_eq!(stuck["state"], "active");
+    assert_eq!(
+        stuck["launchConfig"]["version"], "0",
+        "the previous launch config is back"
+    );
+    assert_eq!(rancher.actions_posted("rollback"), ["1s1"]);
+    let record = stuck_record(&detail);
+    assert_eq!(record["step"], "rolled-back");
+    let steps: Vec<&str> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["planned", "upgrading", "rolling-back", "rolled-back"]
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_upgrade_can_be_canceled_instead() {
+    let (rancher, outcomes, detail) = stuck_upgrade(Some("cancel")).await;
+    assert!(
+        outcomes
+            .last()
+            .unwrap()
+            .result
+            .reason()
+            .unwrap()
+            .contains("canceled")
+    );
+    assert_eq!(rancher.service("1s1")["state"], "canceled-upgrade");
+    assert_eq!(rancher.actions_posted("cancelupgrade"), ["1s1"]);
+    assert_eq!(stuck_record(&detail)["step"], "canceled");
+}
+
+#[tokio::test]
+async fn a_stuck_upgrade_can_be_left_alone() {
+    let (rancher, outcomes, detail) = stuck_upgrade(Some("leave")).await;
+    assert!(
+        outcomes
+            .last()
+            .unwrap()
+            .result
+            .reason()
+            .unwrap()
+            .contains("left as it is")
+    );
     assert_eq!(rancher.service("1s1")["state"], "upgrading");
     assert!(
-        !rancher
-            .actions_posted("finishupgrade")
-            .contains(&"1s1".to_owned())
+        rancher.actions_posted("rollback").is_empty()
+            && rancher.actions_posted("cancelupgrade").is_empty()
     );
+    assert_eq!(stuck_record(&detail)["step"], "failed");
 }
 
 #[tokio::test]

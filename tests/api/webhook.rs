@@ -109,7 +109,7 @@ async fn a_push_with_a_charset_is_accepted_and_deployed() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        serde_json::json!({ "status": "accepted", "image": "docker.io/myorg/web:latest" })
+        serde_json::json!({ "status": "accepted", "image": "docker.io/myorg/web:latest", "job": 1, "coalesced": false })
     );
     let (outcomes, job) = app.next_job().await;
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);

@@ -1,0 +1,114 @@
+//! `GET /jobs` and `GET /jobs/{id}`: what happened to each push, from the journal.
+
+use serde_json::json;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+use super::{Intake, error_reply, method_not_allowed, unauthorized};
+use crate::journal::JobId;
+
+/// Jobs per page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 20;
+/// Most jobs per page.
+const MAX_PAGE: usize = 200;
+
+impl Intake {
+    /// Recent jobs, newest first; `?limit=` and `?before=<job>` page through them.
+    pub(super) async fn list_jobs(
+        &self,
+        method: Method,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Response {
+        if method != Method::GET && method != Method::HEAD {
+            return method_not_allowed("GET, HEAD");
+        }
+        if !self.is_authorized(query, headers) {
+            return unauthorized();
+        }
+        let (limit, before) = match page_of(query) {
+            Ok(page) => page,
+            Err(message) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", &message),
+        };
+        match self.journal.list_jobs(limit, before).await {
+            Ok(jobs) => {
+                let next = (jobs.len() == limit)
+                    .then(|| {
+                        jobs.last()
+                            .map(|job| format!("/jobs?limit={limit}&before={}", job.id))
+                    })
+                    .flatten();
+                warp::reply::json(&json!({ "jobs": jobs, "next": next })).into_response()
+            }
+            Err(error) => journal_error(&error),
+        }
+    }
+
+    /// One job with every service's steps, timings and errors.
+    pub(super) async fn job(
+        &self,
+        id: &str,
+        method: Method,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Response {
+        if method != Method::GET && method != Method::HEAD {
+            return method_not_allowed("GET, HEAD");
+        }
+        if !self.is_authorized(query, headers) {
+            return unauthorized();
+        }
+        let Ok(number) = id.parse::<i64>() else {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no job {id:?}: job ids are numbers"),
+            );
+        };
+        match self.journal.job(JobId(number)).await {
+            Ok(Some(job)) => warp::reply::json(&job).into_response(),
+            Ok(None) => error_reply(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!(
+                    "no job {number} (it may have been pruned after AUTOREDEPLOY_HISTORY_DAYS)"
+                ),
+            ),
+            Err(error) => journal_error(&error),
+        }
+    }
+}
+
+fn page_of(query: &str) -> Result<(usize, Option<JobId>), String> {
+    let mut limit = DEFAULT_PAGE;
+    let mut before = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| format!("limit must be a number from 1 to {MAX_PAGE}"))?;
+            }
+            "before" => {
+                before = Some(JobId(
+                    value
+                        .parse()
+                        .map_err(|_| "before must be a job id".to_owned())?,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, before))
+}
+
+fn journal_error(error: &crate::journal::JournalError) -> Response {
+    tracing::error!(%error, "cannot read the journal");
+    error_reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "journal_unavailable",
+        "the journal could not be read",
+    )
+}

@@ -1,0 +1,220 @@
+//! Coalescing, follow-up runs, back-pressure, Rancher flapping, and the job history.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use warp::http::StatusCode;
+
+use crate::fake_rancher::{FakeRancher, service};
+use crate::flaky_proxy::FlakyProxy;
+use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app, spawn_app_with};
+
+fn environment() -> Vec<crate::fake_rancher::ServiceSpec> {
+    vec![
+        service("web-1", "docker:myorg/web:latest"),
+        service("web-2", "docker:myorg/web:latest"),
+        service("api", "docker:myorg/api:latest"),
+    ]
+}
+
+#[tokio::test]
+async fn fifty_identical_pushes_coalesce_and_never_overlap() {
+    let rancher = FakeRancher::start(environment()).await;
+    let mut app = spawn_app(&rancher).await;
+    let body = push_body("myorg/web", Some("latest")).to_string();
+    let url = format!("{}/autoredeploy?key={WEBHOOK_KEY}", app.address);
+    let mut pushes = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let request = app
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        pushes.spawn(async move { request.send().await.unwrap() });
+    }
+    let mut jobs = BTreeSet::new();
+    while let Some(answer) = pushes.join_next().await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 202);
+        let body: Value = answer.json().await.unwrap();
+        jobs.insert(body["job"].as_i64().unwrap());
+    }
+    assert!(
+        jobs.len() < 50,
+        "pushes were coalesced into {} jobs",
+        jobs.len()
+    );
+    for _ in &jobs {
+        let (outcomes, _) = app.next_job().await;
+        assert_eq!(named(&outcomes, "upgraded"), ["web-1", "web-2"]);
+    }
+    let runs = jobs.len();
+    assert_eq!(
+        rancher.upgrades_per_service(),
+        [("1s1".to_owned(), runs), ("1s2".to_owned(), runs)].into()
+    );
+    assert_eq!(rancher.refusals(), 0, "no upgrade ever ran into our own");
+    let (_, history) = app.history("/jobs").await;
+    let pushes: i64 = history["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["pushes"].as_i64().unwrap())
+        .sum();
+    assert_eq!(pushes, 50, "every push is accounted for");
+}
+
+#[tokio::test]
+async fn pushes_during_a_running_job_make_exactly_one_follow_up() {
+    let rancher = FakeRancher::start(environment()).await;
+    rancher.set_upgrade_time(Duration::from_millis(600));
+    let mut app = spawn_app(&rancher).await;
+    let first = app.push("myorg/web", Some("latest")).await;
+    rancher.wait_for_upgrade_of_any().await;
+    let mut follow_ups = BTreeSet::new();
+    for _ in 0..5 {
+        follow_ups.insert(
+            app.push("myorg/web", Some("latest")).await["job"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(follow_ups.len(), 1, "one follow-up job");
+    assert!(!follow_ups.contains(&first["job"].as_i64().unwrap()));
+    app.next_job().await;
+    let (outcomes, job) = app.next_job().await;
+    assert_eq!(Some(&job.job.0), follow_ups.first());
+    assert_eq!(named(&outcomes, "upgraded"), ["web-1", "web-2"]);
+    assert_eq!(
+        rancher.upgrades_per_service(),
+        [("1s1".to_owned(), 2), ("1s2".to_owned(), 2)].into()
+    );
+    assert_eq!(rancher.refusals(), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_writes_nothing() {
+    let rancher = FakeRancher::start(environment()).await;
+    rancher.set_upgrade_time(Duration::from_secs(3));
+    let mut app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_QUEUE_SIZE", "1")]).await;
+    app.push("myorg/web", Some("latest")).await;
+    rancher.wait_for_upgrade_of_any().await;
+    // The follow-up for web fills the queue of one; it cannot start while web's job runs.
+    app.push("myorg/web", Some("latest")).await;
+    let refused = app
+        .post_webhook(
+            &format!("?key={WEBHOOK_KEY}"),
+            push_body("myorg/api", Some("latest")).to_string(),
+        )
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let (_, history) = app.history("/jobs").await;
+    let images: Vec<&str> = history["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        ["docker.io/myorg/web:latest", "docker.io/myorg/web:latest"]
+    );
+    app.next_job().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_completes_once_rancher_recovers_from_errors_and_conflicts() {
+    for status in [
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::BAD_GATEWAY,
+        StatusCode::CONFLICT,
+    ] {
+        let rancher = FakeRancher::start(environment()).await;
+        let mut app = spawn_app(&rancher).await;
+        rancher.fail_next_with(5, status);
+        let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+        assert_eq!(
+            named(&outcomes, "upgraded"),
+            ["web-1", "web-2"],
+            "{status}: {job:?}"
+        );
+        assert_eq!(rancher.upgrades_per_service().values().sum::<usize>(), 2);
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_completes_once_rancher_stops_dropping_connections() {
+    let rancher = FakeRancher::start(environment()).await;
+    let proxy = FlakyProxy::start(rancher.address).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_HOST", &proxy.host())]).await;
+    proxy.drop_next(4);
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web-1", "web-2"]);
+    assert_eq!(proxy.dropped(), 4);
+}
+
+#[tokio::test]
+async fn rancher_down_longer_than_the_retries_fails_the_job_with_its_reason() {
+    let rancher = FakeRancher::start(environment()).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_RETRY_ATTEMPTS", "2")]).await;
+    rancher.fail_next(3);
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert!(outcomes.is_empty());
+    assert!(job.scan.unwrap_err().contains("500"));
+    let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
+    assert_eq!(detail["state"], "failed");
+    assert!(detail["error"].as_str().unwrap().contains("500"));
+}
+
+#[tokio::test]
+async fn the_history_lists_jobs_newest_first_and_shows_each_step() {
+    let rancher = FakeRancher::start(environment()).await;
+    let mut app = spawn_app(&rancher).await;
+    let (_, first) = app.push_and_wait("myorg/web", Some("latest")).await;
+    let (_, second) = app.push_and_wait("myorg/api", Some("latest")).await;
+
+    let (status, page) = app.history("/jobs?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["jobs"][0]["id"], second.job.0);
+    assert_eq!(page["jobs"][0]["upgraded"], 1);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, older) = app.history(&next).await;
+    assert_eq!(older["jobs"][0]["id"], first.job.0);
+    assert_eq!(older["jobs"][0]["state"], "done");
+
+    let with_query_key = app
+        .http
+        .get(format!(
+            "{}/jobs/{}?key={WEBHOOK_KEY}",
+            app.address, first.job
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_query_key.status(), 200);
+    let detail: Value = with_query_key.json().await.unwrap();
+    assert_eq!(detail["image"], "docker.io/myorg/web:latest");
+    assert_eq!(detail["pages"], 1);
+    let services = detail["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2);
+    for service in services {
+        assert_eq!(service["step"], "finished");
+        let steps: Vec<&str> = service["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["planned", "upgrading", "upgraded", "finished"]);
+        assert!(service["steps"][0]["at"].as_str().unwrap().ends_with('Z'));
+    }
+    let unauthorized = app
+        .http
+        .get(format!("{}/jobs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}
