@@ -59,7 +59,13 @@ pub enum AcceptError {
 #[derive(Debug, Clone)]
 pub struct Journal {
     writer: Writer,
+    /// Held locked for the life of the process: two servers on one journal would both run
+    /// its jobs.
+    _lock: std::sync::Arc<std::fs::File>,
 }
+
+/// File locked by the server that uses the data directory.
+const LOCK_FILE: &str = "autoredeploy.lock";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -79,6 +85,15 @@ impl Journal {
             ))
         };
         std::fs::create_dir_all(directory).map_err(|err| unusable("cannot be created", &err))?;
+        let lock = std::fs::File::create(directory.join(LOCK_FILE))
+            .map_err(|err| unusable("cannot be written", &err))?;
+        if let Err(err) = lock.try_lock() {
+            return Err(JournalError::Unusable(format!(
+                "AUTOREDEPLOY_DATA_DIR {} is in use by another autoredeploy ({err}); \
+                 only one server may use a data directory",
+                directory.display()
+            )));
+        }
         let path: PathBuf = directory.join(DATABASE_FILE);
         let connection = rusqlite::Connection::open(&path)
             .map_err(|err| unusable("the journal cannot be opened", &err))?;
@@ -93,6 +108,7 @@ impl Journal {
             .map_err(|err| unusable("the journal cannot be written", &err))?;
         Ok(Self {
             writer: Writer::start(connection),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -462,6 +478,15 @@ mod tests {
             .map(|j| j.id)
             .collect();
         assert_eq!(left, [waiting]);
+    }
+
+    #[test]
+    fn a_directory_in_use_by_another_server_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path()).unwrap();
+        let error = Journal::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("in use by another autoredeploy"), "{error}");
+        drop(first);
     }
 
     #[test]

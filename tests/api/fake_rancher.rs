@@ -372,6 +372,11 @@ impl FakeRancher {
         counts
     }
 
+    /// Changes how long finishing an upgrade takes from now on.
+    pub fn set_finish_time(&self, time: Duration) {
+        self.world.lock().unwrap().behaviour.finish_time = time;
+    }
+
     /// Changes how long upgrades take from now on.
     pub fn set_upgrade_time(&self, time: Duration) {
         self.world.lock().unwrap().behaviour.upgrade_time = time;

@@ -1,5 +1,6 @@
 //! Integration tests: the real server on port 0 against a fake Rancher v1 server.
 
+mod crash;
 mod fake_rancher;
 mod fake_rancher_behaviour;
 mod helpers;

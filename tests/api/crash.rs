@@ -1,0 +1,303 @@
+//! The real binary, killed at the worst moments and started again on the same data
+//! directory: no accepted push is lost and no service is upgraded twice.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::fake_rancher::{self, FakeRancher, service};
+use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");
+/// Bound on waiting for the binary to start, stop, or finish a job.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Binary {
+    child: Child,
+    address: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn command(rancher: &FakeRancher, data: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("AUTOREDEPLOY_DATA_DIR", data)
+        .env("DOCKER_HUB_KEY", WEBHOOK_KEY)
+        .env("RANCHER_HOST", rancher.host())
+        .env("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID)
+        .env("RANCHER_API_KEY", fake_rancher::ACCESS_KEY)
+        .env("RANCHER_API_SECRET", fake_rancher::SECRET_KEY)
+        .env("RANCHER_UPGRADE_POLL_MS", "50")
+        .env("RANCHER_RETRY_MAX_DELAY_MS", "100")
+        .env("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+impl Binary {
+    async fn start(rancher: &FakeRancher, data: &Path) -> Self {
+        let port = free_port();
+        let child = command(rancher, data)
+            .env("BIND_ADDRESS", "127.0.0.1")
+            .env("BIND_PORT", port.to_string())
+            .spawn()
+            .expect("the binary starts");
+        let address = format!("http://127.0.0.1:{port}");
+        let http = http_client();
+        let started = tokio::time::Instant::now();
+        while http.get(format!("{address}/health")).send().await.is_err() {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the binary did not answer /health"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, address }
+    }
+
+    async fn push(&self, repo_name: &str) -> i64 {
+        let answer = http_client()
+            .post(format!("{}/autoredeploy?key={WEBHOOK_KEY}", self.address))
+            .header("content-type", "application/json")
+            .body(push_body(repo_name, Some("latest")).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        answer.json::<Value>().await.unwrap()["job"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn job(&self, id: i64) -> Value {
+        let answer = http_client()
+            .get(format!("{}/jobs/{id}", self.address))
+            .bearer_auth(WEBHOOK_KEY)
+            .send()
+            .await
+            .unwrap();
+        answer.json().await.unwrap()
+    }
+
+    async fn wait_until_done(&self, id: i64) -> Value {
+        let started = tokio::time::Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if job["state"] == "done" {
+                return job;
+            }
+            assert!(started.elapsed() < PATIENCE, "job {id} did not end: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill_hard(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("it stops")
+            .unwrap()
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = tokio::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn environment() -> Vec<crate::fake_rancher::ServiceSpec> {
+    vec![
+        service("web-1", "docker:myorg/web:latest"),
+        service("web-2", "docker:myorg/web:latest"),
+        service("web-3", "docker:myorg/web:latest"),
+    ]
+}
+
+fn assert_all_upgraded_once(rancher: &FakeRancher, job: &Value) {
+    let expected = [
+        ("1s1".to_owned(), 1),
+        ("1s2".to_owned(), 1),
+        ("1s3".to_owned(), 1),
+    ]
+    .into();
+    assert_eq!(rancher.upgrades_per_service(), expected);
+    assert_eq!(rancher.refusals(), 0);
+    for id in ["1s1", "1s2", "1s3"] {
+        let service = rancher.service(id);
+        assert_eq!(service["state"], "active", "{id}");
+        assert_ne!(
+            service["launchConfig"]["version"], "0",
+            "{id} runs the new launch config"
+        );
+        assert_eq!(
+            service["launchConfig"]["labels"]["io.rancher.container.pull_image"],
+            "always"
+        );
+    }
+    assert_eq!(job["pushes"], 1);
+    assert_eq!(job["upgraded"], 3, "{job}");
+    for service in job["services"].as_array().unwrap() {
+        assert_eq!(service["step"], "finished", "{job}");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// Right after the push was answered 202.
+    AfterAccepted,
+    /// Right after Rancher received the first upgrade.
+    AfterUpgradePosted,
+    /// While polling a service that is upgrading.
+    WhileWaitingForUpgraded,
+    /// While the first service is finishing its upgrade.
+    WhileFinishing,
+}
+
+async fn crash_and_recover(kill_point: KillPoint) {
+    let rancher = FakeRancher::start(environment()).await;
+    rancher.set_upgrade_time(Duration::from_millis(600));
+    if matches!(kill_point, KillPoint::WhileFinishing) {
+        rancher.set_finish_time(Duration::from_millis(800));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let first_run = Binary::start(&rancher, data.path()).await;
+    let job = first_run.push("myorg/web").await;
+    match kill_point {
+        KillPoint::AfterAccepted => {}
+        KillPoint::AfterUpgradePosted => {
+            until("an upgrade", || !rancher.upgrade_bodies().is_empty()).await
+        }
+        KillPoint::WhileWaitingForUpgraded => {
+            until("an upgrade", || !rancher.upgrade_bodies().is_empty()).await;
+            let posted = rancher.requests().len();
+            until("polling", || rancher.requests().len() >= posted + 3).await;
+        }
+        KillPoint::WhileFinishing => {
+            until("a finish", || {
+                !rancher.actions_posted("finishupgrade").is_empty()
+            })
+            .await
+        }
+    }
+    first_run.kill_hard().await;
+
+    let second_run = Binary::start(&rancher, data.path()).await;
+    let done = second_run.wait_until_done(job).await;
+    assert_all_upgraded_once(&rancher, &done);
+    second_run.kill_hard().await;
+}
+
+#[tokio::test]
+async fn killed_after_the_202_the_push_is_still_deployed() {
+    crash_and_recover(KillPoint::AfterAccepted).await;
+}
+
+#[tokio::test]
+async fn killed_after_posting_an_upgrade_it_is_followed_not_repeated() {
+    crash_and_recover(KillPoint::AfterUpgradePosted).await;
+}
+
+#[tokio::test]
+async fn killed_while_waiting_for_upgraded_the_wait_is_resumed() {
+    crash_and_recover(KillPoint::WhileWaitingForUpgraded).await;
+}
+
+#[tokio::test]
+async fn killed_while_finishing_the_finish_is_completed() {
+    crash_and_recover(KillPoint::WhileFinishing).await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_step_end_and_the_rest_resumes_after_restart() {
+    let rancher = FakeRancher::start(environment()).await;
+    rancher.set_upgrade_time(Duration::from_millis(1500));
+    let data = tempfile::tempdir().unwrap();
+    let first_run = Binary::start(&rancher, data.path()).await;
+    let job = first_run.push("myorg/web").await;
+    until("an upgrade", || !rancher.upgrade_bodies().is_empty()).await;
+    let status = first_run.terminate().await;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        rancher.upgrade_bodies().len(),
+        1,
+        "no new step after the signal"
+    );
+
+    let printed = command(&rancher, data.path())
+        .args(["jobs", &job.to_string(), "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let journaled: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(
+        journaled["state"], "running",
+        "left for the next start: {journaled}"
+    );
+    let steps: Vec<&str> = journaled["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps.iter().filter(|s| **s == "upgrading").count(),
+        1,
+        "{steps:?}"
+    );
+
+    let second_run = Binary::start(&rancher, data.path()).await;
+    let done = second_run.wait_until_done(job).await;
+    assert_all_upgraded_once(&rancher, &done);
+    second_run.kill_hard().await;
+}
+
+#[tokio::test]
+async fn an_unusable_data_directory_stops_the_start_with_its_name() {
+    let rancher = FakeRancher::start(vec![]).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let output = command(&rancher, &file.path().join("data"))
+        .env("BIND_PORT", free_port().to_string())
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        log.contains("AUTOREDEPLOY_DATA_DIR") && log.contains("writable"),
+        "{log}"
+    );
+}
