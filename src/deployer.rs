@@ -118,11 +118,18 @@ impl Deployer {
                         let busy = running
                             .values()
                             .any(|(id, image)| *id == job.id || *image == job.image);
-                        if !busy {
-                            let entry = (job.id, job.image.clone());
-                            let task = jobs.spawn(Arc::clone(&deployer).deploy(job));
-                            running.insert(task.id(), entry);
+                        if busy {
+                            continue;
                         }
+                        // Marked running before any work, so that a push arriving from now on
+                        // makes a follow-up job instead of merging into this one.
+                        if let Err(error) = deployer.journal.start_job(job.id).await {
+                            tracing::error!(job = %job.id, %error, "cannot start the job; trying again");
+                            continue;
+                        }
+                        let entry = (job.id, job.image.clone());
+                        let task = jobs.spawn(Arc::clone(&deployer).deploy(job));
+                        running.insert(task.id(), entry);
                     }
                 }
                 Err(error) => {
@@ -214,7 +221,6 @@ impl Deployer {
     }
 
     async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<JobEnd, JournalError> {
-        self.journal.start_job(job.id).await?;
         let image = match ImageRef::parse(&job.image) {
             Ok(image) => image,
             Err(error) => {

@@ -330,16 +330,25 @@ async fn a_service_in_a_state_without_upgrade_fails_alone() {
 }
 
 #[tokio::test]
-async fn two_pushes_for_one_service_take_turns_instead_of_colliding() {
-    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+async fn two_jobs_reaching_one_service_take_turns_instead_of_colliding() {
+    // One job reaches the service by its primary image, the other by its sidekick's.
+    let rancher = FakeRancher::start(vec![
+        service("web", "docker:myorg/web:latest").sidekick("log-shipper", "docker:myorg/shipper:2"),
+    ])
+    .await;
     let mut app = spawn_app(&rancher).await;
     app.push("myorg/web", Some("latest")).await;
-    app.push("myorg/web", Some("latest")).await;
+    app.push("myorg/shipper", Some("2")).await;
     let (first, _) = app.next_job().await;
     let (second, _) = app.next_job().await;
     assert_eq!(named(&first, "upgraded"), ["web"]);
     assert_eq!(named(&second, "upgraded"), ["web"]);
-    assert_eq!(rancher.actions_posted("upgrade").len(), 2);
+    assert_eq!(rancher.upgrades_per_service(), [("1s1".to_owned(), 2)].into());
+    assert_eq!(rancher.refusals(), 0, "the second upgrade waited for the first to finish");
+    let after = rancher.service("1s1");
+    assert_eq!(after["state"], "active");
+    assert_ne!(after["launchConfig"]["version"], "0");
+    assert_ne!(after["secondaryLaunchConfigs"][0]["version"], "0");
 }
 
 #[tokio::test]
