@@ -37,6 +37,7 @@ const EXTERNAL_SERVICE_TEMPLATE: &str =
 pub struct ServiceSpec {
     document: Map<String, Value>,
     stuck: bool,
+    failing: bool,
     busy: Option<(&'static str, Duration)>,
 }
 
@@ -74,6 +75,7 @@ impl ServiceSpec {
         Self {
             document,
             stuck: false,
+            failing: false,
             busy: None,
         }
     }
@@ -129,6 +131,13 @@ impl ServiceSpec {
         self.stuck = true;
         self
     }
+
+    /// Its upgrades end in `upgrading` with `transitioning: error`, as when an image cannot
+    /// be pulled.
+    pub fn failing(mut self) -> Self {
+        self.failing = true;
+        self
+    }
 }
 
 /// How the server behaves.
@@ -175,6 +184,7 @@ impl Recorded {
 struct FakeService {
     document: Map<String, Value>,
     stuck: bool,
+    failing: bool,
     /// The state the current process ends in, and when.
     pending: Option<(Instant, &'static str)>,
     /// Launch configs before the last upgrade, for rollback.
@@ -223,6 +233,7 @@ impl FakeRancher {
                 FakeService {
                     document,
                     stuck: spec.stuck,
+                    failing: spec.failing,
                     pending,
                     previous: None,
                 }
@@ -522,7 +533,19 @@ impl World {
         let now = Instant::now();
         for service in &mut self.services {
             if let Some((at, to)) = service.pending {
-                let stuck = service.stuck && service.document["state"] == "upgrading";
+                let upgrading = service.document["state"] == "upgrading";
+                if now >= at && upgrading && service.failing {
+                    service
+                        .document
+                        .insert("transitioning".into(), json!("error"));
+                    service.document.insert(
+                        "transitioningMessage".into(),
+                        json!("Error response from daemon: pull access denied"),
+                    );
+                    service.pending = None;
+                    continue;
+                }
+                let stuck = service.stuck && upgrading;
                 if now >= at && !stuck {
                     service.document.insert("state".into(), json!(to));
                     service.document.insert("transitioning".into(), json!("no"));
@@ -749,6 +772,7 @@ impl World {
                         .insert("secondaryLaunchConfigs".into(), secondaries);
                 }
                 self.services[index].stuck = false;
+                self.services[index].failing = false;
                 self.start_process(index, "rolling-back", "active", finish_time);
             }
             "cancelupgrade" => {

@@ -343,8 +343,15 @@ async fn two_jobs_reaching_one_service_take_turns_instead_of_colliding() {
     let (second, _) = app.next_job().await;
     assert_eq!(named(&first, "upgraded"), ["web"]);
     assert_eq!(named(&second, "upgraded"), ["web"]);
-    assert_eq!(rancher.upgrades_per_service(), [("1s1".to_owned(), 2)].into());
-    assert_eq!(rancher.refusals(), 0, "the second upgrade waited for the first to finish");
+    assert_eq!(
+        rancher.upgrades_per_service(),
+        [("1s1".to_owned(), 2)].into()
+    );
+    assert_eq!(
+        rancher.refusals(),
+        0,
+        "the second upgrade waited for the first to finish"
+    );
     let after = rancher.service("1s1");
     assert_eq!(after["state"], "active");
     assert_ne!(after["launchConfig"]["version"], "0");
@@ -454,4 +461,34 @@ async fn a_service_changed_while_waiting_for_its_turn_is_upgraded_with_the_chang
         rancher.service(waiting)["launchConfig"]["environment"],
         json!({ "EDITED": "yes" })
     );
+}
+
+#[tokio::test]
+async fn an_upgrade_rancher_reports_in_error_is_rolled_back_at_once() {
+    let rancher = FakeRancher::start(vec![
+        service("broken", "docker:myorg/web:latest").failing(),
+        service("web", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    assert_eq!(named(&outcomes, "failed"), ["broken"]);
+    let reason = outcomes
+        .iter()
+        .find(|o| o.service_name == "broken")
+        .unwrap()
+        .result
+        .reason()
+        .unwrap();
+    assert!(
+        reason.contains("pull access denied") && reason.contains("rolled back"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("RANCHER_UPGRADE_TIMEOUT_S"),
+        "it did not wait for the timeout: {reason}"
+    );
+    assert_eq!(rancher.service("1s1")["state"], "active");
+    assert_eq!(rancher.service("1s1")["launchConfig"]["version"], "0");
 }
