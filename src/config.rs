@@ -33,6 +33,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// How long ended jobs are kept (`AUTOREDEPLOY_HISTORY_DAYS`).
     pub history: Duration,
+    /// How jobs that cannot be carried on for now are run again.
+    pub job_retry: JobRetrySettings,
     /// How long running upgrades may go on after a shutdown signal
     /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
     pub shutdown_grace: Duration,
@@ -67,6 +69,16 @@ pub struct RetrySettings {
     pub max_delay: Duration,
     /// Bound on all pauses of one request together (`RANCHER_RETRY_TOTAL_S`).
     pub total: Duration,
+}
+
+/// Runs again of a job stopped because Rancher stayed unreachable beyond the request
+/// retries (or the journal could not be written): it goes on where it stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRetrySettings {
+    /// Pause before the next run (`AUTOREDEPLOY_JOB_RETRY_S`).
+    pub pause: Duration,
+    /// Runs before the job is given up as failed (`AUTOREDEPLOY_JOB_RETRIES`).
+    pub runs: u32,
 }
 
 /// What to do with a service whose upgrade is stuck or reported an error
@@ -166,6 +178,8 @@ struct RawSettings {
     rancher_retry_attempts: Option<String>,
     rancher_retry_max_delay_ms: Option<String>,
     rancher_retry_total_s: Option<String>,
+    autoredeploy_job_retry_s: Option<String>,
+    autoredeploy_job_retries: Option<String>,
 }
 
 fn is_ours(name: &str) -> bool {
@@ -366,6 +380,20 @@ impl RawSettings {
                 30,
                 0..=3600,
             )?),
+            job_retry: JobRetrySettings {
+                pause: Duration::from_secs(parse_or(
+                    "AUTOREDEPLOY_JOB_RETRY_S",
+                    self.autoredeploy_job_retry_s,
+                    30,
+                    1..=86_400,
+                )?),
+                runs: parse_or(
+                    "AUTOREDEPLOY_JOB_RETRIES",
+                    self.autoredeploy_job_retries,
+                    20,
+                    1..=10_000,
+                )?,
+            },
             data_dir: PathBuf::from(
                 self.autoredeploy_data_dir
                     .unwrap_or_else(|| "data".to_owned()),

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::MatchSettings;
+use crate::config::{JobRetrySettings, MatchSettings};
 use crate::domain::ImageRef;
 use crate::journal::{JobId, Journal, JournalError, PendingJob, Step};
 use crate::outcome::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
@@ -52,6 +52,8 @@ pub struct Deployer {
     service_locks: ServiceLocks,
     /// Stops taking jobs, and lets running ones stop between two steps.
     shutdown: ShutdownSignal,
+    /// How jobs that cannot be carried on for now are run again.
+    job_retry: JobRetrySettings,
 }
 
 /// The parts a [`Deployer`] is made of.
@@ -73,17 +75,29 @@ pub struct DeployerParts {
     pub max_concurrent: usize,
     /// The shutdown signal.
     pub shutdown: ShutdownSignal,
+    /// How jobs that cannot be carried on for now are run again.
+    pub job_retry: JobRetrySettings,
 }
 
 /// How one job's run ended.
 enum JobEnd {
-    /// Every service it concerns has an outcome (or the scan failed: then `error`).
+    /// Every service it concerns has an outcome (or it failed as a whole: then `error`).
     Ended {
         error: Option<String>,
         scan: Option<ScanSummary>,
     },
     /// Stopped by the shutdown; resumed at the next start.
     Interrupted,
+    /// Rancher unreachable or the journal unwritable beyond the retries; run again later.
+    Deferred(String),
+}
+
+/// What the dispatcher does with a job once its run has ended.
+enum AfterRun {
+    /// Nothing: it ended, or waits for the next start.
+    Nothing,
+    /// Run it again after a pause.
+    Retry,
 }
 
 impl Deployer {
@@ -99,6 +113,7 @@ impl Deployer {
             upgrade_slots: Arc::new(Semaphore::new(parts.max_concurrent)),
             service_locks: ServiceLocks::default(),
             shutdown: parts.shutdown,
+            job_retry: parts.job_retry,
         }
     }
 
@@ -108,6 +123,8 @@ impl Deployer {
         let deployer = Arc::new(self);
         let mut jobs = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, (JobId, String)> = HashMap::new();
+        // Jobs that could not be carried on for now: how often, and not before when.
+        let mut deferred: HashMap<JobId, (u32, Instant)> = HashMap::new();
         loop {
             match deployer.journal.runnable().await {
                 Ok(runnable) => {
@@ -118,29 +135,53 @@ impl Deployer {
                         let busy = running
                             .values()
                             .any(|(id, image)| *id == job.id || *image == job.image);
-                        if busy {
+                        let waiting = deferred
+                            .get(&job.id)
+                            .is_some_and(|(_, not_before)| *not_before > Instant::now());
+                        if busy || waiting {
                             continue;
                         }
                         // Marked running before any work, so that a push arriving from now on
                         // makes a follow-up job instead of merging into this one.
                         if let Err(error) = deployer.journal.start_job(job.id).await {
                             tracing::error!(job = %job.id, %error, "cannot start the job; trying again");
-                            continue;
+                            deployer.wake_later(JOURNAL_RETRY);
+                            break;
                         }
+                        let attempt = deferred.get(&job.id).map_or(0, |(count, _)| *count);
                         let entry = (job.id, job.image.clone());
-                        let task = jobs.spawn(Arc::clone(&deployer).deploy(job));
+                        let task = jobs.spawn(Arc::clone(&deployer).deploy(job, attempt));
                         running.insert(task.id(), entry);
                     }
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot read the queue of jobs; trying again");
-                    tokio::time::sleep(JOURNAL_RETRY).await;
-                    deployer.wake.notify_one();
+                    deployer.wake_later(JOURNAL_RETRY);
                 }
             }
             tokio::select! {
                 () = deployer.wake.notified() => {}
-                Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => forget_job(&mut running, ended),
+                Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                    let (id, after) = match ended {
+                        Ok((task, after)) => (task, after),
+                        Err(error) => {
+                            tracing::error!(%error, "a deploy job ended abnormally; it is run again later");
+                            (error.id(), AfterRun::Retry)
+                        }
+                    };
+                    let Some((job, _)) = running.remove(&id) else { continue };
+                    match after {
+                        AfterRun::Nothing => {
+                            deferred.remove(&job);
+                        }
+                        AfterRun::Retry => {
+                                                        let count = deferred.get(&job).map_or(0, |(count, _)| *count) + 1;
+                            let pause = deployer.job_retry.pause;
+                            deferred.insert(job, (count, Instant::now() + pause));
+                            deployer.wake_later(pause);
+                        }
+                    }
+                }
                 () = deployer.shutdown.triggered() => break,
             }
         }
@@ -153,7 +194,10 @@ impl Deployer {
         );
         let drained = tokio::time::timeout(grace, async {
             while let Some(ended) = jobs.join_next_with_id().await {
-                forget_job(&mut running, ended);
+                let id = ended
+                    .as_ref()
+                    .map_or_else(|error| error.id(), |(id, _)| *id);
+                running.remove(&id);
             }
         })
         .await;
@@ -165,41 +209,52 @@ impl Deployer {
         }
     }
 
-    /// One job, from where the journal says it stands to its end (or the shutdown).
-    async fn deploy(self: Arc<Self>, job: PendingJob) {
+    /// Rings the dispatcher after `delay`.
+    fn wake_later(&self, delay: Duration) {
+        let wake = Arc::clone(&self.wake);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            wake.notify_one();
+        });
+    }
+
+    /// One run of a job, from where the journal says it stands to its end (or the shutdown,
+    /// or a pause when Rancher cannot be reached). `attempt` counts the earlier pauses.
+    async fn deploy(self: Arc<Self>, job: PendingJob, attempt: u32) -> AfterRun {
         let started = Instant::now();
         let id = job.id;
-        if job.resuming {
-            tracing::info!(job = %id, image = %job.image, "resuming a job interrupted by a restart");
+        if job.resuming || attempt > 0 {
+            tracing::info!(job = %id, image = %job.image, attempt, "resuming a job");
         } else {
             tracing::info!(job = %id, image = %job.image, "deploying push");
         }
-        let end = match self.run_job(&job).await {
-            Ok(end) => end,
-            Err(error) => JobEnd::Ended {
-                error: Some(error.to_string()),
-                scan: None,
-            },
-        };
-        let (error, scan) = match end {
+        let (error, scan) = match self.run_job(&job).await {
             JobEnd::Interrupted => {
                 tracing::info!(job = %id, image = %job.image, "job interrupted by the shutdown; it resumes at the next start");
-                return;
+                return AfterRun::Nothing;
             }
+            JobEnd::Deferred(reason) if attempt + 1 < self.job_retry.runs => {
+                tracing::warn!(job = %id, image = %job.image, %reason, retry_in_s = self.job_retry.pause.as_secs(), "job paused; it goes on where it stopped");
+                return AfterRun::Retry;
+            }
+            JobEnd::Deferred(reason) => (
+                Some(format!(
+                    "{reason}; gave up after {} runs {} s apart (AUTOREDEPLOY_JOB_RETRIES)",
+                    self.job_retry.runs,
+                    self.job_retry.pause.as_secs()
+                )),
+                None,
+            ),
             JobEnd::Ended { error, scan } => (error, scan),
         };
         if let Err(journal_error) = self.journal.finish_job(id, error.clone()).await {
-            tracing::error!(job = %id, error = %journal_error, "cannot record the end of the job; it is resumed at the next start");
-            return;
+            tracing::error!(job = %id, error = %journal_error, "cannot record the end of the job; it is run again later");
+            return AfterRun::Retry;
         }
         let detail = self.journal.job(id).await.ok().flatten();
-        let (upgraded, failed, skipped) = detail.as_ref().map_or((0, 0, 0), |d| {
-            (
-                d.summary.upgraded as usize,
-                d.summary.failed as usize,
-                d.summary.skipped as usize,
-            )
-        });
+        let count = |pick: fn(&crate::journal::JobSummary) -> i64| {
+            detail.as_ref().map_or(0, |d| pick(&d.summary) as usize)
+        };
         let scan = match (error, scan) {
             (Some(error), _) => Err(error),
             (None, Some(scan)) => Ok(scan),
@@ -213,26 +268,31 @@ impl Deployer {
             job: id,
             image: job.image.clone(),
             scan,
-            upgraded,
-            skipped,
-            failed,
+            upgraded: count(|s| s.upgraded),
+            skipped: count(|s| s.skipped),
+            failed: count(|s| s.failed),
             duration: started.elapsed(),
         });
+        AfterRun::Nothing
     }
 
-    async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<JobEnd, JournalError> {
+    async fn run_job(self: &Arc<Self>, job: &PendingJob) -> JobEnd {
         let image = match ImageRef::parse(&job.image) {
             Ok(image) => image,
             Err(error) => {
-                return Ok(JobEnd::Ended {
+                return JobEnd::Ended {
                     error: Some(error.to_string()),
                     scan: None,
-                });
+                };
             }
         };
         let mut upgrades = JoinSet::new();
         let mut known = HashSet::new();
-        for record in self.journal.services(job.id).await? {
+        let services = match self.journal.services(job.id).await {
+            Ok(services) => services,
+            Err(error) => return JobEnd::Deferred(error.to_string()),
+        };
+        for record in services {
             known.insert(record.service_id.clone());
             if !record.step.is_end() {
                 let assignment = Assignment {
@@ -246,53 +306,92 @@ impl Deployer {
             }
         }
 
-        let mut interrupted = false;
-        let mut error = None;
         let mut scan = None;
+        let mut end = None;
         if !job.scan_complete {
-            let mut scanner = Scanner::new(&self.client, &image, &self.rule);
-            loop {
-                if self.shutdown.is_triggered() {
-                    interrupted = true;
-                    break;
-                }
-                match scanner.next_page().await {
-                    Ok(Some(decisions)) => {
-                        for decision in decisions {
-                            if known.insert(decision.service_id().to_owned()) {
-                                self.plan(job.id, decision, &image, &mut upgrades).await?;
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        let summary = scanner.summary().clone();
-                        self.journal
-                            .complete_scan(job.id, summary.pages, summary.listed)
-                            .await?;
-                        scan = Some(summary);
-                        break;
-                    }
-                    Err(rancher_error) => {
-                        error = Some(rancher_error.to_string());
-                        break;
-                    }
-                }
+            match self.scan(job.id, &image, &mut known, &mut upgrades).await {
+                Ok(summary) => scan = summary,
+                Err(stopped) => end = Some(stopped),
             }
         }
+        // Whatever happened to the scan, the upgrades already started run to their end.
+        let mut interrupted = matches!(end, Some(JobEnd::Interrupted));
+        let mut deferred = match &end {
+            Some(JobEnd::Deferred(reason)) => Some(reason.clone()),
+            _ => None,
+        };
+        let mut error = match end {
+            Some(JobEnd::Ended { error, .. }) => error,
+            _ => None,
+        };
         while let Some(ended) = upgrades.join_next().await {
             match ended {
                 Ok(Ending::Done(_)) => {}
+                Ok(Ending::Rejected(reason)) => error = Some(reason),
                 Ok(Ending::Interrupted) => interrupted = true,
+                Ok(Ending::Deferred(reason)) => deferred = Some(reason),
                 Err(panic) => {
-                    tracing::error!(job = %job.id, error = %panic, "a service upgrade ended abnormally; the job resumes it at the next start");
-                    interrupted = true;
+                    deferred = Some(format!("a service upgrade ended abnormally: {panic}"))
                 }
             }
         }
         if interrupted {
-            return Ok(JobEnd::Interrupted);
+            JobEnd::Interrupted
+        } else if let Some(error) = error {
+            JobEnd::Ended {
+                error: Some(error),
+                scan,
+            }
+        } else if let Some(reason) = deferred {
+            JobEnd::Deferred(reason)
+        } else {
+            JobEnd::Ended { error: None, scan }
         }
-        Ok(JobEnd::Ended { error, scan })
+    }
+
+    /// Walks the environment, recording and starting each service the push concerns.
+    /// Returns the walk's summary, or how the job has to end instead.
+    async fn scan(
+        self: &Arc<Self>,
+        job: JobId,
+        image: &ImageRef,
+        known: &mut HashSet<String>,
+        upgrades: &mut JoinSet<Ending>,
+    ) -> Result<Option<ScanSummary>, JobEnd> {
+        let mut scanner = Scanner::new(&self.client, image, &self.rule);
+        loop {
+            if self.shutdown.is_triggered() {
+                return Err(JobEnd::Interrupted);
+            }
+            match scanner.next_page().await {
+                Ok(Some(decisions)) => {
+                    for decision in decisions {
+                        if known.insert(decision.service_id().to_owned()) {
+                            self.plan(job, decision, image, upgrades)
+                                .await
+                                .map_err(|error| JobEnd::Deferred(error.to_string()))?;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let summary = scanner.summary().clone();
+                    self.journal
+                        .complete_scan(job, summary.pages, summary.listed)
+                        .await
+                        .map_err(|error| JobEnd::Deferred(error.to_string()))?;
+                    return Ok(Some(summary));
+                }
+                Err(error) if error.is_retryable() => {
+                    return Err(JobEnd::Deferred(error.to_string()));
+                }
+                Err(error) => {
+                    return Err(JobEnd::Ended {
+                        error: Some(error.to_string()),
+                        scan: None,
+                    });
+                }
+            }
+        }
     }
 
     /// Records a decision, then acts on it.
@@ -360,33 +459,22 @@ impl Deployer {
             () = self.shutdown.triggered() => return Ending::Interrupted,
         };
         let ending = self.upgrader.upgrade(&assignment, &image).await;
-        if let Ending::Done(result) = &ending {
+        let result = match &ending {
+            Ending::Done(result) => Some(result.clone()),
+            Ending::Rejected(reason) => Some(OutcomeResult::Failed(reason.clone())),
+            Ending::Interrupted | Ending::Deferred(_) => None,
+        };
+        if let Some(result) = result {
             self.reporter.report_service(ServiceOutcome {
                 job: assignment.job,
                 service_id: assignment.service_id,
                 service_name: assignment.service_name,
                 image: image.to_string(),
-                result: result.clone(),
+                result,
                 duration: started.elapsed(),
             });
         }
         ending
-    }
-}
-
-fn forget_job(
-    running: &mut HashMap<tokio::task::Id, (JobId, String)>,
-    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
-    match ended {
-        Ok((id, ())) => {
-            running.remove(&id);
-        }
-        Err(error) => {
-            if let Some((job, image)) = running.remove(&error.id()) {
-                tracing::error!(job = %job, image = %image, %error, "a deploy job ended abnormally; it resumes at the next start");
-            }
-        }
     }
 }
 

@@ -56,8 +56,11 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    application.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    if application.run(shutdown_signal()).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Completes on ctrl-c or SIGTERM (what `docker stop` and Rancher send).

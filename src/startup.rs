@@ -80,7 +80,9 @@ impl Application {
     /// jobs stop after their current Rancher request (for at most
     /// `AUTOREDEPLOY_SHUTDOWN_GRACE_S`), and what is left waits in the journal for the next
     /// start.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    ///
+    /// Returns whether everything stopped cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> bool {
         let Self {
             listener,
             settings,
@@ -113,6 +115,7 @@ impl Application {
             wake: Arc::clone(&wake),
             max_concurrent: settings.upgrade.max_concurrent,
             shutdown: signal.clone(),
+            job_retry: settings.job_retry,
         });
         let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
 
@@ -141,7 +144,8 @@ impl Application {
                 })
                 .run(),
         );
-        if deploying.await.is_err() {
+        let clean = deploying.await.is_ok();
+        if !clean {
             tracing::error!("the deployer stopped abnormally");
         }
         let _ = http_stop.send(());
@@ -149,6 +153,7 @@ impl Application {
             tracing::warn!("HTTP connections still open at exit were closed");
         }
         tracing::info!("autoredeploy stopped");
+        clean
     }
 }
 

@@ -45,8 +45,13 @@ pub struct Assignment {
 pub enum Ending {
     /// It has an outcome, recorded in the journal.
     Done(OutcomeResult),
+    /// It failed because Rancher rejected the credentials (recorded): the job fails.
+    Rejected(String),
     /// The process is shutting down; the journal says where to resume.
     Interrupted,
+    /// Rancher could not be reached, or the journal written, for longer than the retries;
+    /// the journal says where to resume, later.
+    Deferred(String),
 }
 
 /// Upgrades services, one call of [`Upgrader::upgrade`] per service.
@@ -74,11 +79,19 @@ enum Stop {
     Skipped(String),
     /// Shutting down.
     Interrupted,
+    /// Rancher is unreachable (or the journal unwritable) for now: resume later.
+    Deferred(String),
+    /// Rancher rejected the credentials: nothing can succeed with them.
+    Rejected(String),
 }
 
 impl From<RancherError> for Stop {
     fn from(error: RancherError) -> Self {
-        Stop::Failed(error.to_string())
+        match error.status() {
+            Some(401 | 403) => Stop::Rejected(error.to_string()),
+            _ if error.is_retryable() => Stop::Deferred(error.to_string()),
+            _ => Stop::Failed(error.to_string()),
+        }
     }
 }
 
@@ -106,22 +119,28 @@ impl Upgrader {
             Err(Stop::Stuck(reason)) => self.on_failure(assignment, reason).await,
             other => other,
         };
-        let (step, result) = match result {
+        let (step, result, rejected) = match result {
             Ok(result) => return Ending::Done(result),
             Err(Stop::Interrupted) => return Ending::Interrupted,
-            Err(Stop::Skipped(reason)) => (Step::Skipped, OutcomeResult::Skipped(reason)),
+            Err(Stop::Deferred(reason)) => return Ending::Deferred(reason),
+            Err(Stop::Skipped(reason)) => (Step::Skipped, OutcomeResult::Skipped(reason), false),
             Err(Stop::Failed(reason) | Stop::Stuck(reason)) => {
-                (Step::Failed, OutcomeResult::Failed(reason))
+                (Step::Failed, OutcomeResult::Failed(reason), false)
             }
+            Err(Stop::Rejected(reason)) => (Step::Failed, OutcomeResult::Failed(reason), true),
         };
-        if let Some(reason) = result.reason() {
-            // Best effort: if even this cannot be written, the job is resumed at the last
-            // recorded step and ends the same way.
-            let _ = self
-                .record(assignment, step, Some(reason.to_owned()), None)
-                .await;
+        let reason = result.reason().unwrap_or_default().to_owned();
+        if let Err(Stop::Deferred(why)) = self
+            .record(assignment, step, Some(reason.clone()), None)
+            .await
+        {
+            return Ending::Deferred(why);
         }
-        Ending::Done(result)
+        if rejected {
+            Ending::Rejected(reason)
+        } else {
+            Ending::Done(result)
+        }
     }
 
     async fn run(&self, assignment: &Assignment, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
@@ -193,6 +212,7 @@ impl Upgrader {
                     .map_err(not_ours)?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 tracing::info!(service_id = %service.id, service = service.display_name(), "finishing the upgrade left in upgraded first");
+                self.check_shutdown()?;
                 self.record(assignment, Step::FinishingPrevious, None, None)
                     .await?;
                 self.client.finish_upgrade(&service.id).await?;
@@ -223,6 +243,7 @@ impl Upgrader {
     ) -> Result<OutcomeResult, Stop> {
         let request = upgrade_request(service, targets, &self.settings).map_err(Stop::Failed)?;
         let versions = versions_of(service, targets);
+        self.check_shutdown()?;
         self.record(assignment, Step::Upgrading, None, Some(&versions))
             .await?;
         let answer = self.client.upgrade(&service.id, &request).await?;
@@ -255,7 +276,9 @@ impl Upgrader {
                 )));
             }
         }
-        self.record(assignment, Step::Upgraded, None, None).await?;
+        if assignment.step != Step::Upgraded {
+            self.record(assignment, Step::Upgraded, None, None).await?;
+        }
         if !self.settings.finish {
             self.record(assignment, Step::LeftUpgraded, None, None)
                 .await?;
@@ -305,13 +328,17 @@ impl Upgrader {
             Step::RollingBack => ("rolling-back", service.actions.rollback),
             _ => ("canceling-upgrade", service.actions.cancelupgrade),
         };
-        if service.state != in_progress {
+        let resumed_after_it_ended = assignment.step == recovering
+            && service.state == state_after
+            && !service.is_transitioning();
+        if service.state != in_progress && !resumed_after_it_ended {
             if !available {
                 return Err(Stop::Failed(format!(
                     "{reason}; RANCHER_UPGRADE_ON_FAILURE could not be applied in state {}",
                     service.state
                 )));
             }
+            self.check_shutdown()?;
             self.record(assignment, recovering, Some(reason.clone()), None)
                 .await?;
             match recovering {
@@ -366,7 +393,8 @@ impl Upgrader {
         }
     }
 
-    /// Writes the step; nothing is sent to Rancher for a step that could not be recorded.
+    /// Writes the step; nothing is sent to Rancher for a step that could not be recorded,
+    /// and the job is resumed later from the last step that was.
     async fn record(
         &self,
         assignment: &Assignment,
@@ -374,7 +402,6 @@ impl Upgrader {
         detail: Option<String>,
         versions: Option<&Versions>,
     ) -> Result<(), Stop> {
-        self.check_shutdown()?;
         self.journal
             .record_step(
                 assignment.job,
@@ -384,7 +411,7 @@ impl Upgrader {
                 versions,
             )
             .await
-            .map_err(|err| Stop::Failed(format!("{err}; stopped before acting on Rancher")))
+            .map_err(|err| Stop::Deferred(format!("{err}; stopped before acting on Rancher")))
     }
 
     /// Polls until the service stops transitioning, at the latest until `deadline`; a
@@ -395,7 +422,15 @@ impl Upgrader {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
                 () = self.shutdown.triggered() => return Err(Stop::Interrupted),
             }
-            let service = self.client.service(id).await?;
+            let service = match self.client.service(id).await {
+                Ok(service) => service,
+                // Rancher restarting: keep polling until the deadline.
+                Err(error) if error.is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(service_id = %id, %error, "cannot read the service; polling on");
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             if service.transition_failed() {
                 return Err(Stop::Stuck(format!(
                     "Rancher reported an error in state {}: {}",
@@ -444,11 +479,11 @@ fn versions_changed(service: &Service, before: &Versions) -> bool {
     let sidekicks: BTreeMap<String, String> = sidekick_versions(service).collect();
     before.0.iter().any(|(name, version)| {
         let now = if name == PRIMARY {
-            primary_version(service)
+            primary_version(service).unwrap_or_default()
         } else {
-            sidekicks.get(name).cloned()
+            sidekicks.get(name).cloned().unwrap_or_default()
         };
-        now.as_deref() != Some(version.as_str())
+        now != *version
     })
 }
 

@@ -116,13 +116,16 @@ pub fn routes(
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(with_intake)
+        .and(with_intake.clone())
         .then(
             |id: String, method, query: String, headers, intake: Arc<Intake>| async move {
                 intake.job(&id, method, &query, &headers).await
             },
         );
-    let health = warp::path!("health").and(warp::method()).map(health);
+    let health = warp::path!("health")
+        .and(warp::method())
+        .and(with_intake)
+        .map(|method, intake: Arc<Intake>| intake.health(method));
     let fallback = warp::any().map(|| {
         error_reply(
             StatusCode::NOT_FOUND,
@@ -141,14 +144,23 @@ pub fn routes(
         .unify()
 }
 
-fn health(method: Method) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        return method_not_allowed("GET, HEAD");
-    }
-    warp::reply::json(&json!({ "status": "ok" })).into_response()
-}
-
 impl Intake {
+    /// `200` while pushes can be recorded; `503` if the journal has stopped, so that an
+    /// orchestrator replaces the container instead of sending it pushes it cannot keep.
+    fn health(&self, method: Method) -> Response {
+        if method != Method::GET && method != Method::HEAD {
+            return method_not_allowed("GET, HEAD");
+        }
+        if !self.journal.is_alive() {
+            return error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_stopped",
+                "the journal has stopped; restart autoredeploy",
+            );
+        }
+        warp::reply::json(&json!({ "status": "ok" })).into_response()
+    }
+
     async fn webhook<S, B>(
         &self,
         method: Method,

@@ -112,6 +112,11 @@ impl Journal {
         })
     }
 
+    /// Whether the journal can still be written (its thread is running).
+    pub fn is_alive(&self) -> bool {
+        self.writer.is_alive()
+    }
+
     /// Writes an accepted push: merged into the job already queued for the same image, or a
     /// new queued job if fewer than `queue_limit` are waiting.
     pub async fn accept(
@@ -478,6 +483,23 @@ mod tests {
             .map(|j| j.id)
             .collect();
         assert_eq!(left, [waiting]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_call_does_not_undo_the_others_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let failing = journal
+            .writer
+            .call(|db| db.execute("INSERT INTO nowhere VALUES (1)", []));
+        let push = push("myorg/web");
+        let accepted = journal.accept(&push, 10);
+        let (failed, accepted) = tokio::join!(failing, accepted);
+        assert!(failed.is_err());
+        let job = accepted.unwrap().job;
+        drop(journal);
+        let reopened = Journal::open(dir.path()).unwrap();
+        assert_eq!(reopened.list_jobs(10, None).await.unwrap()[0].id, job);
     }
 
     #[test]

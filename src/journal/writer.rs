@@ -1,6 +1,7 @@
 //! The thread that owns the database connection and commits calls in batches.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -12,13 +13,25 @@ const MAX_BATCH: usize = 256;
 
 /// Hands the outcome of a call back, once its batch is committed (or not).
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A call: runs its statements and returns how to deliver its result.
-type Work = Box<dyn FnOnce(&Connection) -> Deliver + Send>;
+/// A call: runs its statements (unless its batch is already lost: `None`) and returns how
+/// to deliver its result.
+type Work = Box<dyn FnOnce(Option<&Connection>) -> Deliver + Send>;
 
 /// Sends calls to the journal thread.
 #[derive(Clone)]
 pub(super) struct Writer {
     sender: mpsc::Sender<Work>,
+    /// False once the thread has ended (it never should).
+    alive: Arc<AtomicBool>,
+}
+
+/// Marks the writer dead when the thread ends, even by a panic.
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -31,11 +44,21 @@ impl Writer {
     /// Starts the thread; it ends when every `Writer` is dropped.
     pub(super) fn start(connection: Connection) -> Self {
         let (sender, receiver) = mpsc::channel::<Work>();
+        let alive = Arc::new(AtomicBool::new(true));
+        let guard = AliveGuard(Arc::clone(&alive));
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || run(&connection, &receiver))
+            .spawn(move || {
+                let _guard = guard;
+                run(&connection, &receiver);
+            })
             .expect("the journal thread can be started");
-        Self { sender }
+        Self { sender, alive }
+    }
+
+    /// Whether the journal thread is still running.
+    pub(super) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 
     /// Runs `statements` on the journal thread, isolated from the other calls of its batch,
@@ -47,7 +70,10 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let work: Work = Box::new(move |db| {
-            let result = isolated(db, statements);
+            let result = match db {
+                Some(db) => isolated(db, statements),
+                None => Err(rusqlite::Error::InvalidQuery),
+            };
             Box::new(move |committed| {
                 let outcome = match committed {
                     Ok(()) => result.map_err(JournalError::from),
@@ -70,15 +96,34 @@ fn run(db: &Connection, receiver: &mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
-        let in_transaction = db.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let deliveries: Vec<Deliver> = batch.into_iter().map(|work| work(db)).collect();
-        let committed = if in_transaction {
-            db.execute_batch("COMMIT").map_err(|err| {
+        // A batch is committed whole or not at all, and every caller is told which.
+        let mut lost = db
+            .execute_batch("BEGIN IMMEDIATE")
+            .err()
+            .map(|err| format!("cannot begin a transaction: {err}"));
+        let mut deliveries: Vec<Deliver> = Vec::with_capacity(batch.len());
+        for work in batch {
+            if lost.is_some() {
+                deliveries.push(work(None));
+                continue;
+            }
+            deliveries.push(work(Some(db)));
+            if db.is_autocommit() {
+                // An error (disk full, I/O) made SQLite roll the whole transaction back.
+                lost = Some("the transaction was rolled back by an error".into());
+            }
+        }
+        let committed = match lost {
+            Some(reason) => {
+                if !db.is_autocommit() {
+                    let _ = db.execute_batch("ROLLBACK");
+                }
+                Err(reason)
+            }
+            None => db.execute_batch("COMMIT").map_err(|err| {
                 let _ = db.execute_batch("ROLLBACK");
                 err.to_string()
-            })
-        } else {
-            Ok(())
+            }),
         };
         for deliver in deliveries {
             deliver(committed.clone());

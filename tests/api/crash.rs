@@ -110,14 +110,7 @@ impl Binary {
         self.child.kill().await.unwrap();
     }
 
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(sent.success());
+    async fn wait(mut self) -> std::process::ExitStatus {
         tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("it stops")
@@ -235,16 +228,95 @@ async fn killed_while_finishing_the_finish_is_completed() {
     crash_and_recover(KillPoint::WhileFinishing).await;
 }
 
-#[tokio::test]
-async fn sigterm_lets_the_running_step_end_and_the_rest_resumes_after_restart() {
+/// Parks the next `action` on arrival, kills the binary while it waits for the answer,
+/// drops the request unapplied, and restarts on the same data directory.
+async fn killed_while_posting(action: &str) -> (FakeRancher, Value) {
     let rancher = FakeRancher::start(environment()).await;
-    rancher.set_upgrade_time(Duration::from_millis(1500));
+    rancher.hold_next(action);
     let data = tempfile::tempdir().unwrap();
     let first_run = Binary::start(&rancher, data.path()).await;
     let job = first_run.push("myorg/web").await;
-    until("an upgrade", || !rancher.upgrade_bodies().is_empty()).await;
-    let status = first_run.terminate().await;
+    until("the held request", || rancher.is_holding()).await;
+    first_run.kill_hard().await;
+    rancher.release(false);
+
+    let second_run = Binary::start(&rancher, data.path()).await;
+    let done = second_run.wait_until_done(job).await;
+    assert_all_upgraded_once(&rancher, &done);
+    second_run.kill_hard().await;
+    (rancher, done)
+}
+
+fn steps_of_first_service(job: &Value) -> Vec<String> {
+    let first = job["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service_id"] == "1s1")
+        .unwrap();
+    first["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn killed_before_the_upgrade_reached_rancher_it_is_posted_again_once() {
+    let (_, job) = killed_while_posting("upgrade").await;
+    // Recorded as upgrading, found unchanged in Rancher, posted again.
+    assert_eq!(
+        steps_of_first_service(&job),
+        ["planned", "upgrading", "upgrading", "upgraded", "finished"]
+    );
+}
+
+#[tokio::test]
+async fn killed_with_a_service_left_upgraded_it_is_finished_after_the_restart() {
+    let (rancher, job) = killed_while_posting("finishupgrade").await;
+    assert_eq!(
+        steps_of_first_service(&job),
+        ["planned", "upgrading", "upgraded", "finished"]
+    );
+    assert_eq!(rancher.actions_posted("finishupgrade").len(), 3);
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_end_and_the_rest_resumes_after_restart() {
+    let rancher = FakeRancher::start(environment()).await;
+    rancher.hold_next("finishupgrade");
+    let data = tempfile::tempdir().unwrap();
+    let first_run = Binary::start(&rancher, data.path()).await;
+    let job = first_run.push("myorg/web").await;
+    until("the finish in flight", || rancher.is_holding()).await;
+    let address = first_run.address.clone();
+    let pid = first_run.child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    // While the request is in flight the server keeps answering, and refuses new pushes.
+    let refused = http_client()
+        .post(format!("{address}/autoredeploy?key={WEBHOOK_KEY}"))
+        .header("content-type", "application/json")
+        .body(push_body("myorg/api", Some("latest")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    rancher.release(true);
+    let status = first_run.wait().await;
     assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        rancher.actions_posted("finishupgrade").len(),
+        1,
+        "the request in flight ended"
+    );
     assert_eq!(
         rancher.upgrade_bodies().len(),
         1,
@@ -253,6 +325,7 @@ async fn sigterm_lets_the_running_step_end_and_the_rest_resumes_after_restart() 
 
     let printed = command(&rancher, data.path())
         .args(["jobs", &job.to_string(), "--json"])
+        .stdout(Stdio::piped())
         .output()
         .await
         .unwrap();
@@ -266,21 +339,16 @@ async fn sigterm_lets_the_running_step_end_and_the_rest_resumes_after_restart() 
         journaled["state"], "running",
         "left for the next start: {journaled}"
     );
-    let steps: Vec<&str> = journaled["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        steps.iter().filter(|s| **s == "upgrading").count(),
-        1,
-        "{steps:?}"
-    );
+    assert_eq!(journaled["pending"], 3);
 
     let second_run = Binary::start(&rancher, data.path()).await;
     let done = second_run.wait_until_done(job).await;
     assert_all_upgraded_once(&rancher, &done);
+    assert_eq!(
+        rancher.actions_posted("finishupgrade").len(),
+        3,
+        "the finished one was not finished again"
+    );
     second_run.kill_hard().await;
 }
 

@@ -203,6 +203,12 @@ struct World {
     lost_answers_left: usize,
     /// The most other services found mid-upgrade when an upgrade was posted.
     most_upgrading_at_once: usize,
+    /// Only POSTs fail, while `failures_left` lasts.
+    failing_posts_only: bool,
+    /// The next POST of this action is parked before it is applied.
+    hold: Option<String>,
+    /// The parked request: told whether to apply it.
+    held: Option<oneshot::Sender<bool>>,
     requests: Vec<Recorded>,
     upgrade_bodies: Vec<(String, Value)>,
     versions_issued: usize,
@@ -247,6 +253,9 @@ impl FakeRancher {
             refusals: 0,
             lost_answers_left: 0,
             most_upgrading_at_once: 0,
+            failing_posts_only: false,
+            hold: None,
+            held: None,
             requests: Vec::new(),
             upgrade_bodies: Vec::new(),
             versions_issued: 0,
@@ -258,16 +267,27 @@ impl FakeRancher {
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |tail: warp::path::Tail,
                       method: Method,
                       query: String,
                       headers: HeaderMap,
                       body: warp::hyper::body::Bytes| {
-                    let mut world = shared.lock().unwrap();
-                    let (status, body) =
-                        world.handle(&method, tail.as_str(), &query, &headers, &body);
-                    warp::reply::with_status(warp::reply::json(&body), status)
+                    let shared = Arc::clone(&shared);
+                    async move {
+                        let parked = shared.lock().unwrap().park(&method, &query);
+                        if let Some(parked) = parked
+                            && !parked.await.unwrap_or(false)
+                        {
+                            let (status, body) =
+                                error(StatusCode::BAD_GATEWAY, "BadGateway", Some("dropped"), None);
+                            return warp::reply::with_status(warp::reply::json(&body), status);
+                        }
+                        let mut world = shared.lock().unwrap();
+                        let (status, body) =
+                            world.handle(&method, tail.as_str(), &query, &headers, &body);
+                        warp::reply::with_status(warp::reply::json(&body), status)
+                    }
                 },
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -367,6 +387,33 @@ impl FakeRancher {
         let mut world = self.world.lock().unwrap();
         world.failures_left = count;
         world.failure_status = status;
+        world.failing_posts_only = false;
+    }
+
+    /// The next `count` actions (POSTs) are answered `status`; reads are served.
+    pub fn fail_next_posts(&self, count: usize, status: StatusCode) {
+        let mut world = self.world.lock().unwrap();
+        world.failures_left = count;
+        world.failure_status = status;
+        world.failing_posts_only = true;
+    }
+
+    /// The next POST of `action` is parked when it arrives, before it is applied, until
+    /// [`FakeRancher::release`].
+    pub fn hold_next(&self, action: &str) {
+        self.world.lock().unwrap().hold = Some(action.to_owned());
+    }
+
+    /// Whether a held request has arrived and is parked.
+    pub fn is_holding(&self) -> bool {
+        self.world.lock().unwrap().held.is_some()
+    }
+
+    /// Lets the parked request go on (`apply`) or answers it 502 without applying it.
+    pub fn release(&self, apply: bool) {
+        if let Some(held) = self.world.lock().unwrap().held.take() {
+            let _ = held.send(apply);
+        }
     }
 
     /// How many `422 ActionNotAvailable` answers were given.
@@ -525,6 +572,20 @@ fn render(service: &FakeService, base: &str) -> Value {
 }
 
 impl World {
+    /// Parks the request if it is the POST being held.
+    fn park(&mut self, method: &Method, query: &str) -> Option<oneshot::Receiver<bool>> {
+        let action = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "action")
+            .map(|(_, v)| v.into_owned());
+        if method != Method::POST || action.is_none() || self.hold != action {
+            return None;
+        }
+        self.hold = None;
+        let (sender, receiver) = oneshot::channel();
+        self.held = Some(sender);
+        Some(receiver)
+    }
+
     fn index_of(&self, id: &str) -> Option<usize> {
         self.services.iter().position(|s| s.document["id"] == id)
     }
@@ -601,7 +662,7 @@ impl World {
                 None,
             );
         }
-        if self.failures_left > 0 {
+        if self.failures_left > 0 && (!self.failing_posts_only || method == Method::POST) {
             self.failures_left -= 1;
             let status = self.failure_status;
             let code = if status == StatusCode::CONFLICT {
@@ -827,6 +888,14 @@ impl World {
                     Some("secondaryLaunchConfigs"),
                 ));
             }
+        }
+        if strategy["startFirst"] == true && self.services[index].document["retainIp"] == true {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InvalidOption",
+                None,
+                Some("StartFirst option can't be used for service with retainIp field set"),
+            ));
         }
         let id = self.services[index].document["id"]
             .as_str()

@@ -156,16 +156,88 @@ async fn an_upgrade_completes_once_rancher_stops_dropping_connections() {
 }
 
 #[tokio::test]
-async fn rancher_down_longer_than_the_retries_fails_the_job_with_its_reason() {
+async fn conflicts_and_errors_on_the_actions_themselves_are_retried() {
+    for status in [StatusCode::CONFLICT, StatusCode::SERVICE_UNAVAILABLE] {
+        let rancher = FakeRancher::start(environment()).await;
+        let mut app = spawn_app(&rancher).await;
+        rancher.fail_next_posts(4, status);
+        let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+        assert_eq!(named(&outcomes, "upgraded"), ["web-1", "web-2"], "{status}");
+        assert_eq!(
+            rancher.upgrades_per_service(),
+            [("1s1".to_owned(), 1), ("1s2".to_owned(), 1)].into()
+        );
+        assert_eq!(rancher.refusals(), 0);
+    }
+}
+
+#[tokio::test]
+async fn an_outage_while_polling_does_not_abandon_the_upgrade() {
     let rancher = FakeRancher::start(environment()).await;
-    let mut app = spawn_app_with(&rancher, &[("RANCHER_RETRY_ATTEMPTS", "2")]).await;
+    rancher.set_upgrade_time(Duration::from_millis(800));
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_RETRY_ATTEMPTS", "1"),
+            ("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "1"),
+        ],
+    )
+    .await;
+    app.push("myorg/web", Some("latest")).await;
+    rancher.wait_for_upgrade_of_any().await;
+    rancher.fail_next(6);
+    let (outcomes, _) = app.next_job().await;
+    assert_eq!(
+        named(&outcomes, "upgraded"),
+        ["web-1", "web-2"],
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        rancher.upgrades_per_service(),
+        [("1s1".to_owned(), 1), ("1s2".to_owned(), 1)].into()
+    );
+}
+
+#[tokio::test]
+async fn rancher_down_longer_than_the_request_retries_pauses_the_job_and_it_goes_on() {
+    let rancher = FakeRancher::start(environment()).await;
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_RETRY_ATTEMPTS", "1"),
+            ("AUTOREDEPLOY_JOB_RETRY_S", "1"),
+        ],
+    )
+    .await;
     rancher.fail_next(3);
     let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded"), ["web-1", "web-2"]);
+    assert!(job.scan.is_ok());
+}
+
+#[tokio::test]
+async fn rancher_down_for_good_fails_the_job_after_its_runs() {
+    let rancher = FakeRancher::start(environment()).await;
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_RETRY_ATTEMPTS", "1"),
+            ("AUTOREDEPLOY_JOB_RETRY_S", "1"),
+            ("AUTOREDEPLOY_JOB_RETRIES", "2"),
+        ],
+    )
+    .await;
+    rancher.fail_next(1000);
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert!(outcomes.is_empty());
-    assert!(job.scan.unwrap_err().contains("500"));
+    let error = job.scan.unwrap_err();
+    assert!(
+        error.contains("500") && error.contains("AUTOREDEPLOY_JOB_RETRIES"),
+        "{error}"
+    );
     let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
     assert_eq!(detail["state"], "failed");
-    assert!(detail["error"].as_str().unwrap().contains("500"));
+    assert_eq!(rancher.requests().len(), 4, "two runs of two attempts");
 }
 
 #[tokio::test]

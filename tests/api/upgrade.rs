@@ -492,3 +492,38 @@ async fn an_upgrade_rancher_reports_in_error_is_rolled_back_at_once() {
     assert_eq!(rancher.service("1s1")["state"], "active");
     assert_eq!(rancher.service("1s1")["launchConfig"]["version"], "0");
 }
+
+#[tokio::test]
+async fn a_refused_upgrade_is_recorded_with_rancher_s_reason() {
+    let rancher = FakeRancher::start(vec![
+        service("pinned-ip", "docker:myorg/web:latest").field("retainIp", json!(true)),
+        service("web", "docker:myorg/web:latest"),
+    ])
+    .await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_UPGRADE_START_FIRST", "true")]).await;
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "failed"), ["pinned-ip"]);
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
+    let record = detail["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service_name"] == "pinned-ip")
+        .unwrap();
+    assert_eq!(record["step"], "failed");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("422 InvalidOption") && reason.contains("retainIp"),
+        "{reason}"
+    );
+    assert_eq!(
+        rancher
+            .actions_posted("upgrade")
+            .iter()
+            .filter(|id| *id == "1s1")
+            .count(),
+        1,
+        "a 422 is not retried"
+    );
+}
