@@ -527,3 +527,24 @@ async fn a_refused_upgrade_is_recorded_with_rancher_s_reason() {
         "a 422 is not retried"
     );
 }
+
+#[tokio::test]
+async fn credentials_refused_during_an_upgrade_fail_the_job_with_a_hint() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let mut app = spawn_app(&rancher).await;
+    rancher.fail_next_posts(1, warp::http::StatusCode::FORBIDDEN);
+    let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "failed"), ["web"]);
+    let error = job.scan.unwrap_err();
+    assert!(
+        error.contains("403") && error.contains("check RANCHER_API_KEY"),
+        "{error}"
+    );
+    let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
+    assert_eq!(detail["state"], "failed");
+    assert_eq!(
+        rancher.actions_posted("upgrade").len(),
+        1,
+        "a 403 is not retried"
+    );
+}
