@@ -20,11 +20,8 @@ impl Intake {
         query: &str,
         headers: &HeaderMap,
     ) -> Response {
-        if method != Method::GET && method != Method::HEAD {
-            return method_not_allowed("GET, HEAD");
-        }
-        if !self.is_authorized(query, headers) {
-            return unauthorized();
+        if let Some(refusal) = self.refuse_read(&method, query, headers) {
+            return refusal;
         }
         let (limit, before) = match page_of(query) {
             Ok(page) => page,
@@ -52,11 +49,8 @@ impl Intake {
         query: &str,
         headers: &HeaderMap,
     ) -> Response {
-        if method != Method::GET && method != Method::HEAD {
-            return method_not_allowed("GET, HEAD");
-        }
-        if !self.is_authorized(query, headers) {
-            return unauthorized();
+        if let Some(refusal) = self.refuse_read(&method, query, headers) {
+            return refusal;
         }
         let Ok(number) = id.parse::<i64>() else {
             return error_reply(
@@ -76,6 +70,19 @@ impl Intake {
             ),
             Err(error) => journal_error(&error),
         }
+    }
+}
+
+impl Intake {
+    /// The answer for a history request that is not a read with the key, if it is not.
+    fn refuse_read(&self, method: &Method, query: &str, headers: &HeaderMap) -> Option<Response> {
+        if method != Method::GET && method != Method::HEAD {
+            return Some(method_not_allowed("GET, HEAD"));
+        }
+        if !self.is_authorized(query, headers) {
+            return Some(unauthorized());
+        }
+        None
     }
 }
 
