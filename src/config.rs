@@ -19,8 +19,9 @@ pub struct Settings {
     pub bind_address: IpAddr,
     /// Port the webhook server listens on (`BIND_PORT`).
     pub bind_port: u16,
-    /// The secret a webhook must present as `?key=` (`DOCKER_HUB_KEY`).
-    pub webhook_key: SecretString,
+    /// The secrets a webhook may present as `?key=` or bearer token (`DOCKER_HUB_KEY`,
+    /// comma-separated so a key can be rotated without downtime).
+    pub webhook_keys: Vec<SecretString>,
     /// How to reach Rancher.
     pub rancher: RancherSettings,
     /// Which services a push upgrades.
@@ -194,6 +195,62 @@ fn is_ours(name: &str) -> bool {
     .any(|prefix| name.starts_with(prefix))
 }
 
+/// Secrets that may also be given as `<NAME>_FILE`, the path of a file holding them (Docker
+/// and Rancher secrets are mounted as files).
+pub const FILE_SECRETS: [&str; 3] = ["DOCKER_HUB_KEY", "RANCHER_API_SECRET", "CATTLE_SECRET_KEY"];
+
+/// Shortest webhook key accepted.
+pub const MIN_KEY_LENGTH: usize = 16;
+
+/// Replaces each `<NAME>_FILE` of [`FILE_SECRETS`] by `<NAME>` holding the file's content,
+/// without its trailing newline. Setting both is an error; neither message shows a secret.
+fn secrets_from_files(
+    mut vars: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    for name in FILE_SECRETS {
+        let file_variable = format!("{name}_FILE");
+        let Some(position) = vars.iter().position(|(key, _)| *key == file_variable) else {
+            continue;
+        };
+        if vars.iter().any(|(key, _)| key == name) {
+            return Err(ConfigError(format!(
+                "set either {name} or {file_variable}, not both"
+            )));
+        }
+        let (_, path) = vars.remove(position);
+        let content = std::fs::read_to_string(&path)
+            .map_err(|err| ConfigError(format!("{file_variable}: cannot read {path}: {err}")))?;
+        let secret = content.trim_end_matches(['\n', '\r']).to_owned();
+        if secret.is_empty() {
+            return Err(ConfigError(format!("{file_variable}: {path} is empty")));
+        }
+        vars.push((name.to_owned(), secret));
+    }
+    Ok(vars)
+}
+
+/// The comma-separated webhook keys, each long enough to resist guessing.
+fn webhook_keys(value: Option<SecretString>) -> Result<Vec<SecretString>, ConfigError> {
+    let generate = "generate one with `openssl rand -hex 32`";
+    let Some(value) = value else {
+        return Err(ConfigError(format!(
+            "DOCKER_HUB_KEY (or DOCKER_HUB_KEY_FILE) is required: the secret Docker Hub sends \
+             as ?key=; {generate}"
+        )));
+    };
+    let mut keys = Vec::new();
+    for key in value.expose_secret().split(',').map(str::trim) {
+        if key.chars().count() < MIN_KEY_LENGTH {
+            return Err(ConfigError(format!(
+                "DOCKER_HUB_KEY: every key must have at least {MIN_KEY_LENGTH} characters \
+                 (several keys are separated by commas); {generate}"
+            )));
+        }
+        keys.push(SecretString::from(key.to_owned()));
+    }
+    Ok(keys)
+}
+
 /// The label the original program used; kept so existing services keep their meaning.
 pub const DEFAULT_LABEL_NAME: &str = "tech.manas.service.autoredeploy";
 
@@ -219,8 +276,8 @@ impl Settings {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let raw: RawSettings = envy::from_iter(vars.into_iter().filter(|(_, v)| !v.is_empty()))
-            .map_err(|err| ConfigError(err.to_string()))?;
+        let vars = secrets_from_files(vars.into_iter().filter(|(_, v)| !v.is_empty()).collect())?;
+        let raw: RawSettings = envy::from_iter(vars).map_err(|err| ConfigError(err.to_string()))?;
         raw.validate()
     }
 
@@ -232,16 +289,7 @@ impl Settings {
 
 impl RawSettings {
     fn validate(self) -> Result<Settings, ConfigError> {
-        let webhook_key = match self.docker_hub_key {
-            Some(key) if !key.expose_secret().trim().is_empty() => key,
-            _ => {
-                return Err(ConfigError(
-                    "DOCKER_HUB_KEY is required: the secret Docker Hub sends as ?key= \
-                     (generate one with `openssl rand -hex 32`)"
-                        .into(),
-                ));
-            }
-        };
+        let webhook_keys = webhook_keys(self.docker_hub_key)?;
         let rancher = rancher_settings(
             RancherVars {
                 host: self.rancher_host,
@@ -357,7 +405,8 @@ impl RawSettings {
         Ok(Settings {
             bind_address,
             bind_port: parse_or("BIND_PORT", self.bind_port, 8080, 0..=u16::MAX)?,
-            webhook_key,
+            webhook_keys,
+
             rancher,
             matching: MatchSettings {
                 default_opt_in: parse_bool(
@@ -717,6 +766,82 @@ mod tests {
             assert!(
                 message.contains(name) && message.contains(value),
                 "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_without_their_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("hub-key");
+        std::fs::write(&key_file, "from-a-file-0123456789\n").unwrap();
+        let secret_file = dir.path().join("rancher-secret");
+        std::fs::write(&secret_file, "rancher-secret-in-file\r\n").unwrap();
+        let settings = Settings::from_vars(
+            minimal()
+                .into_iter()
+                .filter(|(k, _)| k != "DOCKER_HUB_KEY" && k != "RANCHER_API_SECRET")
+                .chain(vars(&[
+                    ("DOCKER_HUB_KEY_FILE", key_file.to_str().unwrap()),
+                    ("RANCHER_API_SECRET_FILE", secret_file.to_str().unwrap()),
+                ])),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.webhook_keys[0].expose_secret(),
+            "from-a-file-0123456789"
+        );
+        assert_eq!(
+            settings.rancher.secret_key.expose_secret(),
+            "rancher-secret-in-file"
+        );
+
+        let both = error_of(with(&[("DOCKER_HUB_KEY_FILE", key_file.to_str().unwrap())]));
+        assert!(
+            both.contains("DOCKER_HUB_KEY or DOCKER_HUB_KEY_FILE, not both"),
+            "{both}"
+        );
+        let missing = error_of(Settings::from_vars(
+            minimal()
+                .into_iter()
+                .filter(|(k, _)| k != "RANCHER_API_SECRET")
+                .chain(vars(&[("RANCHER_API_SECRET_FILE", "/nonexistent/secret")])),
+        ));
+        assert!(
+            missing.contains("RANCHER_API_SECRET_FILE") && missing.contains("/nonexistent/secret"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn several_keys_rotate_and_short_ones_are_refused() {
+        let settings = with(&[(
+            "DOCKER_HUB_KEY",
+            "old-key-0123456789abcdef, new-key-0123456789abcdef",
+        )])
+        .unwrap();
+        let keys: Vec<&str> = settings
+            .webhook_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(
+            keys,
+            ["old-key-0123456789abcdef", "new-key-0123456789abcdef"]
+        );
+        for short in [
+            "shortkey",
+            "long-enough-key-0123,short",
+            "long-enough-key-0123,",
+        ] {
+            let refused = error_of(with(&[("DOCKER_HUB_KEY", short)]));
+            assert!(
+                refused.contains("at least 16 characters") && refused.contains("openssl rand"),
+                "{refused}"
+            );
+            assert!(
+                !refused.contains("shortkey") && !refused.contains("long-enough"),
+                "{refused}"
             );
         }
     }

@@ -120,7 +120,7 @@ impl Application {
         let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
 
         let intake = Intake::new(
-            WebhookKey::new(&settings.webhook_key),
+            WebhookKey::new(&settings.webhook_keys),
             journal,
             wake,
             settings.queue_size,

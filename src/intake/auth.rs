@@ -4,27 +4,34 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The accepted webhook key, kept only as a digest.
+/// The accepted webhook keys, kept only as digests.
 ///
-/// Comparing fixed-length SHA-256 digests in constant time reveals neither the content nor
-/// the length of the key to someone timing wrong guesses.
+/// Comparing fixed-length SHA-256 digests in constant time, against every key whatever the
+/// outcome, reveals neither the content nor the length of a key to someone timing guesses.
 #[derive(Clone)]
 pub struct WebhookKey {
-    digest: [u8; 32],
+    digests: Vec<[u8; 32]>,
 }
 
 impl WebhookKey {
-    /// Remembers the digest of `key`.
-    pub fn new(key: &SecretString) -> Self {
+    /// Remembers the digests of `keys` (several during a rotation).
+    pub fn new(keys: &[SecretString]) -> Self {
         Self {
-            digest: Sha256::digest(key.expose_secret().as_bytes()).into(),
+            digests: keys
+                .iter()
+                .map(|key| Sha256::digest(key.expose_secret().as_bytes()).into())
+                .collect(),
         }
     }
 
-    /// Whether `candidate` is the key.
+    /// Whether `candidate` is one of the keys.
     pub fn verify(&self, candidate: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
-        digest.ct_eq(&self.digest).into()
+        let mut matched = subtle::Choice::from(0);
+        for key in &self.digests {
+            matched |= digest.ct_eq(key);
+        }
+        matched.into()
     }
 }
 
@@ -40,7 +47,7 @@ mod tests {
 
     #[test]
     fn only_the_exact_key_verifies() {
-        let key = WebhookKey::new(&SecretString::from("s3cret-key-value"));
+        let key = WebhookKey::new(&[SecretString::from("s3cret-key-value")]);
         assert!(key.verify("s3cret-key-value"));
         for wrong in [
             "",
@@ -51,5 +58,15 @@ mod tests {
             assert!(!key.verify(wrong), "{wrong:?}");
         }
         assert_eq!(format!("{key:?}"), "WebhookKey([redacted])");
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify() {
+        let key = WebhookKey::new(&[
+            SecretString::from("old-key-0123456789"),
+            SecretString::from("new-key-0123456789"),
+        ]);
+        assert!(key.verify("old-key-0123456789") && key.verify("new-key-0123456789"));
+        assert!(!key.verify("old-key-0123456789,new-key-0123456789"));
     }
 }

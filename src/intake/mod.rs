@@ -345,7 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let (shutdown, signal) = Shutdown::new();
-        let key = WebhookKey::new(&SecretString::from(KEY));
+        let key = WebhookKey::new(&[SecretString::from(KEY)]);
         let intake = Intake::new(
             key,
             journal.clone(),
