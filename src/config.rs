@@ -36,6 +36,8 @@ pub struct Settings {
     pub history: Duration,
     /// How jobs that cannot be carried on for now are run again.
     pub job_retry: JobRetrySettings,
+    /// Who may call the webhook, and for which repositories.
+    pub access: AccessSettings,
     /// How long running upgrades may go on after a shutdown signal
     /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
     pub shutdown_grace: Duration,
@@ -70,6 +72,18 @@ pub struct RetrySettings {
     pub max_delay: Duration,
     /// Bound on all pauses of one request together (`RANCHER_RETRY_TOTAL_S`).
     pub total: Duration,
+}
+
+/// Limits on callers of the HTTP surface.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// Failed authentications allowed per client per minute, beyond which it gets `429`
+    /// (`AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE`).
+    pub auth_failures_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (`AUTOREDEPLOY_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Repositories whose pushes are accepted; empty means all (`AUTOREDEPLOY_ALLOWED_REPOS`).
+    pub allowed_repos: Vec<glob::Pattern>,
 }
 
 /// Runs again of a job stopped because Rancher stayed unreachable beyond the request
@@ -181,6 +195,9 @@ struct RawSettings {
     rancher_retry_total_s: Option<String>,
     autoredeploy_job_retry_s: Option<String>,
     autoredeploy_job_retries: Option<String>,
+    autoredeploy_auth_failures_per_minute: Option<String>,
+    autoredeploy_trusted_proxies: Option<String>,
+    autoredeploy_allowed_repos: Option<String>,
 }
 
 fn is_ours(name: &str) -> bool {
@@ -429,6 +446,39 @@ impl RawSettings {
                 30,
                 0..=3600,
             )?),
+            access: AccessSettings {
+                auth_failures_per_minute: parse_or(
+                    "AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE",
+                    self.autoredeploy_auth_failures_per_minute,
+                    5,
+                    1..=100_000,
+                )?,
+                trusted_proxies: list(self.autoredeploy_trusted_proxies.as_deref())
+                    .map(|entry| {
+                        entry
+                            .parse::<ipnet::IpNet>()
+                            .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                ConfigError::invalid(
+                                    "AUTOREDEPLOY_TRUSTED_PROXIES",
+                                    "comma-separated IP addresses or networks (10.0.0.0/8)",
+                                    entry,
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+                allowed_repos: list(self.autoredeploy_allowed_repos.as_deref())
+                    .map(|entry| {
+                        glob::Pattern::new(entry).map_err(|_| {
+                            ConfigError::invalid(
+                                "AUTOREDEPLOY_ALLOWED_REPOS",
+                                "comma-separated patterns such as myorg/* or nginx",
+                                entry,
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             job_retry: JobRetrySettings {
                 pause: Duration::from_secs(parse_or(
                     "AUTOREDEPLOY_JOB_RETRY_S",
@@ -592,6 +642,15 @@ where
         Ok(number) if range.contains(&number) => Ok(number),
         _ => Err(ConfigError::invalid(variable, &expected, &value)),
     }
+}
+
+/// The non-empty, trimmed entries of a comma-separated list.
+fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
 }
 
 fn parse_bool(variable: &str, value: Option<String>, default: bool) -> Result<bool, ConfigError> {
@@ -761,6 +820,9 @@ mod tests {
             ("RANCHER_UPGRADE_ON_FAILURE", "panic"),
             ("RANCHER_RETRY_ATTEMPTS", "many"),
             ("RANCHER_RETRY_TOTAL_S", "0"),
+            ("AUTOREDEPLOY_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/[web"),
+            ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "0"),
         ] {
             let message = error_of(with(&[(name, value)]));
             assert!(

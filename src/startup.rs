@@ -125,6 +125,7 @@ impl Application {
             wake,
             settings.queue_size,
             signal,
+            &settings.access,
         );
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

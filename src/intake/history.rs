@@ -4,7 +4,9 @@ use serde_json::json;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
-use super::{Intake, error_reply, method_not_allowed, unauthorized};
+use std::net::SocketAddr;
+
+use super::{Intake, error_reply, limiter, method_not_allowed};
 use crate::journal::JobId;
 
 /// Jobs per page unless `limit` says otherwise.
@@ -19,8 +21,9 @@ impl Intake {
         method: Method,
         query: &str,
         headers: &HeaderMap,
+        remote: Option<SocketAddr>,
     ) -> Response {
-        if let Some(refusal) = self.refuse_read(&method, query, headers) {
+        if let Some(refusal) = self.refuse_read(&method, query, headers, remote) {
             return refusal;
         }
         let (limit, before) = match page_of(query) {
@@ -48,8 +51,9 @@ impl Intake {
         method: Method,
         query: &str,
         headers: &HeaderMap,
+        remote: Option<SocketAddr>,
     ) -> Response {
-        if let Some(refusal) = self.refuse_read(&method, query, headers) {
+        if let Some(refusal) = self.refuse_read(&method, query, headers, remote) {
             return refusal;
         }
         let Ok(number) = id.parse::<i64>() else {
@@ -75,14 +79,18 @@ impl Intake {
 
 impl Intake {
     /// The answer for a history request that is not a read with the key, if it is not.
-    fn refuse_read(&self, method: &Method, query: &str, headers: &HeaderMap) -> Option<Response> {
+    fn refuse_read(
+        &self,
+        method: &Method,
+        query: &str,
+        headers: &HeaderMap,
+        remote: Option<SocketAddr>,
+    ) -> Option<Response> {
         if method != Method::GET && method != Method::HEAD {
             return Some(method_not_allowed("GET, HEAD"));
         }
-        if !self.is_authorized(query, headers) {
-            return Some(unauthorized());
-        }
-        None
+        let client = limiter::client_address(remote, headers, &self.trusted_proxies);
+        self.refuse_caller(client, query, headers)
     }
 }
 

@@ -8,6 +8,7 @@
 mod auth;
 pub mod dockerhub;
 mod history;
+mod limiter;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,8 +22,12 @@ use warp::{Buf, Filter, Stream};
 
 pub use auth::WebhookKey;
 
+use crate::config::AccessSettings;
 use crate::journal::{AcceptError, Journal};
 use crate::shutdown::ShutdownSignal;
+use ipnet::IpNet;
+use limiter::FailureLimiter;
+use std::net::IpAddr;
 
 /// Largest webhook body accepted; Docker Hub's are a few kilobytes.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -43,6 +48,12 @@ pub struct Intake {
     queue_size: usize,
     /// Once triggered, pushes are refused with `503`.
     shutdown: ShutdownSignal,
+    /// Failed authentications per client.
+    limiter: Arc<FailureLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpNet>,
+    /// Repositories whose pushes are accepted; empty means all.
+    allowed_repos: Vec<glob::Pattern>,
 }
 
 impl Intake {
@@ -54,6 +65,7 @@ impl Intake {
         wake: Arc<Notify>,
         queue_size: usize,
         shutdown: ShutdownSignal,
+        access: &AccessSettings,
     ) -> Self {
         Self {
             key,
@@ -61,7 +73,51 @@ impl Intake {
             wake,
             queue_size,
             shutdown,
+            limiter: Arc::new(FailureLimiter::new(access.auth_failures_per_minute)),
+            trusted_proxies: access.trusted_proxies.clone(),
+            allowed_repos: access.allowed_repos.clone(),
         }
+    }
+
+    /// Refuses a caller that failed to authenticate too often, or one without the key
+    /// (which counts as a failure). `None` lets the request go on.
+    fn refuse_caller(&self, client: IpAddr, query: &str, headers: &HeaderMap) -> Option<Response> {
+        if let Some(wait) = self.limiter.blocked(client) {
+            tracing::warn!(%client, "request refused: too many failed authentications");
+            let mut response = error_reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many failed authentications from this address; try again later",
+            );
+            let seconds = wait.as_secs() + 1;
+            if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return Some(response);
+        }
+        if !self.is_authorized(query, headers) {
+            self.limiter.record_failure(client);
+            tracing::warn!(%client, "request refused: missing or wrong key");
+            return Some(unauthorized());
+        }
+        None
+    }
+
+    /// Whether pushes of `image` are accepted: its Docker Hub name (`nginx`, `myorg/web`)
+    /// matches one of `AUTOREDEPLOY_ALLOWED_REPOS`, or the list is empty.
+    fn is_allowed(&self, image: &crate::domain::ImageRef) -> bool {
+        let repository = image.repository();
+        let name = repository.strip_prefix("library/").unwrap_or(repository);
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        self.allowed_repos.is_empty()
+            || self
+                .allowed_repos
+                .iter()
+                .any(|pattern| pattern.matches_with(name, options))
     }
 
     /// Whether the request carries the key, as `Authorization: Bearer <key>` or `?key=<key>`.
@@ -106,20 +162,22 @@ pub fn routes(
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(with_intake.clone())
         .then(
-            |method, query: String, headers, intake: Arc<Intake>| async move {
-                intake.list_jobs(method, &query, &headers).await
+            |method, query: String, headers, remote, intake: Arc<Intake>| async move {
+                intake.list_jobs(method, &query, &headers, remote).await
             },
         );
     let job = warp::path!("jobs" / String)
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(with_intake.clone())
         .then(
-            |id: String, method, query: String, headers, intake: Arc<Intake>| async move {
-                intake.job(&id, method, &query, &headers).await
+            |id: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {
+                intake.job(&id, method, &query, &headers, remote).await
             },
         );
     let health = warp::path!("health")
@@ -173,13 +231,13 @@ impl Intake {
         S: Stream<Item = Result<B, warp::Error>>,
         B: Buf,
     {
-        let client = remote.map(|addr| addr.ip().to_string()).unwrap_or_default();
+        let client_ip = limiter::client_address(remote, headers, &self.trusted_proxies);
+        let client = client_ip.to_string();
         if method != Method::POST {
             return method_not_allowed("POST");
         }
-        if !self.is_authorized(query, headers) {
-            tracing::warn!(client, "webhook refused: missing or wrong key");
-            return unauthorized();
+        if let Some(refusal) = self.refuse_caller(client_ip, query, headers) {
+            return refusal;
         }
         if let Some(content_type) = headers.get(header::CONTENT_TYPE)
             && !is_json(content_type.to_str().unwrap_or_default())
@@ -225,6 +283,18 @@ impl Intake {
             }
         };
         let image = push.image.to_string();
+        if !self.is_allowed(&push.image) {
+            tracing::warn!(
+                client,
+                image,
+                "push refused: repository not in AUTOREDEPLOY_ALLOWED_REPOS"
+            );
+            return error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("pushes of {image} are not accepted here (AUTOREDEPLOY_ALLOWED_REPOS)"),
+            );
+        }
         if self.shutdown.is_triggered() {
             tracing::warn!(client, image, "push refused: shutting down");
             return unavailable("autoredeploy is shutting down");
@@ -342,16 +412,29 @@ mod tests {
     }
 
     fn fixture(queue_size: usize) -> Fixture {
+        fixture_with(queue_size, &[])
+    }
+
+    fn fixture_with(queue_size: usize, allowed_repos: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let (shutdown, signal) = Shutdown::new();
         let key = WebhookKey::new(&[SecretString::from(KEY)]);
+        let access = AccessSettings {
+            auth_failures_per_minute: 3,
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            allowed_repos: allowed_repos
+                .iter()
+                .map(|p| glob::Pattern::new(p).unwrap())
+                .collect(),
+        };
         let intake = Intake::new(
             key,
             journal.clone(),
             Arc::new(Notify::new()),
             queue_size,
             signal,
+            &access,
         );
         Fixture {
             intake,
@@ -512,6 +595,78 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(fixture.journal.list_jobs(10, None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_from_one_address_get_429_before_the_body_is_read() {
+        let fixture = fixture(4);
+        let filter = routes(fixture.intake.clone());
+        let from = |ip: &str, key: &str| {
+            post(&format!("/autoredeploy?key={key}"))
+                .remote_addr(format!("{ip}:40000").parse().unwrap())
+                .body(PUSH)
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                from("203.0.113.5", "guess").reply(&filter).await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        let blocked = from("203.0.113.5", KEY).reply(&filter).await;
+        assert_eq!(
+            blocked.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "even with the right key"
+        );
+        let wait: u64 = blocked.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait));
+        assert_eq!(
+            from("203.0.113.6", KEY).reply(&filter).await.status(),
+            StatusCode::ACCEPTED
+        );
+        // Behind a trusted proxy, the forwarded address is the one limited.
+        let proxied = post(&format!("/autoredeploy?key={KEY}"))
+            .remote_addr("10.0.0.2:40000".parse().unwrap())
+            .header("x-forwarded-for", "203.0.113.5")
+            .body(PUSH);
+        assert_eq!(
+            proxied.reply(&filter).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        let history = warp::test::request()
+            .path(&format!("/jobs?key={KEY}"))
+            .remote_addr("203.0.113.5:40000".parse().unwrap());
+        assert_eq!(
+            history.reply(&filter).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[tokio::test]
+    async fn pushes_of_repositories_not_allowed_get_403_and_write_nothing() {
+        let fixture = fixture_with(4, &["org/*", "busybox"]);
+        let filter = routes(fixture.intake.clone());
+        let push = |repo: &str| {
+            post(&format!("/autoredeploy?key={KEY}")).body(format!(
+                r#"{{"push_data":{{}},"repository":{{"repo_name":"{repo}"}}}}"#
+            ))
+        };
+        for allowed in ["org/app", "busybox"] {
+            assert_eq!(
+                push(allowed).reply(&filter).await.status(),
+                StatusCode::ACCEPTED,
+                "{allowed}"
+            );
+        }
+        for refused in ["other/app", "org/app/deeper", "nginx", "organisation/app"] {
+            let response = push(refused).reply(&filter).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{refused}");
+        }
+        assert_eq!(fixture.journal.list_jobs(10, None).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -2,12 +2,17 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fake_rancher::{FakeRancher, service};
-use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app};
+use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn rejected_requests_get_precise_statuses_and_cost_rancher_nothing() {
     let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
-    let app = spawn_app(&rancher).await;
+    // More wrong keys than the default limit are sent below, all from this address.
+    let app = spawn_app_with(
+        &rancher,
+        &[("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "100")],
+    )
+    .await;
     let good = push_body("myorg/web", Some("latest")).to_string();
     let keyed = format!("?key={WEBHOOK_KEY}");
 
@@ -114,4 +119,29 @@ async fn a_push_with_a_charset_is_accepted_and_deployed() {
     let (outcomes, job) = app.next_job().await;
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);
     assert_eq!(job.upgraded, 1);
+}
+
+#[tokio::test]
+async fn guessing_keys_is_cut_short_with_429() {
+    let rancher = FakeRancher::start(vec![]).await;
+    let app = spawn_app(&rancher).await;
+    let body = push_body("myorg/web", Some("latest")).to_string();
+    let mut statuses = Vec::new();
+    for guess in 0..7 {
+        statuses.push(
+            app.post_webhook(&format!("?key=guess-{guess:016}"), body.clone())
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 429, 429],
+        "five failures a minute by default"
+    );
+    let blocked = app.post_webhook(&format!("?key={WEBHOOK_KEY}"), body).await;
+    assert_eq!(blocked.status(), 429);
+    assert!(blocked.headers().contains_key("retry-after"));
+    assert!(rancher.requests().is_empty());
 }
