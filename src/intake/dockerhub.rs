@@ -32,8 +32,16 @@ struct Repository {
     repo_name: String,
 }
 
+/// Deepest nesting of arrays and objects accepted; a push is four levels deep.
+const MAX_DEPTH: usize = 32;
+
 /// Parses a Docker Hub push notification into a [`PushEvent`].
 pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
+    if nesting_depth(body) > MAX_DEPTH {
+        return Err(NotAPush(format!(
+            "the body is nested more than {MAX_DEPTH} levels deep; a push is not"
+        )));
+    }
     let payload: Payload = serde_json::from_slice(body).map_err(|err| {
         NotAPush(if err.is_syntax() || err.is_eof() {
             format!("the body is not valid JSON: {err}")
@@ -72,6 +80,32 @@ pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
     })
 }
 
+/// The deepest nesting of `[` and `{` outside strings (a cheap scan, before parsing).
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +129,42 @@ mod tests {
         assert_eq!(event.pusher.as_deref(), Some("someone"));
         let event = parse_push(&push("myorg/api", Some("1.4"))).unwrap();
         assert_eq!(event.image.to_string(), "docker.io/myorg/api:1.4");
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_cleanly() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let nested_push = format!(
+            r#"{{"push_data":{{"tag":"1"}},"repository":{{"repo_name":"a/b","extra":{}0{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let duplicate = r#"{"push_data":{},"push_data":{},"repository":{"repo_name":"a/b"}}"#;
+        for (body, expected) in [
+            (deep.into_bytes(), "nested more than"),
+            (nested_push.into_bytes(), "nested more than"),
+            (duplicate.as_bytes().to_vec(), "duplicate field"),
+            (
+                b"{\"push_data\":{\"tag\":\"\xff\"}}".to_vec(),
+                "not valid JSON",
+            ),
+            (
+                br#"{"push_data":{"tag":7},"repository":{"repo_name":"a/b"}}"#.to_vec(),
+                "invalid type",
+            ),
+        ] {
+            let error = parse_push(&body).expect_err(expected).to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let body = format!(
+            r#"{{"push_data":{{"tag":"1"}},"repository":{{"repo_name":"a/b","description":"{}\"]"}}}}"#,
+            "[{".repeat(100)
+        );
+        assert!(parse_push(body.as_bytes()).is_ok());
     }
 
     #[test]
