@@ -61,6 +61,10 @@ pub struct RancherSettings {
     pub request_timeout: Duration,
     /// How requests that may succeed later are retried.
     pub retry: RetrySettings,
+    /// Extra trusted roots for https, in PEM (read from `RANCHER_CA_FILE`).
+    pub ca_bundle: Option<Vec<u8>>,
+    /// Skip certificate verification (`RANCHER_INSECURE_SKIP_VERIFY`); warned at every start.
+    pub insecure_skip_verify: bool,
 }
 
 /// Retries of a Rancher request after a transport error, timeout, `409` or `5xx`.
@@ -193,6 +197,8 @@ struct RawSettings {
     rancher_retry_attempts: Option<String>,
     rancher_retry_max_delay_ms: Option<String>,
     rancher_retry_total_s: Option<String>,
+    rancher_ca_file: Option<String>,
+    rancher_insecure_skip_verify: Option<String>,
     autoredeploy_job_retry_s: Option<String>,
     autoredeploy_job_retries: Option<String>,
     autoredeploy_auth_failures_per_minute: Option<String>,
@@ -307,7 +313,7 @@ impl Settings {
 impl RawSettings {
     fn validate(self) -> Result<Settings, ConfigError> {
         let webhook_keys = webhook_keys(self.docker_hub_key)?;
-        let rancher = rancher_settings(
+        let mut rancher = rancher_settings(
             RancherVars {
                 host: self.rancher_host,
                 api_key: self.rancher_api_key,
@@ -344,6 +350,22 @@ impl RawSettings {
                 )?),
             },
         )?;
+        rancher.insecure_skip_verify = parse_bool(
+            "RANCHER_INSECURE_SKIP_VERIFY",
+            self.rancher_insecure_skip_verify,
+            false,
+        )?;
+        if let Some(path) = self.rancher_ca_file {
+            let pem = std::fs::read(&path).map_err(|err| {
+                ConfigError(format!("RANCHER_CA_FILE: cannot read {path}: {err}"))
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError(format!(
+                    "RANCHER_CA_FILE: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                )));
+            }
+            rancher.ca_bundle = Some(pem);
+        }
         let on_failure = match self.rancher_upgrade_on_failure.as_deref().map(str::trim) {
             None | Some("rollback") => OnFailure::Rollback,
             Some("cancel") => OnFailure::Cancel,
@@ -572,6 +594,8 @@ fn rancher_settings(
         secret_key,
         request_timeout,
         retry,
+        ca_bundle: None,
+        insecure_skip_verify: false,
     })
 }
 
@@ -906,6 +930,25 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_pem_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("ca.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let refused = error_of(with(&[("RANCHER_CA_FILE", garbage.to_str().unwrap())]));
+        assert!(
+            refused.contains("RANCHER_CA_FILE") && refused.contains("no PEM certificate"),
+            "{refused}"
+        );
+        let missing = error_of(with(&[("RANCHER_CA_FILE", "/nonexistent/ca.pem")]));
+        assert!(
+            missing.contains("RANCHER_CA_FILE: cannot read /nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let insecure = with(&[("RANCHER_INSECURE_SKIP_VERIFY", "true")]).unwrap();
+        assert!(insecure.rancher.insecure_skip_verify);
     }
 
     #[test]

@@ -46,6 +46,21 @@ impl RancherClient {
         if settings.services_url.scheme() == "http" {
             // Plain http needs no trusted roots; do not require a CA bundle to start.
             builder = builder.tls_certs_only(Vec::new());
+        } else {
+            if let Some(pem) = &settings.ca_bundle {
+                let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
+                    RancherError::Transport {
+                        what: "reading RANCHER_CA_FILE".into(),
+                        source: source.without_url(),
+                    }
+                })?;
+                for root in roots {
+                    builder = builder.add_root_certificate(root);
+                }
+            }
+            if settings.insecure_skip_verify {
+                builder = builder.danger_accept_invalid_certs(true);
+            }
         }
         let http = builder.build().map_err(|source| RancherError::Transport {
             what: "setting up https: the system CA certificates are needed (or SSL_CERT_FILE \

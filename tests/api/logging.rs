@@ -86,7 +86,15 @@ async fn every_outcome_is_one_line_and_no_secret_is_written() {
     let mut app = spawn_app(&rancher).await;
     let refused = app.post_webhook("?key=a-wrong-key-guess", "{}").await;
     assert_eq!(refused.status(), 401);
-    app.push_and_wait("myorg/web", Some("latest")).await;
+    let (_, job) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(app.history(&format!("/jobs/{}", job.job)).await.0, 200);
+    let with_query_key = app
+        .http
+        .get(format!("{}/jobs?key={WEBHOOK_KEY}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_query_key.status(), 200);
 
     let lines = captured.lines();
     let outcome_lines: Vec<&Value> = lines
@@ -117,7 +125,43 @@ async fn every_outcome_is_one_line_and_no_secret_is_written() {
     assert!(lines.iter().any(|l| l["message"] == "push handled"));
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for secret in [WEBHOOK_KEY, "a-wrong-key-guess", fake_rancher::SECRET_KEY] {
+    for secret in [
+        WEBHOOK_KEY,
+        "a-wrong-key-guess",
+        fake_rancher::SECRET_KEY,
+        "key=",
+        "Basic ",
+    ] {
         assert!(!text.contains(secret), "{secret} was logged");
     }
+}
+
+#[tokio::test]
+async fn an_unprotected_rancher_link_is_warned_about_at_start() {
+    let captured = capture_this_thread();
+    let rancher = FakeRancher::start(vec![]).await;
+    let _app = crate::helpers::spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_HOST", "http://203.0.113.10:9"),
+            ("RANCHER_INSECURE_SKIP_VERIFY", "true"),
+        ],
+    )
+    .await;
+    let warned = |needle: &str| {
+        captured.lines().iter().any(|line| {
+            line["level"] == "WARN"
+                && line["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(needle)
+        })
+    };
+    for _ in 0..200 {
+        if warned("plain http") && warned("RANCHER_INSECURE_SKIP_VERIFY") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("missing warnings: {:?}", captured.lines());
 }
