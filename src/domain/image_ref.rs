@@ -196,3 +196,93 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn component() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,8}([._-][a-z0-9]{1,5})?"
+    }
+
+    fn tag() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"
+    }
+
+    fn registry() -> impl Strategy<Value = String> {
+        "[a-z]{1,8}\\.(com|io|net)(:[0-9]{2,5})?"
+    }
+
+    fn digest() -> impl Strategy<Value = String> {
+        "[0-9a-f]{64}".prop_map(|hex| format!("sha256:{hex}"))
+    }
+
+    /// Any reference: optional registry, one to three path components, tag and/or digest.
+    fn reference() -> impl Strategy<Value = String> {
+        (
+            proptest::option::of(registry()),
+            proptest::collection::vec(component(), 1..=3),
+            proptest::option::of(tag()),
+            proptest::option::of(digest()),
+        )
+            .prop_map(|(registry, path, tag, digest)| {
+                let mut text = registry.map(|r| format!("{r}/")).unwrap_or_default();
+                text.push_str(&path.join("/"));
+                if let Some(tag) = tag {
+                    text.push_str(&format!(":{tag}"));
+                }
+                if let Some(digest) = digest {
+                    text.push_str(&format!("@{digest}"));
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_twice_changes_nothing(text in reference()) {
+            if let Ok(once) = ImageRef::parse(&text) {
+                let twice = ImageRef::parse(&once.to_string()).expect("a normalised reference parses");
+                prop_assert_eq!(twice, once);
+            }
+        }
+
+        #[test]
+        fn every_spelling_of_a_docker_hub_image_matches_its_push(name in component(), tag in tag()) {
+            let pushed = ImageRef::parse(&format!("{name}:{tag}")).unwrap();
+            for spelling in [
+                format!("{name}:{tag}"),
+                format!("library/{name}:{tag}"),
+                format!("docker.io/{name}:{tag}"),
+                format!("docker.io/library/{name}:{tag}"),
+                format!("index.docker.io/library/{name}:{tag}"),
+            ] {
+                let running = ImageRef::from_rancher_image_uuid(&format!("docker:{spelling}")).unwrap();
+                prop_assert!(running.is_updated_by(&pushed), "{} does not match {}", spelling, pushed);
+            }
+        }
+
+        #[test]
+        fn a_digest_pinned_reference_never_matches_a_tag_push(
+            path in proptest::collection::vec(component(), 1..=2),
+            tag in proptest::option::of(tag()),
+            digest in digest(),
+        ) {
+            let name = path.join("/");
+            let pinned = match &tag {
+                Some(tag) => format!("{name}:{tag}@{digest}"),
+                None => format!("{name}@{digest}"),
+            };
+            let pinned = ImageRef::parse(&pinned).unwrap();
+            let pushed = ImageRef::parse(&format!("{name}:{}", tag.as_deref().unwrap_or("latest"))).unwrap();
+            prop_assert!(!pinned.is_updated_by(&pushed));
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,80}") {
+            let _ = ImageRef::parse(&text);
+            let _ = ImageRef::from_rancher_image_uuid(&text);
+        }
+    }
+}

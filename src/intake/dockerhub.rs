@@ -190,3 +190,58 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// Any JSON document, up to a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    "(push_data|repository|repo_name|tag|pusher|[a-z]{1,8})",
+                    inner,
+                    0..8
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_is_parsed_or_refused_without_panicking(document in json()) {
+            let _ = parse_push(document.to_string().as_bytes());
+        }
+
+        #[test]
+        fn any_bytes_are_parsed_or_refused_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_push(&bytes);
+        }
+
+        #[test]
+        fn a_push_of_any_valid_name_and_tag_is_understood(
+            namespace in "[a-z0-9]{2,10}",
+            name in "[a-z0-9]{1,10}([-_][a-z0-9]{1,5})?",
+            tag in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}",
+        ) {
+            let body = serde_json::json!({
+                "push_data": { "tag": tag, "pushed_at": 1.5e9 },
+                "repository": { "repo_name": format!("{namespace}/{name}") },
+            });
+            let event = parse_push(body.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(event.image.to_string(), format!("docker.io/{namespace}/{name}:{tag}"));
+        }
+    }
+}
