@@ -41,6 +41,19 @@ pub enum ImageRefError {
 impl ImageRef {
     /// Parses and normalises a Docker image reference.
     pub fn parse(reference: &str) -> Result<Self, ImageRefError> {
+        // Host names compare without case, but the parser recognises Docker Hub's only in
+        // lower case: `dockEr.io/x` would otherwise miss its `library/`.
+        let lowered;
+        let reference = match reference.split_once('/') {
+            Some((host, rest))
+                if (host.contains(['.', ':']) || host.eq_ignore_ascii_case("localhost"))
+                    && host.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                lowered = format!("{}/{rest}", host.to_ascii_lowercase());
+                lowered.as_str()
+            }
+            _ => reference,
+        };
         let parsed = Reference::try_from(reference).map_err(|err| ImageRefError::Invalid {
             reference: reference.to_owned(),
             reason: err.to_string(),
@@ -179,6 +192,15 @@ mod tests {
         let push = pushed("nginx:latest");
         assert!(!pushed(&format!("nginx@{DIGEST}")).is_updated_by(&push));
         assert!(!pushed(&format!("nginx:latest@{DIGEST}")).is_updated_by(&push));
+    }
+
+    #[test]
+    fn docker_hub_host_names_in_any_case_are_docker_hub() {
+        // Found by fuzzing: normalising twice gave another repository.
+        let mixed = pushed("dockEr.io/zlib:5000");
+        assert_eq!(mixed, pushed("zlib:5000"));
+        assert_eq!(pushed(&mixed.to_string()), mixed);
+        assert_eq!(pushed("INDEX.docker.io/nginx"), pushed("nginx"));
     }
 
     #[test]
