@@ -107,7 +107,8 @@ impl Journal {
             .and_then(|()| connection.execute_batch(include_str!("schema.sql")))
             .map_err(|err| unusable("the journal cannot be written", &err))?;
         Ok(Self {
-            writer: Writer::start(connection),
+            writer: Writer::start(connection)
+                .map_err(|err| unusable("the journal thread cannot be started", &err))?,
             _lock: std::sync::Arc::new(lock),
         })
     }

@@ -42,7 +42,7 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     /// Starts the thread; it ends when every `Writer` is dropped.
-    pub(super) fn start(connection: Connection) -> Self {
+    pub(super) fn start(connection: Connection) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel::<Work>();
         let alive = Arc::new(AtomicBool::new(true));
         let guard = AliveGuard(Arc::clone(&alive));
@@ -51,9 +51,8 @@ impl Writer {
             .spawn(move || {
                 let _guard = guard;
                 run(&connection, &receiver);
-            })
-            .expect("the journal thread can be started");
-        Self { sender, alive }
+            })?;
+        Ok(Self { sender, alive })
     }
 
     /// Whether the journal thread is still running.
