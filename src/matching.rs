@@ -38,14 +38,14 @@ enum Label {
     Unrecognised(String),
 }
 
-fn read_label(view: &LaunchConfigView, name: &str) -> Label {
-    match view.labels.as_ref().and_then(|labels| labels.get(name)) {
+fn read_label(view: &LaunchConfigView, name: &str) -> Result<Label, String> {
+    Ok(match view.label(name)? {
         None | Some(Value::Null) => Label::Absent,
         Some(Value::String(value)) if value.trim().eq_ignore_ascii_case("true") => Label::OptIn,
         Some(Value::String(value)) if value.trim().eq_ignore_ascii_case("false") => Label::OptOut,
-        Some(Value::String(value)) => Label::Unrecognised(value.clone()),
+        Some(Value::String(value)) => Label::Unrecognised(value),
         Some(other) => Label::Unrecognised(other.to_string()),
-    }
+    })
 }
 
 /// Decides what `pushed` means for `service`.
@@ -69,10 +69,18 @@ pub fn judge(service: &Service, pushed: &ImageRef, rule: &MatchSettings) -> Verd
         }
     }
 
-    let primary_label = read_label(&primary, &rule.label_name);
+    // Most services run other images: labels are read only for those that run this one.
+    let primary_runs = runs(&primary, pushed);
+    if !primary_runs && !sidekicks.iter().any(|sidekick| runs(sidekick, pushed)) {
+        return Verdict::NotRunning;
+    }
+    let primary_label = match read_label(&primary, &rule.label_name) {
+        Ok(label) => label,
+        Err(reason) => return Verdict::Unreadable(reason),
+    };
     let mut targets = Targets::default();
     let mut refusals = Vec::new();
-    if runs(&primary, pushed) {
+    if primary_runs {
         match opt_in(&primary_label, None, rule) {
             Ok(()) => targets.primary = true,
             Err(reason) => refusals.push(reason),
@@ -85,11 +93,11 @@ pub fn judge(service: &Service, pushed: &ImageRef, rule: &MatchSettings) -> Verd
         let Some(name) = sidekick.name.clone() else {
             return Verdict::Unreadable("a sidekick that runs the image has no name".into());
         };
-        match opt_in(
-            &read_label(sidekick, &rule.label_name),
-            Some(&primary_label),
-            rule,
-        ) {
+        let label = match read_label(sidekick, &rule.label_name) {
+            Ok(label) => label,
+            Err(reason) => return Verdict::Unreadable(format!("sidekick {name}: {reason}")),
+        };
+        match opt_in(&label, Some(&primary_label), rule) {
             Ok(()) => targets.sidekicks.push(name),
             Err(reason) => refusals.push(format!("sidekick {name}: {reason}")),
         }
@@ -230,6 +238,23 @@ mod tests {
         assert!(matches!(
             judge(&document("false"), &push("myorg/shipper"), &rule(true)),
             Verdict::OptedOut(_)
+        ));
+    }
+
+    #[test]
+    fn labels_are_read_only_where_the_image_runs() {
+        let odd = |image: &str| {
+            service(
+                json!({ "id": "1s7", "type": "service", "launchConfig": { "imageUuid": image, "labels": "oops" } }),
+            )
+        };
+        assert_eq!(
+            judge(&odd("docker:redis"), &push("nginx"), &rule(true)),
+            Verdict::NotRunning
+        );
+        assert!(matches!(
+            judge(&odd("docker:nginx"), &push("nginx"), &rule(true)),
+            Verdict::Unreadable(_)
         ));
     }
 

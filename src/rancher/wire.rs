@@ -183,18 +183,28 @@ pub struct LaunchConfigView {
     /// `docker:<reference>`.
     #[serde(default)]
     pub image_uuid: Option<String>,
-    /// Container labels; values are strings on any sane service.
+    /// Container labels, read only for a launch config that runs the pushed image.
     #[serde(default)]
-    pub labels: Option<HashMap<String, Value>>,
+    labels: Option<Box<RawValue>>,
     /// The sidekick's name (absent on the primary launch config).
     #[serde(default)]
     pub name: Option<String>,
 }
 
 impl LaunchConfigView {
-    /// Reads the image and labels out of a raw launch config.
+    /// Reads the image, name and (still raw) labels out of a raw launch config.
     pub fn read(raw: &RawValue) -> Result<Self, String> {
         serde_json::from_str(raw.get()).map_err(|err| format!("unreadable launch config: {err}"))
+    }
+
+    /// The value of label `name`, if the launch config has it.
+    pub fn label(&self, name: &str) -> Result<Option<Value>, String> {
+        let Some(raw) = &self.labels else {
+            return Ok(None);
+        };
+        let mut labels: HashMap<String, Value> = serde_json::from_str(raw.get())
+            .map_err(|err| format!("unreadable launch config labels: {err}"))?;
+        Ok(labels.remove(name))
     }
 }
 
