@@ -487,16 +487,9 @@ fn versions_changed(service: &Service, before: &Versions) -> bool {
     })
 }
 
-fn version_in(raw: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct VersionOnly {
-        version: Option<String>,
-    }
-    serde_json::from_str::<VersionOnly>(raw.get()).ok()?.version
-}
-
 fn primary_version(service: &Service) -> Option<String> {
-    service.launch_config.as_deref().and_then(version_in)
+    let raw = service.launch_config.as_deref()?;
+    LaunchConfigView::read(raw).ok()?.version
 }
 
 fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)> + '_ {
@@ -505,8 +498,8 @@ fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)
         .iter()
         .flatten()
         .filter_map(|raw| {
-            let name = LaunchConfigView::read(raw).ok()?.name?;
-            Some((name, version_in(raw).unwrap_or_default()))
+            let view = LaunchConfigView::read(raw).ok()?;
+            Some((view.name?, view.version.unwrap_or_default()))
         })
 }
 

@@ -189,6 +189,9 @@ pub struct LaunchConfigView {
     /// The sidekick's name (absent on the primary launch config).
     #[serde(default)]
     pub name: Option<String>,
+    /// Rancher's version of the launch config; every upgrade gives it a new one.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl LaunchConfigView {
