@@ -88,6 +88,12 @@ pub struct AccessSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Repositories whose pushes are accepted; empty means all (`AUTOREDEPLOY_ALLOWED_REPOS`).
     pub allowed_repos: Vec<glob::Pattern>,
+    /// Connections served at once; further ones wait to be accepted
+    /// (`AUTOREDEPLOY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Time a client has to send a request's head, and then its body
+    /// (`AUTOREDEPLOY_READ_TIMEOUT_S`); an idle connection is closed after it too.
+    pub read_timeout: Duration,
 }
 
 /// Runs again of a job stopped because Rancher stayed unreachable beyond the request
@@ -204,6 +210,8 @@ struct RawSettings {
     autoredeploy_auth_failures_per_minute: Option<String>,
     autoredeploy_trusted_proxies: Option<String>,
     autoredeploy_allowed_repos: Option<String>,
+    autoredeploy_max_connections: Option<String>,
+    autoredeploy_read_timeout_s: Option<String>,
 }
 
 fn is_ours(name: &str) -> bool {
@@ -500,6 +508,18 @@ impl RawSettings {
                         })
                     })
                     .collect::<Result<_, _>>()?,
+                max_connections: parse_or(
+                    "AUTOREDEPLOY_MAX_CONNECTIONS",
+                    self.autoredeploy_max_connections,
+                    512,
+                    1..=100_000,
+                )?,
+                read_timeout: Duration::from_secs(parse_or(
+                    "AUTOREDEPLOY_READ_TIMEOUT_S",
+                    self.autoredeploy_read_timeout_s,
+                    10,
+                    1..=3600,
+                )?),
             },
             job_retry: JobRetrySettings {
                 pause: Duration::from_secs(parse_or(
@@ -847,6 +867,8 @@ mod tests {
             ("AUTOREDEPLOY_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/[web"),
             ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "0"),
+            ("AUTOREDEPLOY_MAX_CONNECTIONS", "0"),
+            ("AUTOREDEPLOY_READ_TIMEOUT_S", "0"),
         ] {
             let message = error_of(with(&[(name, value)]));
             assert!(

@@ -9,6 +9,7 @@ use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::config::{RancherSettings, Settings};
 use crate::deployer::{Deployer, DeployerParts};
+use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
 use crate::outcome::{DeployEvent, OutcomeReporter};
@@ -120,6 +121,10 @@ impl Application {
         });
         let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
 
+        let limits = ServerLimits {
+            max_connections: settings.access.max_connections,
+            read_timeout: settings.access.read_timeout,
+        };
         let intake = Intake::new(
             WebhookKey::new(&settings.webhook_keys),
             journal,
@@ -138,22 +143,21 @@ impl Application {
         );
         // The server keeps answering (pushes with 503) until the deployer has stopped.
         let (http_stop, http_stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(
-            warp::serve(intake::routes(intake))
-                .incoming(listener)
-                .graceful(async {
-                    let _ = http_stopped.await;
-                })
-                .run(),
-        );
+        let serving = tokio::spawn(server::serve(
+            listener,
+            intake::routes(intake),
+            limits,
+            async {
+                let _ = http_stopped.await;
+            },
+            HTTP_CLOSE,
+        ));
         let clean = deploying.await.is_ok();
         if !clean {
             tracing::error!("the deployer stopped abnormally");
         }
         let _ = http_stop.send(());
-        if tokio::time::timeout(HTTP_CLOSE, serving).await.is_err() {
-            tracing::warn!("HTTP connections still open at exit were closed");
-        }
+        let _ = serving.await;
         tracing::info!("autoredeploy stopped");
         clean
     }

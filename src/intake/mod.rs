@@ -9,10 +9,12 @@ mod auth;
 pub mod dockerhub;
 mod history;
 mod limiter;
+pub mod server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::Notify;
@@ -54,6 +56,8 @@ pub struct Intake {
     trusted_proxies: Vec<IpNet>,
     /// Repositories whose pushes are accepted; empty means all.
     allowed_repos: Vec<glob::Pattern>,
+    /// Time a client has to send the body once its head has arrived.
+    read_timeout: Duration,
 }
 
 impl Intake {
@@ -76,6 +80,7 @@ impl Intake {
             limiter: Arc::new(FailureLimiter::new(access.auth_failures_per_minute)),
             trusted_proxies: access.trusted_proxies.clone(),
             allowed_repos: access.allowed_repos.clone(),
+            read_timeout: access.read_timeout,
         }
     }
 
@@ -146,11 +151,13 @@ pub fn routes(
     let intake = Arc::new(intake);
     let with_intake = warp::any().map(move || Arc::clone(&intake));
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let peer = warp::ext::optional::<server::Peer>()
+        .map(|peer: Option<server::Peer>| peer.map(|server::Peer(address)| address));
     let webhook = warp::path!("autoredeploy")
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(peer)
         .and(warp::body::stream())
         .and(with_intake.clone())
         .then(
@@ -162,7 +169,7 @@ pub fn routes(
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(peer)
         .and(with_intake.clone())
         .then(
             |method, query: String, headers, remote, intake: Arc<Intake>| async move {
@@ -173,7 +180,7 @@ pub fn routes(
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(peer)
         .and(with_intake.clone())
         .then(
             |id: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {
@@ -255,7 +262,9 @@ impl Intake {
             .and_then(|value| value.parse::<u64>().ok());
         let body = match declared_length {
             Some(length) if length > BODY_LIMIT as u64 => Err(BodyError::TooLarge),
-            _ => read_limited(body, BODY_LIMIT).await,
+            _ => tokio::time::timeout(self.read_timeout, read_limited(body, BODY_LIMIT))
+                .await
+                .unwrap_or(Err(BodyError::TooSlow)),
         };
         let body = match body {
             Ok(body) => body,
@@ -265,6 +274,17 @@ impl Intake {
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     &format!("the body is larger than {BODY_LIMIT} bytes"),
+                );
+            }
+            Err(BodyError::TooSlow) => {
+                tracing::info!(client, "webhook refused: body not sent in time");
+                return error_reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!(
+                        "the body did not arrive within {} s",
+                        self.read_timeout.as_secs()
+                    ),
                 );
             }
             Err(BodyError::Broken) => {
@@ -353,6 +373,7 @@ fn is_json(content_type: &str) -> bool {
 
 enum BodyError {
     TooLarge,
+    TooSlow,
     Broken,
 }
 
@@ -427,6 +448,8 @@ mod tests {
                 .iter()
                 .map(|p| glob::Pattern::new(p).unwrap())
                 .collect(),
+            max_connections: 8,
+            read_timeout: Duration::from_secs(10),
         };
         let intake = Intake::new(
             key,
@@ -603,7 +626,7 @@ mod tests {
         let filter = routes(fixture.intake.clone());
         let from = |ip: &str, key: &str| {
             post(&format!("/autoredeploy?key={key}"))
-                .remote_addr(format!("{ip}:40000").parse().unwrap())
+                .extension(server::Peer(format!("{ip}:40000").parse().unwrap()))
                 .body(PUSH)
         };
         for _ in 0..3 {
@@ -630,7 +653,7 @@ mod tests {
         );
         // Behind a trusted proxy, the forwarded address is the one limited.
         let proxied = post(&format!("/autoredeploy?key={KEY}"))
-            .remote_addr("10.0.0.2:40000".parse().unwrap())
+            .extension(server::Peer("10.0.0.2:40000".parse().unwrap()))
             .header("x-forwarded-for", "203.0.113.5")
             .body(PUSH);
         assert_eq!(
@@ -639,7 +662,7 @@ mod tests {
         );
         let history = warp::test::request()
             .path(&format!("/jobs?key={KEY}"))
-            .remote_addr("203.0.113.5:40000".parse().unwrap());
+            .extension(server::Peer("203.0.113.5:40000".parse().unwrap()));
         assert_eq!(
             history.reply(&filter).await.status(),
             StatusCode::TOO_MANY_REQUESTS

@@ -7,6 +7,7 @@ mod helpers;
 
 mod flaky_proxy;
 mod health;
+mod limits;
 mod logging;
 mod matching;
 mod paging;
