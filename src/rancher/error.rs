@@ -4,7 +4,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum RancherError {
     /// No HTTP answer: connection refused, DNS, TLS, timeout.
-    #[error("could not reach Rancher ({what}): {}", with_causes(.source))]
+    #[error("could not reach Rancher ({what}): {}", describe_transport_error(.source))]
     Transport {
         /// What was being done, e.g. `listing services`.
         what: String,
@@ -55,6 +55,19 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         cause = error.source();
     }
     text
+}
+
+/// The error with its causes, and a hint when Rancher's certificate was not trusted.
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let text = with_causes(error);
+    if text.contains("certificate") {
+        format!(
+            "{text}; if Rancher's certificate comes from a private CA, name its PEM file in \
+             RANCHER_CA_FILE"
+        )
+    } else {
+        text
+    }
 }
 
 fn describe_api_error(

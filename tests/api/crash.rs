@@ -6,10 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::fake_rancher::{self, FakeRancher, service};
 use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
+use crate::log_capture;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");
 /// Bound on waiting for the binary to start, stop, or finish a job.
@@ -18,6 +20,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 struct Binary {
     child: Child,
     address: String,
+    /// Reads the binary's log into the secret audit until it exits.
+    log_reader: tokio::task::JoinHandle<()>,
 }
 
 fn free_port() -> u16 {
@@ -52,11 +56,19 @@ fn command(rancher: &FakeRancher, data: &Path) -> Command {
 impl Binary {
     async fn start(rancher: &FakeRancher, data: &Path) -> Self {
         let port = free_port();
-        let child = command(rancher, data)
+        let mut child = command(rancher, data)
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("BIND_PORT", port.to_string())
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
             .spawn()
             .expect("the binary starts");
+        let mut log = child.stdout.take().unwrap();
+        let log_reader = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = log.read_to_string(&mut text).await;
+            log_capture::audit(&text);
+        });
         let address = format!("http://127.0.0.1:{port}");
         let http = http_client();
         let started = tokio::time::Instant::now();
@@ -67,7 +79,11 @@ impl Binary {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { child, address }
+        Self {
+            child,
+            address,
+            log_reader,
+        }
     }
 
     async fn push(&self, repo_name: &str) -> i64 {
@@ -108,13 +124,22 @@ impl Binary {
 
     async fn kill_hard(mut self) {
         self.child.kill().await.unwrap();
+        self.audit_log().await;
     }
 
     async fn wait(mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(PATIENCE, self.child.wait())
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("it stops")
-            .unwrap()
+            .unwrap();
+        self.audit_log().await;
+        status
+    }
+
+    /// Once the binary has exited: checks that its log carried no secret.
+    async fn audit_log(self) {
+        self.log_reader.await.unwrap();
+        log_capture::assert_no_secret_logged();
     }
 }
 

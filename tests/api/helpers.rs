@@ -29,6 +29,7 @@ pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
 
 /// Starts autoredeploy with test settings, overridden by `overrides`.
 pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
+    crate::log_capture::install();
     let data = tempfile::tempdir().unwrap();
     let mut vars: Vec<(String, String)> = vec![
         (
@@ -63,6 +64,16 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
         events,
         _stop: stop,
         _data: data,
+    }
+}
+
+impl Drop for TestApp {
+    /// Checks that nothing this test (or any other of this process) did put a secret in the
+    /// log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            crate::log_capture::assert_no_secret_logged();
+        }
     }
 }
 

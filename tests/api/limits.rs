@@ -63,7 +63,9 @@ async fn oversized_or_overcrowded_heads_get_431() {
     );
     let many_headers = format!(
         "GET /health HTTP/1.1\r\nhost: x\r\n{}\r\n",
-        (0..100).map(|n| format!("x-h{n}: 1\r\n")).collect::<String>()
+        (0..100)
+            .map(|n| format!("x-h{n}: 1\r\n"))
+            .collect::<String>()
     );
     for request in [long_header, many_headers] {
         let mut stream = connect(&app).await;

@@ -1,77 +1,10 @@
 //! What reaches the log: one line per service outcome, and never a secret.
 
-use std::cell::RefCell;
-use std::io::Write;
-use std::sync::{Arc, Mutex, Once};
-
-use tracing_subscriber::filter::dynamic_filter_fn;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::prelude::*;
-
 use serde_json::Value;
 
 use crate::fake_rancher::{self, FakeRancher, service};
 use crate::helpers::{WEBHOOK_KEY, spawn_app};
-
-/// Collects everything written to the log.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
-}
-
-thread_local! {
-    /// The buffer of the test running on this thread, if it captures the log.
-    static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
-}
-
-/// Writes to the capturing test's buffer, or nowhere.
-struct ThreadWriter;
-
-impl Write for ThreadWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with(|slot| {
-            if let Some(captured) = slot.borrow().as_ref() {
-                captured.0.lock().unwrap().extend_from_slice(bytes);
-            }
-        });
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures every event, at every level, emitted on this thread from now on. `#[tokio::test]`
-/// runs every task of the test on its own thread, so the whole application is captured.
-///
-/// One global subscriber serves the whole test binary, with a filter decided per event: a
-/// thread-local subscriber, or a filter whose answer tracing caches per callsite, would let
-/// the tests running on other threads switch events off for this one.
-fn capture_this_thread() -> Captured {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let layer = tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_writer(|| ThreadWriter)
-            .with_filter(dynamic_filter_fn(|_, _| {
-                CAPTURE.with(|slot| slot.borrow().is_some())
-            }));
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-            .expect("no other global subscriber in the tests");
-    });
-    let captured = Captured::default();
-    CAPTURE.with(|slot| *slot.borrow_mut() = Some(captured.clone()));
-    captured
-}
+use crate::log_capture::capture_this_thread;
 
 #[tokio::test]
 async fn every_outcome_is_one_line_and_no_secret_is_written() {
@@ -124,7 +57,19 @@ async fn every_outcome_is_one_line_and_no_secret_is_written() {
     assert!(kept["reason"].as_str().unwrap().contains("\"false\""));
     assert!(lines.iter().any(|l| l["message"] == "push handled"));
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let from_the_http_stack = |prefix: &str| {
+        lines.iter().any(|line| {
+            line["target"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(prefix)
+        })
+    };
+    assert!(
+        from_the_http_stack("hyper_util") && from_the_http_stack("reqwest"),
+        "the HTTP client's own trace events are in the log too"
+    );
+    let text = captured.text();
     for secret in [
         WEBHOOK_KEY,
         "a-wrong-key-guess",

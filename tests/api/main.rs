@@ -4,6 +4,7 @@ mod crash;
 mod fake_rancher;
 mod fake_rancher_behaviour;
 mod helpers;
+mod log_capture;
 
 mod flaky_proxy;
 mod health;
@@ -11,7 +12,9 @@ mod limits;
 mod logging;
 mod matching;
 mod paging;
+mod rancher_tls;
 mod real_fixtures;
 mod reliability;
+mod tls_proxy;
 mod upgrade;
 mod webhook;
