@@ -207,6 +207,19 @@ pub fn routes(
         .unify()
         .or(fallback)
         .unify()
+        .with(warp::log::custom(log_request))
+        .map(Reply::into_response)
+}
+
+/// One debug line per request: its path without the query (which may hold the key).
+fn log_request(request: warp::log::Info<'_>) {
+    tracing::debug!(
+        method = %request.method(),
+        path = request.path(),
+        status = request.status().as_u16(),
+        elapsed_ms = request.elapsed().as_millis() as u64,
+        "request"
+    );
 }
 
 impl Intake {

@@ -57,6 +57,16 @@ async fn every_outcome_is_one_line_and_no_secret_is_written() {
     assert!(kept["reason"].as_str().unwrap().contains("\"false\""));
     assert!(lines.iter().any(|l| l["message"] == "push handled"));
 
+    let webhook_requests: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "request" && line["path"] == "/autoredeploy")
+        .collect();
+    assert_eq!(
+        webhook_requests.len(),
+        2,
+        "one request line each, query left out"
+    );
+    assert_eq!(webhook_requests[0]["status"], 401);
     let from_the_http_stack = |prefix: &str| {
         lines.iter().any(|line| {
             line["target"]
