@@ -38,6 +38,18 @@ pub enum ImageRefError {
     NotDocker(String),
 }
 
+/// Longest piece of a rejected input repeated in an error message.
+const EXCERPT_CHARS: usize = 120;
+
+/// `text`, or its beginning and its length when it is long: error messages (and the log
+/// lines and answers that carry them) stay short whatever a caller sends.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
 impl ImageRef {
     /// Parses and normalises a Docker image reference.
     pub fn parse(reference: &str) -> Result<Self, ImageRefError> {
@@ -55,14 +67,14 @@ impl ImageRef {
             _ => reference,
         };
         let parsed = Reference::try_from(reference).map_err(|err| ImageRefError::Invalid {
-            reference: reference.to_owned(),
+            reference: excerpt(reference),
             reason: err.to_string(),
         })?;
         // The grammar lets an upper-case first segment through as a host name; on Docker Hub
         // it is a repository path, and those are lower case.
         if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(ImageRefError::Invalid {
-                reference: reference.to_owned(),
+                reference: excerpt(reference),
                 reason: "repository names must be lower case".into(),
             });
         }
@@ -78,7 +90,7 @@ impl ImageRef {
     pub fn from_rancher_image_uuid(image_uuid: &str) -> Result<Self, ImageRefError> {
         match image_uuid.strip_prefix(RANCHER_DOCKER_PREFIX) {
             Some(reference) => Self::parse(reference),
-            None => Err(ImageRefError::NotDocker(image_uuid.to_owned())),
+            None => Err(ImageRefError::NotDocker(excerpt(image_uuid))),
         }
     }
 

@@ -3,5 +3,5 @@
 mod image_ref;
 mod push_event;
 
-pub use image_ref::{ImageRef, ImageRefError};
+pub use image_ref::{ImageRef, ImageRefError, excerpt};
 pub use push_event::PushEvent;

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::domain::{ImageRef, PushEvent};
+use crate::domain::{ImageRef, PushEvent, excerpt};
 
 /// Why a body is not a Docker Hub push. The message is safe to send back to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +43,10 @@ pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
         )));
     }
     let payload: Payload = serde_json::from_slice(body).map_err(|err| {
-        NotAPush(if err.is_syntax() || err.is_eof() {
+        let is_syntax_error = err.is_syntax() || err.is_eof();
+        // serde quotes the value it did not expect, which may be as long as the body.
+        let err = excerpt(&err.to_string());
+        NotAPush(if is_syntax_error {
             format!("the body is not valid JSON: {err}")
         } else {
             format!("the body is not a Docker Hub push notification: {err}")
@@ -60,7 +63,8 @@ pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
         && (first.contains('.') || first.contains(':') || first == "localhost")
     {
         return Err(NotAPush(format!(
-            "repository.repo_name {repository:?} is not a Docker Hub repository name"
+            "repository.repo_name {:?} is not a Docker Hub repository name",
+            excerpt(repository)
         )));
     }
     let tag = match payload.push_data.tag.as_deref().map(str::trim) {
@@ -184,9 +188,16 @@ mod tests {
             (push("org/app", Some("")), "tag is empty"),
             (push("org/app", Some("bad tag!")), "not valid"),
             (push("Org/App", Some("1")), "not valid"),
+            (push(&"a".repeat(500_000), Some("1")), "not valid"),
+            (push("org/app", Some(&"t".repeat(500_000))), "not valid"),
+            (
+                push(&format!("a.b/{}", "c".repeat(500_000)), Some("1")),
+                "not a Docker Hub",
+            ),
         ] {
             let error = parse_push(&body).expect_err(expected).to_string();
             assert!(error.contains(expected), "{error}");
+            assert!(error.len() < 500, "the input is not echoed whole: {error}");
         }
     }
 }
