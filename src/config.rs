@@ -65,6 +65,8 @@ pub struct RancherSettings {
     pub ca_bundle: Option<Vec<u8>>,
     /// Skip certificate verification (`RANCHER_INSECURE_SKIP_VERIFY`); warned at every start.
     pub insecure_skip_verify: bool,
+    /// Pages of the service list read at the same time (`RANCHER_LIST_CONCURRENCY`).
+    pub list_window: usize,
 }
 
 /// Retries of a Rancher request after a transport error, timeout, `409` or `5xx`.
@@ -205,6 +207,7 @@ struct RawSettings {
     rancher_retry_total_s: Option<String>,
     rancher_ca_file: Option<String>,
     rancher_insecure_skip_verify: Option<String>,
+    rancher_list_concurrency: Option<String>,
     autoredeploy_job_retry_s: Option<String>,
     autoredeploy_job_retries: Option<String>,
     autoredeploy_auth_failures_per_minute: Option<String>,
@@ -229,6 +232,9 @@ fn is_ours(name: &str) -> bool {
 /// Secrets that may also be given as `<NAME>_FILE`, the path of a file holding them (Docker
 /// and Rancher secrets are mounted as files).
 pub const FILE_SECRETS: [&str; 3] = ["DOCKER_HUB_KEY", "RANCHER_API_SECRET", "CATTLE_SECRET_KEY"];
+
+/// Pages of the service list read at the same time, unless `RANCHER_LIST_CONCURRENCY` says.
+const DEFAULT_LIST_WINDOW: usize = 8;
 
 /// Shortest webhook key accepted.
 pub const MIN_KEY_LENGTH: usize = 16;
@@ -357,6 +363,12 @@ impl RawSettings {
                     1..=86_400,
                 )?),
             },
+        )?;
+        rancher.list_window = parse_or(
+            "RANCHER_LIST_CONCURRENCY",
+            self.rancher_list_concurrency,
+            DEFAULT_LIST_WINDOW,
+            1..=64,
         )?;
         rancher.insecure_skip_verify = parse_bool(
             "RANCHER_INSECURE_SKIP_VERIFY",
@@ -616,6 +628,7 @@ fn rancher_settings(
         retry,
         ca_bundle: None,
         insecure_skip_verify: false,
+        list_window: DEFAULT_LIST_WINDOW,
     })
 }
 
@@ -868,6 +881,7 @@ mod tests {
             ("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/[web"),
             ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "0"),
             ("AUTOREDEPLOY_MAX_CONNECTIONS", "0"),
+            ("RANCHER_LIST_CONCURRENCY", "0"),
             ("AUTOREDEPLOY_READ_TIMEOUT_S", "0"),
         ] {
             let message = error_of(with(&[(name, value)]));

@@ -3,12 +3,15 @@
 //! Pages are judged as they arrive and dropped: memory does not grow with the number of
 //! services, and upgrades can start while later pages are still being read.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
 use crate::matching::{self, Verdict};
-use crate::rancher::{RancherClient, RancherError};
+use crate::rancher::{PageEnd, RancherClient, RancherError, Service, SkippedEntry};
 
 /// A decision about a service that runs the pushed image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,91 +57,317 @@ pub struct ScanSummary {
 }
 
 /// One walk through the environment for one pushed image.
+///
+/// The first page tells the page size the server uses: its `next` marker is the offset of
+/// the second page (`m3000`, or `m1000` from a server that clamps lower). Since markers are
+/// offsets, the following pages are then read concurrently, at most `list_window` at a time,
+/// each judged entry by entry as it arrives. The walk ends at the first page that has no
+/// `next` (or no entries); pages beyond it that are still being read are abandoned. A
+/// server whose markers are not offsets is walked one page after the other.
 #[derive(Debug)]
-pub struct Scanner<'a> {
-    client: &'a RancherClient,
-    pushed: &'a ImageRef,
-    rule: &'a MatchSettings,
-    /// `None` before the first page; `Some(None)` after the last.
-    next: Option<Option<String>>,
+pub struct Scanner {
+    client: RancherClient,
+    pushed: Arc<ImageRef>,
+    rule: Arc<MatchSettings>,
+    /// Pages read at the same time.
+    window: usize,
+    walk: Walk,
+    /// Pages being read.
+    reading: JoinSet<PageReading>,
+    /// Offsets of the pages being read, to abandon those beyond the last page.
+    in_flight: BTreeMap<u64, AbortHandle>,
     /// Markers are offsets: a service created or removed during the walk shifts the pages,
     /// and a service may be listed twice. It is decided once.
     decided: HashSet<String>,
     summary: ScanSummary,
 }
 
-impl<'a> Scanner<'a> {
+/// Where the walk stands.
+#[derive(Debug)]
+enum Walk {
+    /// The first page has not been asked for yet.
+    Start,
+    /// The first page is being read.
+    FirstPage,
+    /// Pages are asked for by offset, `stride` apart; `last` is the offset of the last page
+    /// once one has said so.
+    ByOffset {
+        stride: u64,
+        next: u64,
+        last: Option<u64>,
+    },
+    /// Each page names the next one; `None` after the last.
+    ByMarker { next: Option<String> },
+}
+
+/// One page, read.
+#[derive(Debug)]
+struct PageReading {
+    /// The marker it was asked for with (`None` for the first page).
+    marker: Option<String>,
+    /// Its offset, when pages are asked for by offset.
+    offset: Option<u64>,
+    /// How the read ended.
+    result: Result<PageEnd, RancherError>,
+    /// What its entries came to.
+    tally: Tally,
+}
+
+/// The entries of one page, judged.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Decisions about the services that run the pushed image, in page order.
+    decisions: Vec<Decision>,
+    /// Entries read (a page read again after a failure counts each entry once).
+    entries: usize,
+    without_launch_config: usize,
+    unreadable: usize,
+}
+
+impl Scanner {
     /// A walk that has not read anything yet.
-    pub fn new(client: &'a RancherClient, pushed: &'a ImageRef, rule: &'a MatchSettings) -> Self {
+    pub fn new(client: &RancherClient, pushed: &ImageRef, rule: &MatchSettings) -> Self {
         Self {
-            client,
-            pushed,
-            rule,
-            next: None,
+            window: client.list_window(),
+            client: client.clone(),
+            pushed: Arc::new(pushed.clone()),
+            rule: Arc::new(rule.clone()),
+            walk: Walk::Start,
+            reading: JoinSet::new(),
+            in_flight: BTreeMap::new(),
             decided: HashSet::new(),
             summary: ScanSummary::default(),
         }
     }
 
-    /// Reads the next page and returns the decisions about its services, in order; `None`
-    /// once the last page has been read.
+    /// Returns the decisions about the services of the next page read, in page order (not
+    /// necessarily the next page in the listing); `None` once the walk is over.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Decision>>, RancherError> {
-        let marker = match &self.next {
-            None => None,
-            Some(None) => return Ok(None),
-            Some(Some(marker)) => Some(marker.clone()),
-        };
-        let page = self.client.list_page(marker.as_deref()).await?;
-        self.summary.pages += 1;
-        self.summary.listed += page.services.len() + page.skipped.len();
-        for entry in &page.skipped {
-            self.summary.unreadable += 1;
-            tracing::warn!(service_id = entry.id.as_deref().unwrap_or("?"), reason = %entry.reason, "unreadable service entry passed over");
-        }
-        let mut decisions = Vec::new();
-        for service in page.services {
-            let decision = match matching::judge(&service, self.pushed, self.rule) {
-                Verdict::NotRunning => continue,
-                Verdict::NoLaunchConfig => {
-                    self.summary.without_launch_config += 1;
-                    tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
-                    continue;
-                }
-                Verdict::Unreadable(reason) => {
-                    self.summary.unreadable += 1;
-                    tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
-                    continue;
-                }
-                Verdict::OptedOut(reason) => Decision::Skip {
-                    service_id: service.id.clone(),
-                    service_name: service.display_name().to_owned(),
-                    reason,
-                },
-                Verdict::Upgrade(_) => Decision::Upgrade {
-                    service_id: service.id.clone(),
-                    service_name: service.display_name().to_owned(),
-                },
+        loop {
+            self.ask_for_pages();
+            let Some(joined) = self.reading.join_next().await else {
+                return Ok(None);
             };
-            if self.decided.insert(service.id.clone()) {
-                decisions.push(decision);
-            } else {
-                tracing::debug!(service_id = %service.id, "listed twice (the environment changed during the walk)");
+            let page = match joined {
+                Ok(page) => page,
+                Err(error) if error.is_cancelled() => continue,
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            };
+            if let Some(offset) = page.offset {
+                self.in_flight.remove(&offset);
             }
+            let end = match page.result {
+                Ok(end) => end,
+                Err(error) => {
+                    self.reading.abort_all();
+                    return Err(error);
+                }
+            };
+            self.advance(
+                page.marker.as_deref(),
+                page.offset,
+                page.tally.entries,
+                &end,
+            )?;
+            return Ok(Some(self.take_decisions(page.tally)));
         }
-        self.next = match page.next_marker {
-            Some(next) if marker.as_deref() == Some(next.as_str()) => {
-                return Err(RancherError::Decode {
-                    what: "listing services".into(),
-                    reason: format!("pagination.next points to the same page again ({next})"),
-                });
-            }
-            next => Some(next),
-        };
-        Ok(Some(decisions))
     }
 
     /// What the walk has seen so far.
     pub fn summary(&self) -> &ScanSummary {
         &self.summary
+    }
+
+    /// Starts reading the pages the walk needs next, up to the window.
+    fn ask_for_pages(&mut self) {
+        let mut wanted: Vec<(Option<String>, Option<u64>)> = Vec::new();
+        match &mut self.walk {
+            Walk::Start => {
+                self.walk = Walk::FirstPage;
+                wanted.push((None, None));
+            }
+            Walk::FirstPage => {}
+            Walk::ByOffset { stride, next, last } => {
+                while last.is_none() && self.in_flight.len() + wanted.len() < self.window {
+                    wanted.push((Some(format!("m{next}")), Some(*next)));
+                    *next += *stride;
+                }
+            }
+            Walk::ByMarker { next } => {
+                if self.reading.is_empty()
+                    && let Some(marker) = next.take()
+                {
+                    wanted.push((Some(marker), None));
+                }
+            }
+        }
+        for (marker, offset) in wanted {
+            self.read(marker, offset);
+        }
+    }
+
+    fn read(&mut self, marker: Option<String>, offset: Option<u64>) {
+        let task = read_page(
+            self.client.clone(),
+            marker,
+            offset,
+            Arc::clone(&self.pushed),
+            Arc::clone(&self.rule),
+        );
+        let handle = self.reading.spawn(task);
+        if let Some(offset) = offset {
+            self.in_flight.insert(offset, handle);
+        }
+    }
+
+    /// Moves the walk on with what the end of `page` says.
+    fn advance(
+        &mut self,
+        marker: Option<&str>,
+        offset: Option<u64>,
+        entries: usize,
+        end: &PageEnd,
+    ) -> Result<(), RancherError> {
+        let is_last = end.next_marker.is_none() || entries == 0;
+        match &mut self.walk {
+            Walk::Start | Walk::FirstPage => {
+                self.walk = match &end.next_marker {
+                    _ if is_last => Walk::ByMarker { next: None },
+                    Some(marker) => match offset_of(marker) {
+                        Some(stride) if stride > 0 => Walk::ByOffset {
+                            stride,
+                            next: stride,
+                            last: None,
+                        },
+                        _ => Walk::ByMarker {
+                            next: Some(marker.clone()),
+                        },
+                    },
+                    None => Walk::ByMarker { next: None },
+                };
+            }
+            Walk::ByOffset { last, .. } => {
+                if let Some(offset) = offset
+                    && is_last
+                    && last.is_none_or(|known| offset < known)
+                {
+                    *last = Some(offset);
+                    for (_, beyond) in self.in_flight.split_off(&(offset + 1)) {
+                        beyond.abort();
+                    }
+                }
+            }
+            Walk::ByMarker { next } => {
+                if !is_last && end.next_marker.as_deref() == marker {
+                    return Err(RancherError::Decode {
+                        what: "listing services".into(),
+                        reason: format!(
+                            "pagination.next points to the same page again ({})",
+                            marker.unwrap_or_default()
+                        ),
+                    });
+                }
+                *next = if is_last {
+                    None
+                } else {
+                    end.next_marker.clone()
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `page` in the summary and returns its decisions about services not decided
+    /// before.
+    fn take_decisions(&mut self, page: Tally) -> Vec<Decision> {
+        self.summary.pages += 1;
+        self.summary.listed += page.entries;
+        self.summary.without_launch_config += page.without_launch_config;
+        self.summary.unreadable += page.unreadable;
+        page.decisions
+            .into_iter()
+            .filter(|decision| {
+                let first_time = self.decided.insert(decision.service_id().to_owned());
+                if !first_time {
+                    tracing::debug!(
+                        service_id = decision.service_id(),
+                        "listed twice (the environment changed during the walk)"
+                    );
+                }
+                first_time
+            })
+            .collect()
+    }
+}
+
+/// The offset a marker stands for: `m3000` is 3000.
+fn offset_of(marker: &str) -> Option<u64> {
+    marker.strip_prefix('m')?.parse().ok()
+}
+
+/// Reads one page and judges each of its entries as it arrives.
+async fn read_page(
+    client: RancherClient,
+    marker: Option<String>,
+    offset: Option<u64>,
+    pushed: Arc<ImageRef>,
+    rule: Arc<MatchSettings>,
+) -> PageReading {
+    let mut tally = Tally::default();
+    let result = client
+        .list_page(marker.as_deref(), |position, entry| {
+            if position < tally.entries {
+                return;
+            }
+            tally.entries = position + 1;
+            tally.judge(entry, &pushed, &rule);
+        })
+        .await;
+    PageReading {
+        marker,
+        offset,
+        result,
+        tally,
+    }
+}
+
+impl Tally {
+    fn judge(
+        &mut self,
+        entry: Result<Service, SkippedEntry>,
+        pushed: &ImageRef,
+        rule: &MatchSettings,
+    ) {
+        let service = match entry {
+            Ok(service) => service,
+            Err(entry) => {
+                self.unreadable += 1;
+                tracing::warn!(service_id = entry.id.as_deref().unwrap_or("?"), reason = %entry.reason, "unreadable service entry passed over");
+                return;
+            }
+        };
+        let decision = match matching::judge(&service, pushed, rule) {
+            Verdict::NotRunning => return,
+            Verdict::NoLaunchConfig => {
+                self.without_launch_config += 1;
+                tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
+                return;
+            }
+            Verdict::Unreadable(reason) => {
+                self.unreadable += 1;
+                tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
+                return;
+            }
+            Verdict::OptedOut(reason) => Decision::Skip {
+                service_id: service.id.clone(),
+                service_name: service.display_name().to_owned(),
+                reason,
+            },
+            Verdict::Upgrade(_) => Decision::Upgrade {
+                service_id: service.id.clone(),
+                service_name: service.display_name().to_owned(),
+            },
+        };
+        self.decisions.push(decision);
     }
 }

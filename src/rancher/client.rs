@@ -1,13 +1,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use reqwest::{Method, header};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::RancherError;
-use super::wire::{Service, ServicePage, UpgradeRequest};
+use super::collection::CollectionSplitter;
+use super::wire::{PageEnd, Service, SkippedEntry, UpgradeRequest, decode_entry};
 use crate::config::RancherSettings;
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
@@ -30,6 +31,8 @@ pub struct RancherClient {
     access_key: String,
     /// Basic auth password.
     secret_key: SecretString,
+    /// Pages of the service collection read at the same time.
+    list_window: usize,
     /// Retries of one request on transport errors, timeouts, 409 and 5xx.
     retry: ExponentialBuilder,
 }
@@ -73,6 +76,7 @@ impl RancherClient {
             services_url: settings.services_url.clone(),
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
+            list_window: settings.list_window,
             retry: ExponentialBuilder::new()
                 .with_jitter()
                 .with_min_delay(FIRST_RETRY_DELAY.min(settings.retry.max_delay))
@@ -82,8 +86,23 @@ impl RancherClient {
         })
     }
 
-    /// Reads one page of the service collection: the first one when `marker` is `None`.
-    pub async fn list_page(&self, marker: Option<&str>) -> Result<ServicePage, RancherError> {
+    /// How many pages of the service collection may be read at the same time
+    /// (`RANCHER_LIST_CONCURRENCY`).
+    pub fn list_window(&self) -> usize {
+        self.list_window
+    }
+
+    /// Reads one page of the service collection (the first one when `marker` is `None`)
+    /// entry by entry as it arrives, handing each to `entry`: a service, or an entry that
+    /// could not be read. Only one entry is held at a time, whatever the page size.
+    ///
+    /// A page whose reading fails is read again from its start: `entry` is also given each
+    /// entry's position in the page, which tells an entry seen before.
+    pub async fn list_page(
+        &self,
+        marker: Option<&str>,
+        mut entry: impl FnMut(usize, Result<Service, SkippedEntry>),
+    ) -> Result<PageEnd, RancherError> {
         let mut url = self.services_url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -96,10 +115,33 @@ impl RancherClient {
             Some(marker) => format!("listing services from {marker}"),
             None => "listing services".to_owned(),
         };
-        let body = self
-            .send(Method::GET, url, None, &what, &AtomicBool::new(false))
-            .await?;
-        ServicePage::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+        let mut attempts = self.attempts(&what);
+        loop {
+            let read = async {
+                let mut response = self.respond(&Method::GET, &url, None, &what).await?;
+                let mut splitter = CollectionSplitter::new();
+                let mut position = 0;
+                let mut hand_out = |raw: &[u8]| {
+                    entry(position, decode_entry(raw));
+                    position += 1;
+                };
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|source| transport(&what, source))?
+                {
+                    splitter
+                        .feed(&chunk, &mut hand_out)
+                        .map_err(|reason| decode(&what, reason))?;
+                }
+                let pagination = splitter.finish().map_err(|reason| decode(&what, reason))?;
+                PageEnd::decode(pagination.as_deref()).map_err(|reason| decode(&what, reason))
+            };
+            match read.await {
+                Err(error) if attempts.again_after(&error).await => {}
+                done => return done,
+            }
+        }
     }
 
     /// Reads one service.
@@ -197,50 +239,111 @@ impl RancherClient {
         what: &str,
         retried: &AtomicBool,
     ) -> Result<Vec<u8>, RancherError> {
-        let attempt = || async {
-            let mut request = self
-                .http
-                .request(method.clone(), url.clone())
-                .basic_auth(&self.access_key, Some(self.secret_key.expose_secret()))
-                .header(header::ACCEPT, "application/json");
-            if let Some(body) = &body {
-                request = request
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let transport = |source: reqwest::Error| RancherError::Transport {
-                what: what.to_owned(),
-                source: source.without_url(),
-            };
-            let response = request.send().await.map_err(transport)?;
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(header::LOCATION)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("an unnamed location")
-                    .to_owned();
-                return Err(RancherError::Redirect {
-                    what: what.to_owned(),
-                    location,
-                });
-            }
-            let bytes = response.bytes().await.map_err(transport)?;
-            if status.is_success() {
+        let mut attempts = self.attempts(what);
+        loop {
+            let answer = async {
+                let response = self.respond(&method, &url, body.as_deref(), what).await?;
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|source| transport(what, source))?;
                 Ok(bytes.to_vec())
-            } else {
-                Err(RancherError::from_response(what, status.as_u16(), &bytes))
+            };
+            match answer.await {
+                Err(error) if attempts.again_after(&error).await => {
+                    retried.store(true, Ordering::Relaxed);
+                }
+                done => return done,
             }
-        };
-        attempt
-            .retry(self.retry)
-            .when(RancherError::is_retryable)
-            .notify(|err, delay| {
-                retried.store(true, Ordering::Relaxed);
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "Rancher request failed, retrying");
-            })
+        }
+    }
+
+    /// The retries of one request.
+    fn attempts<'a>(&self, what: &'a str) -> Attempts<'a> {
+        Attempts {
+            pauses: self.retry.build(),
+            what,
+        }
+    }
+
+    /// Makes one attempt: the answer when it is a 2xx, else the error it means.
+    async fn respond(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+        what: &str,
+    ) -> Result<reqwest::Response, RancherError> {
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .basic_auth(&self.access_key, Some(self.secret_key.expose_secret()))
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
+        let response = request
+            .send()
             .await
+            .map_err(|source| transport(what, source))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("an unnamed location")
+                .to_owned();
+            return Err(RancherError::Redirect {
+                what: what.to_owned(),
+                location,
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| transport(what, source))?;
+        Err(RancherError::from_response(what, status.as_u16(), &bytes))
+    }
+}
+
+/// The pauses left between the attempts of one request.
+struct Attempts<'a> {
+    pauses: ExponentialBackoff,
+    what: &'a str,
+}
+
+impl Attempts<'_> {
+    /// After a failed attempt: waits and returns `true` when another one may succeed.
+    async fn again_after(&mut self, error: &RancherError) -> bool {
+        if !error.is_retryable() {
+            return false;
+        }
+        let Some(pause) = self.pauses.next() else {
+            return false;
+        };
+        tracing::warn!(error = %error, what = self.what, retry_in_ms = pause.as_millis() as u64, "Rancher request failed, retrying");
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
+
+fn transport(what: &str, source: reqwest::Error) -> RancherError {
+    RancherError::Transport {
+        what: what.to_owned(),
+        source: source.without_url(),
+    }
+}
+
+fn decode(what: &str, reason: String) -> RancherError {
+    RancherError::Decode {
+        what: what.to_owned(),
+        reason,
     }
 }
 

@@ -6,9 +6,12 @@
 //! dropped on the way would be lost from the service.
 
 mod client;
+mod collection;
 mod error;
 mod wire;
 
 pub use client::RancherClient;
 pub use error::RancherError;
-pub use wire::{LaunchConfigView, Service, ServicePage, SkippedEntry, UpgradeRequest};
+pub use wire::{
+    LaunchConfigView, PageEnd, Service, ServicePage, SkippedEntry, UpgradeRequest, decode_entry,
+};

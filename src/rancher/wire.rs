@@ -3,17 +3,27 @@
 
 use std::collections::HashMap;
 
+use super::collection::CollectionSplitter;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// One page of the service collection.
+/// One page of the service collection, decoded whole (the client reads pages entry by
+/// entry instead, see [`RancherClient::list_page`](super::RancherClient::list_page)).
 #[derive(Debug)]
 pub struct ServicePage {
     /// The services of this page that could be decoded, in Rancher's order.
     pub services: Vec<Service>,
     /// Entries that could not be decoded as a service, with the reason.
     pub skipped: Vec<SkippedEntry>,
+    /// Where the next page starts, and the page size used.
+    pub end: PageEnd,
+}
+
+/// What the end of a page says about the pages after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageEnd {
     /// The `marker` of the next page (`m<offset>`), or `None` on the last page.
     pub next_marker: Option<String>,
     /// The page size the server actually used (it clamps what was asked for).
@@ -30,48 +40,56 @@ pub struct SkippedEntry {
 }
 
 #[derive(Deserialize)]
-struct CollectionDocument<'a> {
-    #[serde(borrow)]
-    data: Vec<&'a RawValue>,
-    #[serde(default)]
-    pagination: Option<Pagination>,
-}
-
-#[derive(Deserialize)]
 struct Pagination {
     next: Option<String>,
     limit: Option<u64>,
 }
 
 impl ServicePage {
-    /// Decodes a collection document. Fails only when the envelope itself is unreadable.
+    /// Decodes a whole collection document. Fails only when the envelope is unreadable.
     pub fn decode(body: &[u8]) -> Result<Self, String> {
-        let document: CollectionDocument<'_> =
-            serde_json::from_slice(body).map_err(|err| format!("not a collection: {err}"))?;
-        let mut services = Vec::with_capacity(document.data.len());
+        let mut splitter = CollectionSplitter::new();
+        let mut services = Vec::new();
         let mut skipped = Vec::new();
-        for entry in document.data {
-            match Service::decode(entry.get().as_bytes()) {
-                Ok(service) => services.push(service),
-                Err(reason) => skipped.push(SkippedEntry {
-                    id: entry_id(entry),
-                    reason,
-                }),
-            }
-        }
-        let (next, limit) = match document.pagination {
-            Some(p) => (p.next, p.limit),
-            None => (None, None),
+        splitter.feed(body, &mut |entry| match decode_entry(entry) {
+            Ok(service) => services.push(service),
+            Err(entry) => skipped.push(entry),
+        })?;
+        let end = PageEnd::decode(splitter.finish()?.as_deref())?;
+        Ok(Self {
+            services,
+            skipped,
+            end,
+        })
+    }
+}
+
+/// Decodes one entry of a collection: a service, or the reason it is passed over.
+pub fn decode_entry(entry: &[u8]) -> Result<Service, SkippedEntry> {
+    Service::decode(entry).map_err(|reason| SkippedEntry {
+        id: entry_id(entry),
+        reason,
+    })
+}
+
+impl PageEnd {
+    /// Reads the raw `pagination` value of a collection (absent or `null`: a last page).
+    pub fn decode(pagination: Option<&[u8]>) -> Result<Self, String> {
+        let Some(raw) = pagination else {
+            return Ok(Self::default());
         };
-        let next_marker = match next {
+        let pagination: Option<Pagination> =
+            serde_json::from_slice(raw).map_err(|err| format!("unreadable pagination: {err}"))?;
+        let Some(pagination) = pagination else {
+            return Ok(Self::default());
+        };
+        let next_marker = match pagination.next {
             None => None,
             Some(link) => Some(marker_of(&link)?),
         };
         Ok(Self {
-            services,
-            skipped,
             next_marker,
-            limit,
+            limit: pagination.limit,
         })
     }
 }
@@ -87,12 +105,12 @@ fn marker_of(link: &str) -> Result<String, String> {
         .ok_or_else(|| "pagination.next has no marker parameter".to_owned())
 }
 
-fn entry_id(entry: &RawValue) -> Option<String> {
+fn entry_id(entry: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<Value>,
     }
-    let id = serde_json::from_str::<IdOnly>(entry.get()).ok()?.id?;
+    let id = serde_json::from_slice::<IdOnly>(entry).ok()?.id?;
     Some(match id {
         Value::String(id) => id,
         other => other.to_string(),
@@ -283,8 +301,8 @@ mod tests {
         assert_eq!(ids, ["1s1", "1s4"]);
         let skipped: Vec<Option<&str>> = page.skipped.iter().map(|s| s.id.as_deref()).collect();
         assert_eq!(skipped, [Some("1s2"), None]);
-        assert_eq!(page.next_marker.as_deref(), Some("m4"));
-        assert_eq!(page.limit, Some(4));
+        assert_eq!(page.end.next_marker.as_deref(), Some("m4"));
+        assert_eq!(page.end.limit, Some(4));
         assert!(page.services[1].launch_config.is_none());
     }
 

@@ -149,6 +149,8 @@ pub struct Behaviour {
     pub upgrade_time: Duration,
     /// Time a service spends in `finishing-upgrade`, `rolling-back`, `canceling-upgrade`.
     pub finish_time: Duration,
+    /// Time every answer takes, as the network and Rancher's database would.
+    pub latency: Duration,
 }
 
 impl Default for Behaviour {
@@ -157,6 +159,7 @@ impl Default for Behaviour {
             max_limit: 3000,
             upgrade_time: Duration::from_millis(150),
             finish_time: Duration::from_millis(50),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -191,8 +194,30 @@ struct FakeService {
     previous: Option<(Value, Value)>,
 }
 
+impl FakeService {
+    /// The service made from `spec`, at position `index` (its id is `1s<index + 1>`).
+    fn new(index: usize, spec: ServiceSpec) -> Self {
+        let mut document = spec.document;
+        document.insert("id".into(), json!(format!("1s{}", index + 1)));
+        let pending = spec
+            .busy
+            .map(|(then, after)| (Instant::now() + after, then));
+        Self {
+            document,
+            stuck: spec.stuck,
+            failing: spec.failing,
+            pending,
+            previous: None,
+        }
+    }
+}
+
 struct World {
     services: Vec<FakeService>,
+    /// Indices of the services with a process under way.
+    busy: Vec<usize>,
+    /// Services created right after the next list request is answered.
+    arriving: Vec<ServiceSpec>,
     behaviour: Behaviour,
     failures_left: usize,
     /// The status of those failures.
@@ -227,26 +252,18 @@ impl FakeRancher {
     }
 
     pub async fn start_with(services: Vec<ServiceSpec>, behaviour: Behaviour) -> Self {
-        let services = services
+        let services: Vec<FakeService> = services
             .into_iter()
             .enumerate()
-            .map(|(index, spec)| {
-                let mut document = spec.document;
-                document.insert("id".into(), json!(format!("1s{}", index + 1)));
-                let pending = spec
-                    .busy
-                    .map(|(then, after)| (Instant::now() + after, then));
-                FakeService {
-                    document,
-                    stuck: spec.stuck,
-                    failing: spec.failing,
-                    pending,
-                    previous: None,
-                }
-            })
+            .map(|(index, spec)| FakeService::new(index, spec))
+            .collect();
+        let busy = (0..services.len())
+            .filter(|&index| services[index].pending.is_some())
             .collect();
         let world = Arc::new(Mutex::new(World {
             services,
+            busy,
+            arriving: Vec::new(),
             behaviour,
             failures_left: 0,
             failure_status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -275,6 +292,10 @@ impl FakeRancher {
                       body: warp::hyper::body::Bytes| {
                     let shared = Arc::clone(&shared);
                     async move {
+                        let latency = shared.lock().unwrap().behaviour.latency;
+                        if !latency.is_zero() {
+                            tokio::time::sleep(latency).await;
+                        }
                         let parked = shared.lock().unwrap().park(&method, &query);
                         if let Some(parked) = parked
                             && !parked.await.unwrap_or(false)
@@ -436,6 +457,12 @@ impl FakeRancher {
     }
 
     /// Changes how long upgrades take from now on.
+    /// Creates `services` right after the next list request has been answered, as if
+    /// someone added them during the walk.
+    pub fn add_after_next_list(&self, services: Vec<ServiceSpec>) {
+        self.world.lock().unwrap().arriving = services;
+    }
+
     pub fn set_upgrade_time(&self, time: Duration) {
         self.world.lock().unwrap().behaviour.upgrade_time = time;
     }
@@ -587,12 +614,20 @@ impl World {
     }
 
     fn index_of(&self, id: &str) -> Option<usize> {
-        self.services.iter().position(|s| s.document["id"] == id)
+        let index = id
+            .strip_prefix("1s")?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)?;
+        (index < self.services.len()).then_some(index)
     }
 
     fn advance(&mut self) {
         let now = Instant::now();
-        for service in &mut self.services {
+        let services = &mut self.services;
+        self.busy.retain(|&index| services[index].pending.is_some());
+        for &index in &self.busy {
+            let service = &mut services[index];
             if let Some((at, to)) = service.pending {
                 let upgrading = service.document["state"] == "upgrading";
                 if now >= at && upgrading && service.failing {
@@ -635,6 +670,7 @@ impl World {
             .document
             .insert("transitioningMessage".into(), json!("In Progress"));
         service.pending = Some((Instant::now() + after, then));
+        self.busy.push(index);
     }
 
     fn handle(
@@ -683,7 +719,18 @@ impl World {
         let rest = tail.strip_prefix(&project_prefix).unwrap_or(tail);
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         match (method.as_str(), segments.as_slice()) {
-            ("GET", ["services"]) => (StatusCode::OK, self.list(&base, tail, query)),
+            ("GET", ["services"]) => {
+                let page = self.list(&base, tail, query);
+                for spec in std::mem::take(&mut self.arriving) {
+                    let index = self.services.len();
+                    let service = FakeService::new(index, spec);
+                    if service.pending.is_some() {
+                        self.busy.push(index);
+                    }
+                    self.services.push(service);
+                }
+                (StatusCode::OK, page)
+            }
             ("GET", ["services", id]) => match self.index_of(id) {
                 Some(index) => (StatusCode::OK, render(&self.services[index], &base)),
                 None => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),

@@ -29,6 +29,40 @@ fn list_markers(rancher: &FakeRancher) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Every list request asked for a page at a multiple of `stride`; no page was asked for
+/// twice; the first one asked for 3000 services.
+fn assert_pages_asked_by_offset(rancher: &FakeRancher, stride: usize, needed: usize) {
+    let markers = list_markers(rancher);
+    assert_eq!(markers[0], None, "the first page comes first");
+    let mut offsets: Vec<usize> = markers[1..]
+        .iter()
+        .map(|marker| marker.as_deref().unwrap()[1..].parse().unwrap())
+        .collect();
+    offsets.sort();
+    let before = offsets.len();
+    offsets.dedup();
+    assert_eq!(
+        offsets.len(),
+        before,
+        "no page asked for twice: {markers:?}"
+    );
+    assert!(
+        offsets.iter().all(|offset| offset % stride == 0),
+        "{markers:?}"
+    );
+    let wanted: Vec<usize> = (1..needed).map(|page| page * stride).collect();
+    assert!(
+        wanted.iter().all(|offset| offsets.contains(offset)),
+        "pages {wanted:?} all read: {markers:?}"
+    );
+    let first = rancher
+        .requests()
+        .into_iter()
+        .find(|r| r.is_list())
+        .unwrap();
+    assert!(first.query.contains("limit=3000"), "{}", first.query);
+}
+
 #[tokio::test]
 async fn a_large_environment_is_walked_to_its_last_page() {
     let rancher = FakeRancher::start(environment(6500, 3)).await;
@@ -40,37 +74,120 @@ async fn a_large_environment_is_walked_to_its_last_page() {
         named(&outcomes, "upgraded"),
         ["svc-06497", "svc-06498", "svc-06499"]
     );
+    assert_eq!(job.scan.unwrap().listed, 6500);
+    assert_pages_asked_by_offset(&rancher, 3000, 3);
+}
+
+#[tokio::test]
+async fn one_page_at_a_time_follows_the_markers_exactly() {
+    let rancher = FakeRancher::start(environment(6500, 3)).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_LIST_CONCURRENCY", "1")]).await;
+
+    let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+    assert_eq!(named(&outcomes, "upgraded").len(), 3);
     let scan = job.scan.unwrap();
     assert_eq!((scan.pages, scan.listed), (3, 6500));
     assert_eq!(
         list_markers(&rancher),
         [None, Some("m3000".into()), Some("m6000".into())]
     );
-    let first = rancher
-        .requests()
-        .into_iter()
-        .find(|r| r.is_list())
-        .unwrap();
-    assert!(first.query.contains("limit=3000"), "{}", first.query);
 }
 
 #[tokio::test]
-async fn a_server_that_clamps_lower_is_followed_by_its_own_markers() {
+async fn a_server_that_clamps_lower_is_followed_by_its_own_page_size() {
+    for (max_limit, size) in [(1000, 2500), (100, 250)] {
+        let behaviour = Behaviour {
+            max_limit,
+            ..Behaviour::default()
+        };
+        let rancher = FakeRancher::start_with(environment(size, 2), behaviour).await;
+        let mut app = spawn_app(&rancher).await;
+
+        let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+        let last_two = [
+            format!("svc-{:05}", size - 2),
+            format!("svc-{:05}", size - 1),
+        ];
+        assert_eq!(named(&outcomes, "upgraded"), last_two);
+        assert_eq!(job.scan.unwrap().listed, size);
+        assert_pages_asked_by_offset(&rancher, max_limit, 3);
+    }
+}
+
+/// An environment where matching services, opted-out ones, other images and entries
+/// without a launch config are spread over every page.
+fn mixed_environment(size: usize) -> Vec<ServiceSpec> {
+    (0..size)
+        .map(|i| {
+            let name = format!("svc-{i:05}");
+            match i % 97 {
+                0 => service(&name, "docker:myorg/worker:stable"),
+                1 => service(&name, "docker:myorg/worker:stable")
+                    .label("tech.manas.service.autoredeploy", "false"),
+                2 => crate::fake_rancher::dns_service(&name),
+                _ => service(&name, &format!("docker:myorg/other-{}:stable", i % 5)),
+            }
+        })
+        .collect()
+}
+
+/// What one push finds with `RANCHER_LIST_CONCURRENCY=window`: the upgraded and the
+/// skipped services, and the services listed.
+async fn walk_with_window(
+    window: &str,
+    environment: Vec<ServiceSpec>,
+    added_during_the_walk: Vec<ServiceSpec>,
+) -> (Vec<String>, Vec<String>, usize) {
     let behaviour = Behaviour {
-        max_limit: 100,
+        max_limit: 1000,
         ..Behaviour::default()
     };
-    let rancher = FakeRancher::start_with(environment(250, 2), behaviour).await;
-    let mut app = spawn_app(&rancher).await;
-
+    let rancher = FakeRancher::start_with(environment, behaviour).await;
+    rancher.add_after_next_list(added_during_the_walk);
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("RANCHER_LIST_CONCURRENCY", window),
+            ("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "64"),
+        ],
+    )
+    .await;
     let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+    (
+        named(&outcomes, "upgraded"),
+        named(&outcomes, "skipped"),
+        job.scan.unwrap().listed,
+    )
+}
 
-    assert_eq!(named(&outcomes, "upgraded"), ["svc-00248", "svc-00249"]);
-    assert_eq!(job.scan.unwrap().pages, 3);
-    assert_eq!(
-        list_markers(&rancher),
-        [None, Some("m100".into()), Some("m200".into())]
-    );
+#[tokio::test]
+async fn concurrent_paging_finds_exactly_what_sequential_paging_finds() {
+    let sequential = walk_with_window("1", mixed_environment(5300), vec![]).await;
+    let concurrent = walk_with_window("8", mixed_environment(5300), vec![]).await;
+    assert_eq!(concurrent, sequential);
+    assert_eq!(sequential.0.len(), 55, "every 97th service, over six pages");
+    assert_eq!(sequential.2, 5300);
+}
+
+#[tokio::test]
+async fn services_added_during_the_walk_are_found_by_both_walks() {
+    let added = || {
+        (0..40)
+            .map(|i| service(&format!("new-{i:02}"), "docker:myorg/worker:stable"))
+            .collect::<Vec<_>>()
+    };
+    let sequential = walk_with_window("1", mixed_environment(2950), added()).await;
+    let concurrent = walk_with_window("8", mixed_environment(2950), added()).await;
+    assert_eq!(concurrent, sequential);
+    let found_new = sequential
+        .0
+        .iter()
+        .filter(|name| name.starts_with("new-"))
+        .count();
+    assert_eq!(found_new, 40);
+    assert_eq!(sequential.2, 2990);
 }
 
 #[tokio::test]

@@ -81,10 +81,10 @@ fn check_collection(name: &str, bytes: &[u8]) {
         "{name}"
     );
     assert!(page.skipped.is_empty(), "{name}: {:?}", page.skipped);
-    assert_eq!(page.limit, document["pagination"]["limit"].as_u64());
+    assert_eq!(page.end.limit, document["pagination"]["limit"].as_u64());
     match document["pagination"]["next"].as_str() {
-        Some(_) => assert_eq!(page.next_marker.as_deref(), Some("m4"), "{name}"),
-        None => assert_eq!(page.next_marker, None, "{name}"),
+        Some(_) => assert_eq!(page.end.next_marker.as_deref(), Some("m4"), "{name}"),
+        None => assert_eq!(page.end.next_marker, None, "{name}"),
     }
     for service in &page.services {
         let image = primary_image(service);
