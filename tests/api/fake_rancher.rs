@@ -185,7 +185,7 @@ impl Recorded {
 }
 
 struct FakeService {
-    document: Map<String, Value>,
+    document: Document,
     stuck: bool,
     failing: bool,
     /// The state the current process ends in, and when.
@@ -194,7 +194,50 @@ struct FakeService {
     previous: Option<(Value, Value)>,
 }
 
+/// A service's document, with its JSON as last served kept until it changes: a list of
+/// 100,000 services then costs the fake little more than copying bytes.
+struct Document {
+    map: Map<String, Value>,
+    /// The base URL it was rendered for, and the rendering.
+    rendered: Option<(String, Arc<Vec<u8>>)>,
+}
+
+impl Document {
+    fn new(map: Map<String, Value>) -> Self {
+        Self {
+            map,
+            rendered: None,
+        }
+    }
+
+    /// The document, to change it.
+    fn edit(&mut self) -> &mut Map<String, Value> {
+        self.rendered = None;
+        &mut self.map
+    }
+}
+
+impl std::ops::Deref for Document {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
 impl FakeService {
+    /// The service as served, in JSON.
+    fn rendered(&mut self, base: &str) -> Arc<Vec<u8>> {
+        if let Some((rendered_for, bytes)) = &self.document.rendered
+            && rendered_for == base
+        {
+            return Arc::clone(bytes);
+        }
+        let bytes = Arc::new(serde_json::to_vec(&render(self, base)).unwrap());
+        self.document.rendered = Some((base.to_owned(), Arc::clone(&bytes)));
+        bytes
+    }
+
     /// The service made from `spec`, at position `index` (its id is `1s<index + 1>`).
     fn new(index: usize, spec: ServiceSpec) -> Self {
         let mut document = spec.document;
@@ -203,7 +246,7 @@ impl FakeService {
             .busy
             .map(|(then, after)| (Instant::now() + after, then));
         Self {
-            document,
+            document: Document::new(document),
             stuck: spec.stuck,
             failing: spec.failing,
             pending,
@@ -300,14 +343,18 @@ impl FakeRancher {
                         if let Some(parked) = parked
                             && !parked.await.unwrap_or(false)
                         {
-                            let (status, body) =
-                                error(StatusCode::BAD_GATEWAY, "BadGateway", Some("dropped"), None);
-                            return warp::reply::with_status(warp::reply::json(&body), status);
+                            let (status, body) = as_bytes(error(
+                                StatusCode::BAD_GATEWAY,
+                                "BadGateway",
+                                Some("dropped"),
+                                None,
+                            ));
+                            return json_reply(status, body);
                         }
                         let mut world = shared.lock().unwrap();
                         let (status, body) =
                             world.handle(&method, tail.as_str(), &query, &headers, &body);
-                        warp::reply::with_status(warp::reply::json(&body), status)
+                        json_reply(status, body)
                     }
                 },
             );
@@ -395,7 +442,7 @@ impl FakeRancher {
     pub fn edit_launch_config(&self, id: &str, field: &str, value: Value) {
         let mut world = self.world.lock().unwrap();
         let index = world.index_of(id).expect("no such service");
-        world.services[index].document["launchConfig"][field] = value;
+        world.services[index].document.edit()["launchConfig"][field] = value;
     }
 
     /// The next `count` requests are answered 500.
@@ -572,8 +619,25 @@ const KNOWN_ACTIONS: [&str; 14] = [
     "cancelrollback",
 ];
 
+/// Stands for the services in a collection's envelope until they are spliced in.
+const DATA_PLACEHOLDER: &str = "<services>";
+
+fn json_reply(status: StatusCode, body: Vec<u8>) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn as_bytes((status, body): (StatusCode, Value)) -> (StatusCode, Vec<u8>) {
+    (status, serde_json::to_vec(&body).unwrap())
+}
+
 fn render(service: &FakeService, base: &str) -> Value {
-    let mut document = service.document.clone();
+    let mut document = service.document.map.clone();
     let id = document["id"].as_str().unwrap_or_default().to_owned();
     let kind = document["type"]
         .as_str()
@@ -633,8 +697,9 @@ impl World {
                 if now >= at && upgrading && service.failing {
                     service
                         .document
+                        .edit()
                         .insert("transitioning".into(), json!("error"));
-                    service.document.insert(
+                    service.document.edit().insert(
                         "transitioningMessage".into(),
                         json!("Error response from daemon: pull access denied"),
                     );
@@ -643,11 +708,10 @@ impl World {
                 }
                 let stuck = service.stuck && upgrading;
                 if now >= at && !stuck {
-                    service.document.insert("state".into(), json!(to));
-                    service.document.insert("transitioning".into(), json!("no"));
-                    service
-                        .document
-                        .insert("transitioningMessage".into(), Value::Null);
+                    let document = service.document.edit();
+                    document.insert("state".into(), json!(to));
+                    document.insert("transitioning".into(), json!("no"));
+                    document.insert("transitioningMessage".into(), Value::Null);
                     service.pending = None;
                 }
             }
@@ -662,13 +726,10 @@ impl World {
         after: Duration,
     ) {
         let service = &mut self.services[index];
-        service.document.insert("state".into(), json!(transitional));
-        service
-            .document
-            .insert("transitioning".into(), json!("yes"));
-        service
-            .document
-            .insert("transitioningMessage".into(), json!("In Progress"));
+        let document = service.document.edit();
+        document.insert("state".into(), json!(transitional));
+        document.insert("transitioning".into(), json!("yes"));
+        document.insert("transitioningMessage".into(), json!("In Progress"));
         service.pending = Some((Instant::now() + after, then));
         self.busy.push(index);
     }
@@ -680,7 +741,7 @@ impl World {
         query: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> (StatusCode, Value) {
+    ) -> (StatusCode, Vec<u8>) {
         self.requests.push(Recorded {
             method: method.to_string(),
             path: format!("/v1/{tail}"),
@@ -691,12 +752,12 @@ impl World {
             base64::engine::general_purpose::STANDARD.encode(format!("{ACCESS_KEY}:{SECRET_KEY}"))
         );
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            return error(
+            return as_bytes(error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 Some("Unauthorized"),
                 None,
-            );
+            ));
         }
         if self.failures_left > 0 && (!self.failing_posts_only || method == Method::POST) {
             self.failures_left -= 1;
@@ -706,7 +767,7 @@ impl World {
             } else {
                 "InternalServerError"
             };
-            return error(status, code, Some("simulated failure"), None);
+            return as_bytes(error(status, code, Some("simulated failure"), None));
         }
         self.advance();
         let host = headers
@@ -718,7 +779,7 @@ impl World {
         let project_prefix = format!("projects/{PROJECT_ID}/");
         let rest = tail.strip_prefix(&project_prefix).unwrap_or(tail);
         let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-        match (method.as_str(), segments.as_slice()) {
+        let answer = match (method.as_str(), segments.as_slice()) {
             ("GET", ["services"]) => {
                 let page = self.list(&base, tail, query);
                 for spec in std::mem::take(&mut self.arriving) {
@@ -729,7 +790,7 @@ impl World {
                     }
                     self.services.push(service);
                 }
-                (StatusCode::OK, page)
+                return (StatusCode::OK, page);
             }
             ("GET", ["services", id]) => match self.index_of(id) {
                 Some(index) => (StatusCode::OK, render(&self.services[index], &base)),
@@ -749,20 +810,22 @@ impl World {
                 }
                 if answer.0 == StatusCode::ACCEPTED && self.lost_answers_left > 0 {
                     self.lost_answers_left -= 1;
-                    return error(
+                    return as_bytes(error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "GatewayTimeout",
                         Some("the answer was lost"),
                         None,
-                    );
+                    ));
                 }
                 answer
             }
             _ => error(StatusCode::NOT_FOUND, "Not Found", Some("Not Found"), None),
-        }
+        };
+        as_bytes(answer)
     }
 
-    fn list(&self, base: &str, tail: &str, query: &str) -> Value {
+    /// A page of the collection, spliced from each service's cached JSON.
+    fn list(&mut self, base: &str, tail: &str, query: &str) -> Vec<u8> {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
@@ -783,12 +846,10 @@ impl World {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0);
         let end = (offset + limit).min(self.services.len());
-        let data: Vec<Value> = self
-            .services
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
-            .map(|s| render(s, base))
+        let offset = offset.min(end);
+        let data: Vec<Arc<Vec<u8>>> = self.services[offset..end]
+            .iter_mut()
+            .map(|s| s.rendered(base))
             .collect();
         let partial = offset + limit < self.services.len();
         let next = partial.then(|| {
@@ -799,7 +860,7 @@ impl World {
             serializer.append_pair("marker", &format!("m{}", offset + limit));
             format!("{base}/v1/{tail}?{}", serializer.finish())
         });
-        json!({
+        let envelope = json!({
             "type": "collection",
             "resourceType": "service",
             "links": { "self": format!("{base}/v1/{tail}") },
@@ -810,13 +871,32 @@ impl World {
                 "service": format!("{base}/v1/projects/{PROJECT_ID}/services"),
             },
             "actions": {},
-            "data": data,
+            "data": DATA_PLACEHOLDER,
             "sortLinks": { "name": format!("{base}/v1/{tail}?sort=name") },
             "pagination": { "first": null, "previous": null, "next": next, "limit": limit, "total": null, "partial": partial },
             "sort": null,
             "filters": { "name": null, "state": null, "kind": null },
             "createDefaults": {},
-        })
+        });
+        let envelope = serde_json::to_vec(&envelope).unwrap();
+        let placeholder = format!("\"{DATA_PLACEHOLDER}\"");
+        let at = envelope
+            .windows(placeholder.len())
+            .position(|window| window == placeholder.as_bytes())
+            .unwrap();
+        let mut page =
+            Vec::with_capacity(envelope.len() + data.iter().map(|d| d.len() + 1).sum::<usize>());
+        page.extend_from_slice(&envelope[..at]);
+        page.push(b'[');
+        for (position, service) in data.iter().enumerate() {
+            if position > 0 {
+                page.push(b',');
+            }
+            page.extend_from_slice(service);
+        }
+        page.push(b']');
+        page.extend_from_slice(&envelope[at + placeholder.len()..]);
+        page
     }
 
     fn action(
@@ -872,12 +952,9 @@ impl World {
             }
             "rollback" => {
                 if let Some((primary, secondaries)) = self.services[index].previous.take() {
-                    self.services[index]
-                        .document
-                        .insert("launchConfig".into(), primary);
-                    self.services[index]
-                        .document
-                        .insert("secondaryLaunchConfigs".into(), secondaries);
+                    let document = self.services[index].document.edit();
+                    document.insert("launchConfig".into(), primary);
+                    document.insert("secondaryLaunchConfigs".into(), secondaries);
                 }
                 self.services[index].stuck = false;
                 self.services[index].failing = false;
@@ -957,12 +1034,14 @@ impl World {
             let config = self.issue_version(primary);
             self.services[index]
                 .document
+                .edit()
                 .insert("launchConfig".into(), config);
         }
         for sidekick in secondaries.into_iter().flatten() {
             let config = self.issue_version(sidekick);
             if let Some(Value::Array(current)) = self.services[index]
                 .document
+                .edit()
                 .get_mut("secondaryLaunchConfigs")
             {
                 for slot in current
@@ -982,6 +1061,7 @@ impl World {
             }, "toServiceStrategy": null });
         self.services[index]
             .document
+            .edit()
             .insert("upgrade".into(), record);
         self.services[index].previous = Some(before);
         Ok(())
