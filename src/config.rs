@@ -67,6 +67,9 @@ pub struct RancherSettings {
     pub insecure_skip_verify: bool,
     /// Pages of the service list read at the same time (`RANCHER_LIST_CONCURRENCY`).
     pub list_window: usize,
+    /// Requests to Rancher in flight at the same time, across all jobs
+    /// (`RANCHER_MAX_CONCURRENT_REQUESTS`).
+    pub max_requests: usize,
 }
 
 /// Retries of a Rancher request after a transport error, timeout, `409` or `5xx`.
@@ -208,6 +211,7 @@ struct RawSettings {
     rancher_ca_file: Option<String>,
     rancher_insecure_skip_verify: Option<String>,
     rancher_list_concurrency: Option<String>,
+    rancher_max_concurrent_requests: Option<String>,
     autoredeploy_job_retry_s: Option<String>,
     autoredeploy_job_retries: Option<String>,
     autoredeploy_auth_failures_per_minute: Option<String>,
@@ -235,6 +239,10 @@ pub const FILE_SECRETS: [&str; 3] = ["DOCKER_HUB_KEY", "RANCHER_API_SECRET", "CA
 
 /// Pages of the service list read at the same time, unless `RANCHER_LIST_CONCURRENCY` says.
 const DEFAULT_LIST_WINDOW: usize = 8;
+
+/// Requests to Rancher in flight at the same time, unless
+/// `RANCHER_MAX_CONCURRENT_REQUESTS` says.
+const DEFAULT_MAX_REQUESTS: usize = 128;
 
 /// Shortest webhook key accepted.
 pub const MIN_KEY_LENGTH: usize = 16;
@@ -369,6 +377,12 @@ impl RawSettings {
             self.rancher_list_concurrency,
             DEFAULT_LIST_WINDOW,
             1..=64,
+        )?;
+        rancher.max_requests = parse_or(
+            "RANCHER_MAX_CONCURRENT_REQUESTS",
+            self.rancher_max_concurrent_requests,
+            DEFAULT_MAX_REQUESTS,
+            1..=4096,
         )?;
         rancher.insecure_skip_verify = parse_bool(
             "RANCHER_INSECURE_SKIP_VERIFY",
@@ -629,6 +643,7 @@ fn rancher_settings(
         ca_bundle: None,
         insecure_skip_verify: false,
         list_window: DEFAULT_LIST_WINDOW,
+        max_requests: DEFAULT_MAX_REQUESTS,
     })
 }
 
@@ -882,6 +897,7 @@ mod tests {
             ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "0"),
             ("AUTOREDEPLOY_MAX_CONNECTIONS", "0"),
             ("RANCHER_LIST_CONCURRENCY", "0"),
+            ("RANCHER_MAX_CONCURRENT_REQUESTS", "0"),
             ("AUTOREDEPLOY_READ_TIMEOUT_S", "0"),
         ] {
             let message = error_of(with(&[(name, value)]));

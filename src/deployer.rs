@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::config::{JobRetrySettings, MatchSettings};
 use crate::domain::ImageRef;
-use crate::journal::{JobId, Journal, JournalError, PendingJob, Step};
+use crate::journal::{JobId, Journal, JournalError, PendingJob, PlannedService, Step};
 use crate::outcome::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
 use crate::planner::{Decision, ScanSummary, Scanner};
 use crate::rancher::RancherClient;
@@ -365,13 +365,13 @@ impl Deployer {
             }
             match scanner.next_page().await {
                 Ok(Some(decisions)) => {
-                    for decision in decisions {
-                        if known.insert(decision.service_id().to_owned()) {
-                            self.plan(job, decision, image, upgrades)
-                                .await
-                                .map_err(|error| JobEnd::Deferred(error.to_string()))?;
-                        }
-                    }
+                    let fresh = decisions
+                        .into_iter()
+                        .filter(|decision| known.insert(decision.service_id().to_owned()))
+                        .collect();
+                    self.plan(job, fresh, image, upgrades)
+                        .await
+                        .map_err(|error| JobEnd::Deferred(error.to_string()))?;
                 }
                 Ok(None) => {
                     let summary = scanner.summary().clone();
@@ -394,53 +394,70 @@ impl Deployer {
         }
     }
 
-    /// Records a decision, then acts on it.
+    /// Records a page's decisions in one write, then starts the upgrades and reports the
+    /// skipped services.
     async fn plan(
         self: &Arc<Self>,
         job: JobId,
-        decision: Decision,
+        decisions: Vec<Decision>,
         image: &ImageRef,
         upgrades: &mut JoinSet<Ending>,
     ) -> Result<(), JournalError> {
-        match decision {
-            Decision::Upgrade {
-                service_id,
-                service_name,
-            } => {
-                self.journal
-                    .plan_service(job, &service_id, &service_name, Step::Planned, None)
-                    .await?;
-                let assignment = Assignment {
-                    job,
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let planned = decisions
+            .iter()
+            .map(|decision| match decision {
+                Decision::Upgrade {
                     service_id,
                     service_name,
+                } => PlannedService {
+                    service_id: service_id.clone(),
+                    service_name: service_name.clone(),
                     step: Step::Planned,
-                    versions_before: None,
-                };
-                upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
-            }
-            Decision::Skip {
-                service_id,
-                service_name,
-                reason,
-            } => {
-                self.journal
-                    .plan_service(
+                    detail: None,
+                },
+                Decision::Skip {
+                    service_id,
+                    service_name,
+                    reason,
+                } => PlannedService {
+                    service_id: service_id.clone(),
+                    service_name: service_name.clone(),
+                    step: Step::Skipped,
+                    detail: Some(reason.clone()),
+                },
+            })
+            .collect();
+        self.journal.plan_services(job, planned).await?;
+        for decision in decisions {
+            match decision {
+                Decision::Upgrade {
+                    service_id,
+                    service_name,
+                } => {
+                    let assignment = Assignment {
                         job,
-                        &service_id,
-                        &service_name,
-                        Step::Skipped,
-                        Some(reason.clone()),
-                    )
-                    .await?;
-                self.reporter.report_service(ServiceOutcome {
+                        service_id,
+                        service_name,
+                        step: Step::Planned,
+                        versions_before: None,
+                    };
+                    upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
+                }
+                Decision::Skip {
+                    service_id,
+                    service_name,
+                    reason,
+                } => self.reporter.report_service(ServiceOutcome {
                     job,
                     service_id,
                     service_name,
                     image: image.to_string(),
                     result: OutcomeResult::Skipped(reason),
                     duration: Duration::ZERO,
-                });
+                }),
             }
         }
         Ok(())

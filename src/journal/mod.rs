@@ -55,6 +55,19 @@ pub enum AcceptError {
     Journal(#[from] JournalError),
 }
 
+/// A service a job concerns, as first recorded.
+#[derive(Debug, Clone)]
+pub struct PlannedService {
+    /// Rancher id.
+    pub service_id: String,
+    /// Service name.
+    pub service_name: String,
+    /// Its first step: planned, or already ended (skipped).
+    pub step: Step,
+    /// Why, for a service that ends there.
+    pub detail: Option<String>,
+}
+
 /// Handle to the journal; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -227,33 +240,38 @@ impl Journal {
             .await
     }
 
-    /// Records a service the job concerns, at its first step. Returns `false` if the job
-    /// already had it (a resumed walk, or a service listed twice).
-    pub async fn plan_service(
+    /// Records services the job concerns, each at its first step, in one transaction (a
+    /// page's worth costs one write to disk). Returns how many were new: a resumed walk or a
+    /// service listed twice finds some already there, and leaves them as they are.
+    pub async fn plan_services(
         &self,
         job: JobId,
-        service_id: &str,
-        service_name: &str,
-        step: Step,
-        detail: Option<String>,
-    ) -> Result<bool, JournalError> {
-        let (service_id, service_name) = (service_id.to_owned(), service_name.to_owned());
+        services: Vec<PlannedService>,
+    ) -> Result<usize, JournalError> {
         self.writer
             .call(move |db| {
                 let now = now_ms();
-                let reason = step.is_unsuccessful_end().then(|| detail.clone()).flatten();
-                let inserted = db.execute(
-                    "INSERT OR IGNORE INTO job_services (job_id, service_id, service_name, step, reason, planned_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                    params![job.0, service_id, service_name, step.as_str(), reason, now],
-                )?;
-                if inserted == 1 {
-                    db.execute(
-                        "INSERT INTO service_steps (job_id, service_id, step, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![job.0, service_id, step.as_str(), now, detail],
+                let mut new = 0;
+                for planned in &services {
+                    let step = planned.step;
+                    let reason = step
+                        .is_unsuccessful_end()
+                        .then(|| planned.detail.clone())
+                        .flatten();
+                    let inserted = db.execute(
+                        "INSERT OR IGNORE INTO job_services (job_id, service_id, service_name, step, reason, planned_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        params![job.0, planned.service_id, planned.service_name, step.as_str(), reason, now],
                     )?;
+                    if inserted == 1 {
+                        db.execute(
+                            "INSERT INTO service_steps (job_id, service_id, step, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![job.0, planned.service_id, step.as_str(), now, planned.detail],
+                        )?;
+                        new += 1;
+                    }
                 }
-                Ok(inserted == 1)
+                Ok(new)
             })
             .await
     }
@@ -424,33 +442,26 @@ mod tests {
             let journal = Journal::open(dir.path()).unwrap();
             let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
             journal.start_job(job).await.unwrap();
-            assert!(
-                journal
-                    .plan_service(job, "1s1", "web", Step::Planned, None)
-                    .await
-                    .unwrap()
-            );
-            assert!(
-                !journal
-                    .plan_service(job, "1s1", "web", Step::Planned, None)
-                    .await
-                    .unwrap()
-            );
+            let web = || PlannedService {
+                service_id: "1s1".into(),
+                service_name: "web".into(),
+                step: Step::Planned,
+                detail: None,
+            };
+            assert_eq!(journal.plan_services(job, vec![web()]).await.unwrap(), 1);
+            assert_eq!(journal.plan_services(job, vec![web()]).await.unwrap(), 0);
             let versions = Versions([(String::new(), "0".to_owned())].into());
             journal
                 .record_step(job, "1s1", Step::Upgrading, None, Some(&versions))
                 .await
                 .unwrap();
-            journal
-                .plan_service(
-                    job,
-                    "1s2",
-                    "kept",
-                    Step::Skipped,
-                    Some("label is \"false\"".into()),
-                )
-                .await
-                .unwrap();
+            let kept = PlannedService {
+                service_id: "1s2".into(),
+                service_name: "kept".into(),
+                step: Step::Skipped,
+                detail: Some("label is \"false\"".into()),
+            };
+            journal.plan_services(job, vec![kept]).await.unwrap();
             job
         };
         let journal = Journal::open(dir.path()).unwrap();

@@ -1,9 +1,11 @@
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use reqwest::{Method, header};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
 use super::RancherError;
@@ -33,6 +35,9 @@ pub struct RancherClient {
     secret_key: SecretString,
     /// Pages of the service collection read at the same time.
     list_window: usize,
+    /// One permit per request in flight, so a burst of upgrades or polls never opens more
+    /// connections to Rancher than this.
+    requests: Arc<Semaphore>,
     /// Retries of one request on transport errors, timeouts, 409 and 5xx.
     retry: ExponentialBuilder,
 }
@@ -45,7 +50,8 @@ impl RancherClient {
             .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)));
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(settings.max_requests);
         if settings.services_url.scheme() == "http" {
             // Plain http needs no trusted roots; do not require a CA bundle to start.
             builder = builder.tls_certs_only(Vec::new());
@@ -77,6 +83,7 @@ impl RancherClient {
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
             list_window: settings.list_window,
+            requests: Arc::new(Semaphore::new(settings.max_requests)),
             retry: ExponentialBuilder::new()
                 .with_jitter()
                 .with_min_delay(FIRST_RETRY_DELAY.min(settings.retry.max_delay))
@@ -118,6 +125,7 @@ impl RancherClient {
         let mut attempts = self.attempts(&what);
         loop {
             let read = async {
+                let _in_flight = self.request_slot().await;
                 let mut response = self.respond(&Method::GET, &url, None, &what).await?;
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
@@ -242,6 +250,7 @@ impl RancherClient {
         let mut attempts = self.attempts(what);
         loop {
             let answer = async {
+                let _in_flight = self.request_slot().await;
                 let response = self.respond(&method, &url, body.as_deref(), what).await?;
                 let bytes = response
                     .bytes()
@@ -255,6 +264,14 @@ impl RancherClient {
                 }
                 done => return done,
             }
+        }
+    }
+
+    /// Waits until fewer than `RANCHER_MAX_CONCURRENT_REQUESTS` requests are in flight.
+    async fn request_slot(&self) -> SemaphorePermit<'_> {
+        match self.requests.acquire().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the request semaphore is never closed"),
         }
     }
 

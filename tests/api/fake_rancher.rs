@@ -170,6 +170,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// When it was answered (after the injected latency).
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -259,6 +261,9 @@ struct World {
     services: Vec<FakeService>,
     /// Indices of the services with a process under way.
     busy: Vec<usize>,
+    /// Indices of the services that may be mid-upgrade: they started in such a state or had
+    /// an upgrade posted (only upgrades lead there).
+    ever_upgrading: HashSet<usize>,
     /// Services created right after the next list request is answered.
     arriving: Vec<ServiceSpec>,
     behaviour: Behaviour,
@@ -303,9 +308,19 @@ impl FakeRancher {
         let busy = (0..services.len())
             .filter(|&index| services[index].pending.is_some())
             .collect();
+        let ever_upgrading = (0..services.len())
+            .filter(|&index| {
+                UPGRADE_STATES.contains(
+                    &services[index].document["state"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
         let world = Arc::new(Mutex::new(World {
             services,
             busy,
+            ever_upgrading,
             arriving: Vec::new(),
             behaviour,
             failures_left: 0,
@@ -619,6 +634,9 @@ const KNOWN_ACTIONS: [&str; 14] = [
     "cancelrollback",
 ];
 
+/// The states of a service between an upgrade and its end.
+const UPGRADE_STATES: [&str; 3] = ["upgrading", "upgraded", "finishing-upgrade"];
+
 /// Stands for the services in a collection's envelope until they are spliced in.
 const DATA_PLACEHOLDER: &str = "<services>";
 
@@ -746,6 +764,7 @@ impl World {
             method: method.to_string(),
             path: format!("/v1/{tail}"),
             query: query.to_owned(),
+            at: Instant::now(),
         });
         let expected = format!(
             "Basic {}",
@@ -933,14 +952,17 @@ impl World {
                 if let Err(reply) = self.upgrade(index, &body) {
                     return reply;
                 }
+                self.ever_upgrading.insert(index);
                 let upgrading_elsewhere = self
-                    .services
+                    .ever_upgrading
                     .iter()
-                    .enumerate()
-                    .filter(|(other, s)| {
-                        *other != index
-                            && ["upgrading", "upgraded", "finishing-upgrade"]
-                                .contains(&s.document["state"].as_str().unwrap_or_default())
+                    .filter(|&&other| {
+                        other != index
+                            && UPGRADE_STATES.contains(
+                                &self.services[other].document["state"]
+                                    .as_str()
+                                    .unwrap_or_default(),
+                            )
                     })
                     .count();
                 self.most_upgrading_at_once = self.most_upgrading_at_once.max(upgrading_elsewhere);

@@ -198,3 +198,18 @@ async fn missing_strategy_wrong_credentials_and_forced_failures_have_the_real_sh
     let (status, _) = call(&rancher, reqwest::Method::GET, "services", None).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn an_injected_latency_delays_every_answer() {
+    let latency = std::time::Duration::from_millis(80);
+    let behaviour = Behaviour {
+        latency,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(vec![service("web", "docker:a")], behaviour).await;
+    let sent = std::time::Instant::now();
+    let (status, _) = call(&rancher, reqwest::Method::GET, "services", None).await;
+    assert_eq!(status, 200);
+    let answered = rancher.requests()[0].at;
+    assert!(answered.duration_since(sent) >= latency);
+}

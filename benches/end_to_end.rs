@@ -1,0 +1,323 @@
+//! One push, end to end: the release binary against the fake Rancher of the integration
+//! tests, holding N services of which M run the pushed image, answering every request after
+//! an injected latency.
+//!
+//! Run with `cargo bench --bench end_to_end` (all cases) or
+//! `cargo bench --bench end_to_end -- 10000:20` (N:latency-in-ms cases). For each case it
+//! reports the medians over several runs of:
+//!
+//! - the time from sending the webhook request to Rancher answering the last upgrade
+//!   request, next to the lower bound (first page, one window of the other pages, one
+//!   upgrade round trip) and the target (three times the bound);
+//! - the list requests Rancher received;
+//! - autoredeploy's peak resident memory (`VmHWM`) over the whole job, and its resident
+//!   memory when idle before the push;
+//! - its CPU time over the whole job, per listed service.
+//!
+//! Every matching service is upgraded at once (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES=M`), as
+//! the lower bound assumes; `BENCH_UPGRADES=16` runs with the default instead.
+//! `BENCH_LOG=debug` shows autoredeploy's log.
+
+#[allow(dead_code)]
+#[path = "../tests/api/fake_rancher.rs"]
+mod fake_rancher;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fake_rancher::{Behaviour, FakeRancher, ServiceSpec, service};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");
+const WEBHOOK_KEY: &str = "bench-webhook-key-0123456789";
+/// Rancher ≥ 1.3 serves at most this many services per page.
+const PAGE: usize = 3000;
+/// Bound on one run, so a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    services: usize,
+    latency: Duration,
+}
+
+impl Case {
+    fn matching(&self) -> usize {
+        (self.services / 100).max(1)
+    }
+
+    fn runs(&self) -> usize {
+        if self.services >= 100_000 { 3 } else { 5 }
+    }
+
+    /// First page, then one window of the other pages, then one upgrade round trip.
+    fn lower_bound(&self) -> Duration {
+        let pages = self.services.div_ceil(PAGE);
+        let round_trips = if pages > 1 { 3 } else { 2 };
+        self.latency * round_trips
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    to_last_upgrade: Duration,
+    list_requests: usize,
+    peak_rss_kib: u64,
+    idle_rss_kib: u64,
+    cpu: Duration,
+}
+
+/// N services; every hundredth (from the fiftieth) runs the pushed image.
+fn environment(services: usize) -> Vec<ServiceSpec> {
+    (0..services)
+        .map(|i| {
+            let image = if i % 100 == 50 || services < 100 && i == 0 {
+                "docker:myorg/web:latest".to_owned()
+            } else {
+                format!("docker:myorg/other-{}:latest", i % 13)
+            };
+            service(&format!("svc-{i:06}"), &image)
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// User and system CPU time of the process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel's USER_HZ, 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+async fn start_binary(
+    rancher: &FakeRancher,
+    case: Case,
+    data: &std::path::Path,
+) -> (Child, String) {
+    let port = free_port();
+    let log = std::env::var("BENCH_LOG").ok();
+    let upgrades_at_once =
+        std::env::var("BENCH_UPGRADES").unwrap_or_else(|_| case.matching().min(1024).to_string());
+    let child = Command::new(BINARY)
+        .env_clear()
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("BIND_PORT", port.to_string())
+        .env("AUTOREDEPLOY_DATA_DIR", data)
+        .env("DOCKER_HUB_KEY", WEBHOOK_KEY)
+        .env("RANCHER_HOST", rancher.host())
+        .env("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID)
+        .env("RANCHER_API_KEY", fake_rancher::ACCESS_KEY)
+        .env("RANCHER_API_SECRET", fake_rancher::SECRET_KEY)
+        .env("RANCHER_UPGRADE_POLL_MS", "100")
+        .env("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", upgrades_at_once)
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("BENCH_ARENAS").unwrap_or_else(|_| "8".into()),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create("/tmp/bench-autoredeploy.log").unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the release binary starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{address}/health")).send().await.is_err() {
+        assert!(started.elapsed() < PATIENCE, "the binary did not answer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (child, address)
+}
+
+async fn run_once(case: Case) -> Run {
+    let behaviour = Behaviour {
+        latency: case.latency,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(environment(case.services), behaviour).await;
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_binary(&rancher, case, data.path()).await;
+    let pid = child.id().unwrap();
+    // Let the start settle before reading the idle figures.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss_kib = status_kib(pid, "VmRSS:");
+    let http = reqwest::Client::new();
+    // A push no service runs walks the whole environment once: what a server that has been
+    // up for a while has done already (its journal file exists, its connections to Rancher
+    // are open), and the fake Rancher has every service rendered.
+    let warm_up = push(&http, &address, "myorg/warm-up").await;
+    wait_until_done(&http, &address, &warm_up).await;
+    let cpu_before = cpu_time(pid);
+
+    let sent = Instant::now();
+    let job = push(&http, &address, "myorg/web").await;
+
+    let matching = case.matching();
+    let last_upgrade = loop {
+        let upgrades: Vec<Instant> = rancher
+            .requests()
+            .iter()
+            .filter(|request| request.action().as_deref() == Some("upgrade"))
+            .map(|request| request.at)
+            .collect();
+        if upgrades.len() >= matching {
+            break upgrades.into_iter().max().unwrap();
+        }
+        assert!(
+            sent.elapsed() < PATIENCE,
+            "{} of {matching} upgrades",
+            upgrades.len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    wait_until_done(&http, &address, &job).await;
+    let run = Run {
+        to_last_upgrade: last_upgrade.duration_since(sent),
+        list_requests: rancher
+            .requests()
+            .iter()
+            .filter(|r| r.is_list() && r.at >= sent)
+            .count(),
+        peak_rss_kib: status_kib(pid, "VmHWM:"),
+        idle_rss_kib,
+        cpu: cpu_time(pid) - cpu_before,
+    };
+    child.kill().await.unwrap();
+    run
+}
+
+/// Pushes `repo_name:latest`; returns the job's number.
+async fn push(http: &reqwest::Client, address: &str, repo_name: &str) -> serde_json::Value {
+    let body = serde_json::json!({
+        "push_data": { "tag": "latest", "pusher": "bench" },
+        "repository": { "repo_name": repo_name },
+    });
+    let answer = http
+        .post(format!("{address}/autoredeploy?key={WEBHOOK_KEY}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    answer.json::<serde_json::Value>().await.unwrap()["job"].clone()
+}
+
+async fn wait_until_done(http: &reqwest::Client, address: &str, job: &serde_json::Value) {
+    let started = Instant::now();
+    loop {
+        let state = http
+            .get(format!("{address}/jobs/{job}"))
+            .bearer_auth(WEBHOOK_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["state"]
+            .clone();
+        if state == "done" {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "job {job} did not end: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn median<T: Copy + Ord>(mut values: Vec<T>) -> T {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn parse_cases(arguments: &[String]) -> Vec<Case> {
+    let all = [100, 10_000, 100_000]
+        .into_iter()
+        .flat_map(|services| {
+            [0, 20].into_iter().map(move |ms| Case {
+                services,
+                latency: Duration::from_millis(ms),
+            })
+        })
+        .collect();
+    let chosen: Vec<Case> = arguments
+        .iter()
+        .filter_map(|argument| {
+            let (services, ms) = argument.split_once(':')?;
+            Some(Case {
+                services: services.parse().ok()?,
+                latency: Duration::from_millis(ms.parse().ok()?),
+            })
+        })
+        .collect();
+    if chosen.is_empty() { all } else { chosen }
+}
+
+fn main() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let cases = parse_cases(&arguments);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "| N | M | latency | to last upgrade (median) | lower bound | target (3×) | list requests | peak RSS | idle RSS | CPU per listed service |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for case in cases {
+        let runs: Vec<Run> = (0..case.runs())
+            .map(|_| runtime.block_on(run_once(case)))
+            .collect();
+        let to_last = median(runs.iter().map(|r| r.to_last_upgrade).collect());
+        let lists = median(runs.iter().map(|r| r.list_requests).collect());
+        let peak = median(runs.iter().map(|r| r.peak_rss_kib).collect());
+        let idle = median(runs.iter().map(|r| r.idle_rss_kib).collect());
+        let cpu = median(runs.iter().map(|r| r.cpu).collect());
+        let bound = case.lower_bound();
+        println!(
+            "| {} | {} | {} ms | {:.1} ms | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} µs |",
+            case.services,
+            case.matching(),
+            case.latency.as_millis(),
+            to_last.as_secs_f64() * 1000.0,
+            if bound.is_zero() {
+                "—".to_owned()
+            } else {
+                format!("{} ms", bound.as_millis())
+            },
+            if bound.is_zero() {
+                "—".to_owned()
+            } else {
+                format!("{} ms", (bound * 3).as_millis())
+            },
+            lists,
+            peak as f64 / 1024.0,
+            idle as f64 / 1024.0,
+            cpu.as_secs_f64() * 1e6 / case.services as f64,
+        );
+    }
+}
