@@ -131,16 +131,13 @@ async fn start_binary(
         .env("RANCHER_API_SECRET", fake_rancher::SECRET_KEY)
         .env("RANCHER_UPGRADE_POLL_MS", "100")
         .env("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", upgrades_at_once)
-        .env(
-            "MALLOC_ARENA_MAX",
-            std::env::var("BENCH_ARENAS").unwrap_or_else(|_| "8".into()),
-        )
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create("/tmp/bench-autoredeploy.log").unwrap())
+        .stdout(if log.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("the release binary starts");
