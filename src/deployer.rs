@@ -301,6 +301,7 @@ impl Deployer {
                     service_name: record.service_name,
                     step: record.step,
                     versions_before: record.versions_before,
+                    listed: None,
                 };
                 upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
             }
@@ -412,6 +413,7 @@ impl Deployer {
                 Decision::Upgrade {
                     service_id,
                     service_name,
+                    ..
                 } => PlannedService {
                     service_id: service_id.clone(),
                     service_name: service_name.clone(),
@@ -436,6 +438,7 @@ impl Deployer {
                 Decision::Upgrade {
                     service_id,
                     service_name,
+                    listed,
                 } => {
                     let assignment = Assignment {
                         job,
@@ -443,6 +446,7 @@ impl Deployer {
                         service_name,
                         step: Step::Planned,
                         versions_before: None,
+                        listed: Some(*listed),
                     };
                     upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
                 }
@@ -464,16 +468,34 @@ impl Deployer {
     }
 
     /// One service: wait for its turn and a slot, upgrade, report.
-    async fn upgrade_one(self: Arc<Self>, assignment: Assignment, image: ImageRef) -> Ending {
+    async fn upgrade_one(self: Arc<Self>, mut assignment: Assignment, image: ImageRef) -> Ending {
         let started = Instant::now();
-        let waited = async {
-            let turn = self.service_locks.lock(&assignment.service_id).await;
-            let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
-            (turn, slot)
-        };
-        let (_turn, _slot) = tokio::select! {
-            held = waited => held,
-            () = self.shutdown.triggered() => return Ending::Interrupted,
+        let id = assignment.service_id.clone();
+        let at_once = (
+            self.service_locks.try_lock(&id),
+            Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
+        );
+        let (_turn, _slot) = match at_once {
+            (Some(turn), Some(slot)) => (turn, Ok(slot)),
+            (turn, slot) => {
+                // Waiting makes the listed copy old: the upgrader reads the service again.
+                assignment.listed = None;
+                let waited = async {
+                    let turn = match turn {
+                        Some(turn) => turn,
+                        None => self.service_locks.lock(&id).await,
+                    };
+                    let slot = match slot {
+                        Some(slot) => Ok(slot),
+                        None => Arc::clone(&self.upgrade_slots).acquire_owned().await,
+                    };
+                    (turn, slot)
+                };
+                tokio::select! {
+                    held = waited => held,
+                    () = self.shutdown.triggered() => return Ending::Interrupted,
+                }
+            }
         };
         let ending = self.upgrader.upgrade(&assignment, &image).await;
         let result = match &ending {
@@ -510,15 +532,27 @@ struct ServiceTurn {
 }
 
 impl ServiceLocks {
+    /// The lock of `id`, created if nobody holds or waits for it.
+    fn entry(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    /// The turn on `id` if nobody holds it now.
+    fn try_lock(&self, id: &str) -> Option<ServiceTurn> {
+        let guard = self.entry(id).try_lock_owned().ok()?;
+        Some(ServiceTurn {
+            guard: Some(guard),
+            locks: self.clone(),
+            id: id.to_owned(),
+        })
+    }
+
     async fn lock(&self, id: &str) -> ServiceTurn {
-        let lock = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            Arc::clone(locks.entry(id.to_owned()).or_default())
-        };
-        let guard = lock.lock_owned().await;
+        let guard = self.entry(id).lock_owned().await;
         ServiceTurn {
             guard: Some(guard),
             locks: self.clone(),

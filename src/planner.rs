@@ -14,14 +14,17 @@ use crate::matching::{self, Verdict};
 use crate::rancher::{PageEnd, RancherClient, RancherError, Service, SkippedEntry};
 
 /// A decision about a service that runs the pushed image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Decision {
-    /// Upgrade it. The upgrader reads it again before acting, so only its identity is kept.
+    /// Upgrade it.
     Upgrade {
         /// Rancher id.
         service_id: String,
         /// Service name.
         service_name: String,
+        /// The service as listed, which stands in for a fresh read when its upgrade can
+        /// start at once.
+        listed: Box<Service>,
     },
     /// Leave it alone, and say why.
     Skip {
@@ -366,6 +369,7 @@ impl Tally {
             Verdict::Upgrade(_) => Decision::Upgrade {
                 service_id: service.id.clone(),
                 service_name: service.display_name().to_owned(),
+                listed: Box::new(service),
             },
         };
         self.decisions.push(decision);

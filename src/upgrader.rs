@@ -38,6 +38,10 @@ pub struct Assignment {
     pub step: Step,
     /// Versions recorded with the `upgrading` step.
     pub versions_before: Option<Versions>,
+    /// The service as listed moments ago, given only when its upgrade starts at once (it
+    /// waited neither for its turn nor for a slot): then it is as fresh as a new read would
+    /// be, and saves a round trip. Otherwise the service is read again first.
+    pub listed: Option<Service>,
 }
 
 /// How handling a service ended.
@@ -147,9 +151,11 @@ impl Upgrader {
         let id = assignment.service_id.as_str();
         match assignment.step {
             Step::Planned | Step::FinishingPrevious => {
-                // The listed copy may be old by now (the service waited for its turn or a
-                // slot), and Rancher replaces launch configs whole: start from a fresh read.
-                let service = self.client.service(id).await?;
+                // Rancher replaces launch configs whole: start from a fresh copy.
+                let service = match &assignment.listed {
+                    Some(listed) => listed.clone(),
+                    None => self.client.service(id).await?,
+                };
                 let (service, targets) = self.prepare(assignment, service, pushed).await?;
                 self.start_upgrade(assignment, &service, &targets).await
             }
