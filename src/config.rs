@@ -507,7 +507,7 @@ impl RawSettings {
                     "AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE",
                     self.autoredeploy_auth_failures_per_minute,
                     5,
-                    1..=100_000,
+                    1..=1_000_000_000,
                 )?,
                 trusted_proxies: list(self.autoredeploy_trusted_proxies.as_deref())
                     .map(|entry| {
