@@ -203,3 +203,31 @@ async fn an_environment_scoped_key_uses_the_short_collection() {
             .all(|r| !r.path.contains("/projects/"))
     );
 }
+
+#[tokio::test]
+async fn a_page_cut_off_midway_is_read_again_and_counted_once() {
+    let rancher = FakeRancher::start(mixed_environment(2500)).await;
+    let proxy = crate::flaky_proxy::FlakyProxy::start(rancher.address).await;
+    let mut app = spawn_app_with(&rancher, &[("RANCHER_HOST", &proxy.host())]).await;
+    // The first connection carries the first page (2500 services, about 9 MB): it breaks
+    // after a few hundred services have been handed out.
+    proxy.cut_next_answer_after(1_000_000);
+
+    let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+    assert_eq!(proxy.dropped(), 1, "the page was cut");
+    let scan = job.scan.unwrap();
+    assert_eq!((scan.pages, scan.listed), (1, 2500));
+    assert_eq!(named(&outcomes, "upgraded").len(), 26, "every 97th service");
+    assert!(
+        rancher
+            .upgrades_per_service()
+            .values()
+            .all(|&count| count == 1)
+    );
+    let first_pages = list_markers(&rancher)
+        .iter()
+        .filter(|marker| marker.is_none())
+        .count();
+    assert_eq!(first_pages, 2, "the first page was asked for again");
+}
