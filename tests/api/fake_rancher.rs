@@ -151,6 +151,9 @@ pub struct Behaviour {
     pub finish_time: Duration,
     /// Time every answer takes, as the network and Rancher's database would.
     pub latency: Duration,
+    /// Markers that do not look like offsets (`x<hex offset>`), as another server's
+    /// pagination might: a client must follow them one page after the other.
+    pub opaque_markers: bool,
 }
 
 impl Default for Behaviour {
@@ -160,6 +163,7 @@ impl Default for Behaviour {
             upgrade_time: Duration::from_millis(150),
             finish_time: Duration::from_millis(50),
             latency: Duration::ZERO,
+            opaque_markers: false,
         }
     }
 }
@@ -861,8 +865,11 @@ impl World {
         let offset = pairs
             .iter()
             .find(|(k, _)| k == "marker")
-            .and_then(|(_, v)| v.strip_prefix('m'))
-            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|(_, v)| match v.split_at_checked(1)? {
+                ("m", offset) => offset.parse::<usize>().ok(),
+                ("x", offset) => usize::from_str_radix(offset, 16).ok(),
+                _ => None,
+            })
             .unwrap_or(0);
         let end = (offset + limit).min(self.services.len());
         let offset = offset.min(end);
@@ -876,7 +883,12 @@ impl World {
             for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {
                 serializer.append_pair(k, v);
             }
-            serializer.append_pair("marker", &format!("m{}", offset + limit));
+            let marker = if self.behaviour.opaque_markers {
+                format!("x{:x}", offset + limit)
+            } else {
+                format!("m{}", offset + limit)
+            };
+            serializer.append_pair("marker", &marker);
             format!("{base}/v1/{tail}?{}", serializer.finish())
         });
         let envelope = json!({

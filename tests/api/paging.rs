@@ -231,3 +231,24 @@ async fn a_page_cut_off_midway_is_read_again_and_counted_once() {
         .count();
     assert_eq!(first_pages, 2, "the first page was asked for again");
 }
+
+#[tokio::test]
+async fn markers_that_are_not_offsets_are_followed_one_page_after_the_other() {
+    let behaviour = Behaviour {
+        max_limit: 1000,
+        opaque_markers: true,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(mixed_environment(2500), behaviour).await;
+    let mut app = spawn_app(&rancher).await;
+
+    let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+    assert_eq!(named(&outcomes, "upgraded").len(), 26);
+    let scan = job.scan.unwrap();
+    assert_eq!((scan.pages, scan.listed), (3, 2500));
+    assert_eq!(
+        list_markers(&rancher),
+        [None, Some("x3e8".into()), Some("x7d0".into())]
+    );
+}
