@@ -265,6 +265,10 @@ struct World {
     services: Vec<FakeService>,
     /// Indices of the services with a process under way.
     busy: Vec<usize>,
+    /// Requests arrived and not yet answered (they wait out the latency).
+    in_flight: usize,
+    /// The most requests in flight at once so far.
+    most_in_flight: usize,
     /// Indices of the services that may be mid-upgrade: they started in such a state or had
     /// an upgrade posted (only upgrades lead there).
     ever_upgrading: HashSet<usize>,
@@ -324,6 +328,8 @@ impl FakeRancher {
         let world = Arc::new(Mutex::new(World {
             services,
             busy,
+            in_flight: 0,
+            most_in_flight: 0,
             ever_upgrading,
             arriving: Vec::new(),
             behaviour,
@@ -354,10 +360,16 @@ impl FakeRancher {
                       body: warp::hyper::body::Bytes| {
                     let shared = Arc::clone(&shared);
                     async move {
-                        let latency = shared.lock().unwrap().behaviour.latency;
+                        let latency = {
+                            let mut world = shared.lock().unwrap();
+                            world.in_flight += 1;
+                            world.most_in_flight = world.most_in_flight.max(world.in_flight);
+                            world.behaviour.latency
+                        };
                         if !latency.is_zero() {
                             tokio::time::sleep(latency).await;
                         }
+                        shared.lock().unwrap().in_flight -= 1;
                         let parked = shared.lock().unwrap().park(&method, &query);
                         if let Some(parked) = parked
                             && !parked.await.unwrap_or(false)
@@ -438,6 +450,12 @@ impl FakeRancher {
     /// The next `count` actions are applied, then answered 504 as if a proxy lost the answer.
     pub fn lose_next_answers(&self, count: usize) {
         self.world.lock().unwrap().lost_answers_left = count;
+    }
+
+    /// The most requests that were in flight at once (counted while they wait out the
+    /// latency).
+    pub fn most_in_flight(&self) -> usize {
+        self.world.lock().unwrap().most_in_flight
     }
 
     /// The most services that were mid-upgrade, besides the one concerned, when an upgrade

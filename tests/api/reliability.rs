@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use warp::http::StatusCode;
 
-use crate::fake_rancher::{FakeRancher, service};
+use crate::fake_rancher::{Behaviour, FakeRancher, service};
 use crate::flaky_proxy::FlakyProxy;
 use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app, spawn_app_with};
 
@@ -289,4 +289,38 @@ async fn the_history_lists_jobs_newest_first_and_shows_each_step() {
         .await
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
+}
+
+#[tokio::test]
+async fn requests_in_flight_to_rancher_are_capped() {
+    let environment = || {
+        (0..12)
+            .map(|i| service(&format!("web-{i:02}"), "docker:myorg/web:latest"))
+            .collect::<Vec<_>>()
+    };
+    let behaviour = || Behaviour {
+        latency: Duration::from_millis(20),
+        ..Behaviour::default()
+    };
+    for (cap, at_most) in [("2", 2), ("64", 64)] {
+        let rancher = FakeRancher::start_with(environment(), behaviour()).await;
+        let mut app = spawn_app_with(
+            &rancher,
+            &[
+                ("RANCHER_MAX_CONCURRENT_REQUESTS", cap),
+                ("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "12"),
+            ],
+        )
+        .await;
+        let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+        assert_eq!(named(&outcomes, "upgraded").len(), 12);
+        let most = rancher.most_in_flight();
+        assert!(most <= at_most, "cap {cap}: {most} in flight");
+        if cap == "64" {
+            assert!(
+                most > 2,
+                "twelve upgrades at once without a tight cap: {most}"
+            );
+        }
+    }
 }
