@@ -20,7 +20,7 @@ use crate::domain::ImageRef;
 use crate::journal::{JobId, Journal, JournalError, PendingJob, PlannedService, Step};
 use crate::outcome::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
 use crate::planner::{Decision, ScanSummary, Scanner};
-use crate::rancher::RancherClient;
+use crate::rancher::{RancherClient, Service};
 use crate::shutdown::ShutdownSignal;
 use crate::upgrader::{Assignment, Ending, Upgrader};
 
@@ -301,9 +301,8 @@ impl Deployer {
                     service_name: record.service_name,
                     step: record.step,
                     versions_before: record.versions_before,
-                    listed: None,
                 };
-                upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
+                upgrades.spawn(Arc::clone(self).upgrade_one(assignment, None, image.clone()));
             }
         }
 
@@ -446,9 +445,10 @@ impl Deployer {
                         service_name,
                         step: Step::Planned,
                         versions_before: None,
-                        listed: Some(*listed),
                     };
-                    upgrades.spawn(Arc::clone(self).upgrade_one(assignment, image.clone()));
+                    let upgrade =
+                        Arc::clone(self).upgrade_one(assignment, Some(listed), image.clone());
+                    upgrades.spawn(upgrade);
                 }
                 Decision::Skip {
                     service_id,
@@ -468,7 +468,12 @@ impl Deployer {
     }
 
     /// One service: wait for its turn and a slot, upgrade, report.
-    async fn upgrade_one(self: Arc<Self>, mut assignment: Assignment, image: ImageRef) -> Ending {
+    async fn upgrade_one(
+        self: Arc<Self>,
+        assignment: Assignment,
+        mut listed: Option<Box<Service>>,
+        image: ImageRef,
+    ) -> Ending {
         let started = Instant::now();
         let id = assignment.service_id.clone();
         let at_once = (
@@ -479,7 +484,7 @@ impl Deployer {
             (Some(turn), Some(slot)) => (turn, Ok(slot)),
             (turn, slot) => {
                 // Waiting makes the listed copy old: the upgrader reads the service again.
-                assignment.listed = None;
+                listed = None;
                 let waited = async {
                     let turn = match turn {
                         Some(turn) => turn,
@@ -497,7 +502,7 @@ impl Deployer {
                 }
             }
         };
-        let ending = self.upgrader.upgrade(&assignment, &image).await;
+        let ending = self.upgrader.upgrade(&assignment, listed, &image).await;
         let result = match &ending {
             Ending::Done(result) => Some(result.clone()),
             Ending::Rejected(reason) => Some(OutcomeResult::Failed(reason.clone())),

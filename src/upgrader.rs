@@ -38,10 +38,6 @@ pub struct Assignment {
     pub step: Step,
     /// Versions recorded with the `upgrading` step.
     pub versions_before: Option<Versions>,
-    /// The service as listed moments ago, given only when its upgrade starts at once (it
-    /// waited neither for its turn nor for a slot): then it is as fresh as a new read would
-    /// be, and saves a round trip. Otherwise the service is read again first.
-    pub listed: Option<Service>,
 }
 
 /// How handling a service ended.
@@ -118,8 +114,17 @@ impl Upgrader {
     }
 
     /// Carries the service from its recorded step to an outcome (or to a shutdown).
-    pub async fn upgrade(&self, assignment: &Assignment, pushed: &ImageRef) -> Ending {
-        let result = match self.run(assignment, pushed).await {
+    ///
+    /// `listed` is the service as listed moments ago, given only when its upgrade starts at
+    /// once (it waited neither for its turn nor for a slot): then it is as fresh as a new
+    /// read would be, and saves a round trip. Otherwise the service is read again first.
+    pub async fn upgrade(
+        &self,
+        assignment: &Assignment,
+        listed: Option<Box<Service>>,
+        pushed: &ImageRef,
+    ) -> Ending {
+        let result = match self.run(assignment, listed, pushed).await {
             Err(Stop::Stuck(reason)) => self.on_failure(assignment, reason).await,
             other => other,
         };
@@ -147,13 +152,18 @@ impl Upgrader {
         }
     }
 
-    async fn run(&self, assignment: &Assignment, pushed: &ImageRef) -> Result<OutcomeResult, Stop> {
+    async fn run(
+        &self,
+        assignment: &Assignment,
+        listed: Option<Box<Service>>,
+        pushed: &ImageRef,
+    ) -> Result<OutcomeResult, Stop> {
         let id = assignment.service_id.as_str();
         match assignment.step {
             Step::Planned | Step::FinishingPrevious => {
                 // Rancher replaces launch configs whole: start from a fresh copy.
-                let service = match &assignment.listed {
-                    Some(listed) => listed.clone(),
+                let service = match listed {
+                    Some(listed) => *listed,
                     None => self.client.service(id).await?,
                 };
                 let (service, targets) = self.prepare(assignment, service, pushed).await?;
