@@ -16,7 +16,9 @@
 //!
 //! Every matching service is upgraded at once (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES=M`), as
 //! the lower bound assumes; `BENCH_UPGRADES=16` runs with the default instead.
-//! `BENCH_LOG=debug` shows autoredeploy's log.
+//! `BENCH_LOG=debug` shows autoredeploy's log. `BENCH_WRAP="valgrind --tool=massif"` runs
+//! the binary under a wrapper (it is stopped with SIGTERM, so the wrapper writes its
+//! report), and `BENCH_BINARY` names another build of it, such as one with symbols.
 
 #[allow(dead_code)]
 #[path = "../tests/api/fake_rancher.rs"]
@@ -119,7 +121,17 @@ async fn start_binary(
     let log = std::env::var("BENCH_LOG").ok();
     let upgrades_at_once =
         std::env::var("BENCH_UPGRADES").unwrap_or_else(|_| case.matching().min(1024).to_string());
-    let child = Command::new(BINARY)
+    let binary = std::env::var("BENCH_BINARY").unwrap_or_else(|_| BINARY.to_owned());
+    let mut command = match std::env::var("BENCH_WRAP") {
+        Ok(wrapper) => {
+            let mut words = wrapper.split_whitespace();
+            let mut command = Command::new(words.next().unwrap());
+            command.args(words).arg(binary);
+            command
+        }
+        Err(_) => Command::new(binary),
+    };
+    let child = command
         .env_clear()
         .env("BIND_ADDRESS", "127.0.0.1")
         .env("BIND_PORT", port.to_string())
@@ -204,7 +216,12 @@ async fn run_once(case: Case) -> Run {
         idle_rss_kib,
         cpu: cpu_time(pid) - cpu_before,
     };
-    child.kill().await.unwrap();
+    // SIGTERM, so that a wrapper such as valgrind writes its report.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
     run
 }
 
