@@ -438,6 +438,7 @@ impl Deployer {
                     service_id,
                     service_name,
                     listed,
+                    asked_at,
                 } => {
                     let assignment = Assignment {
                         job,
@@ -446,8 +447,11 @@ impl Deployer {
                         step: Step::Planned,
                         versions_before: None,
                     };
-                    let upgrade =
-                        Arc::clone(self).upgrade_one(assignment, Some(listed), image.clone());
+                    let upgrade = Arc::clone(self).upgrade_one(
+                        assignment,
+                        Some((listed, asked_at)),
+                        image.clone(),
+                    );
                     upgrades.spawn(upgrade);
                 }
                 Decision::Skip {
@@ -468,38 +472,47 @@ impl Deployer {
     }
 
     /// One service: wait for its turn and a slot, upgrade, report.
+    ///
+    /// `listed` is the service as listed, and when the page was asked for. It stands in for
+    /// a fresh read only if the turn and a slot are free at once and no job has released a
+    /// turn on any service since the page was asked for; otherwise another job may have
+    /// changed the service since.
     async fn upgrade_one(
         self: Arc<Self>,
         assignment: Assignment,
-        mut listed: Option<Box<Service>>,
+        listed: Option<(Box<Service>, Instant)>,
         image: ImageRef,
     ) -> Ending {
         let started = Instant::now();
         let id = assignment.service_id.clone();
-        let at_once = (
-            self.service_locks.try_lock(&id),
-            Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
-        );
-        let (_turn, _slot) = match at_once {
-            (Some(turn), Some(slot)) => (turn, Ok(slot)),
-            (turn, slot) => {
-                // Waiting makes the listed copy old: the upgrader reads the service again.
-                listed = None;
+        let turn_at_once = self.service_locks.try_lock(&id);
+        // A slot is never held while waiting for a turn: always the turn first, then a slot.
+        let slot_at_once = match &turn_at_once {
+            Some(_) => Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
+            None => None,
+        };
+        let (_turn, _slot, listed) = match (turn_at_once, slot_at_once) {
+            (Some(turn), Some(slot)) => {
+                let listed = listed
+                    .filter(|(_, asked_at)| !self.service_locks.released_since(*asked_at))
+                    .map(|(service, _)| service);
+                (turn, Ok(slot), listed)
+            }
+            (turn, _) => {
                 let waited = async {
                     let turn = match turn {
                         Some(turn) => turn,
                         None => self.service_locks.lock(&id).await,
                     };
-                    let slot = match slot {
-                        Some(slot) => Ok(slot),
-                        None => Arc::clone(&self.upgrade_slots).acquire_owned().await,
-                    };
+                    let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
                     (turn, slot)
                 };
-                tokio::select! {
+                let (turn, slot) = tokio::select! {
                     held = waited => held,
                     () = self.shutdown.triggered() => return Ending::Interrupted,
-                }
+                };
+                // Waiting makes the listed copy old: the upgrader reads the service again.
+                (turn, slot, None)
             }
         };
         let ending = self.upgrader.upgrade(&assignment, listed, &image).await;
@@ -527,6 +540,8 @@ impl Deployer {
 struct ServiceLocks {
     /// Entries exist only while some job holds or waits for the service.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// When a turn on any service was last released.
+    last_release: Arc<Mutex<Option<Instant>>>,
 }
 
 /// A job's turn on a service; the entry is tidied away when nobody else waits.
@@ -544,6 +559,14 @@ impl ServiceLocks {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    /// Whether a turn on any service has been released since `moment`.
+    fn released_since(&self, moment: Instant) -> bool {
+        self.last_release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|released| released >= moment)
     }
 
     /// The turn on `id` if nobody holds it now.
@@ -568,6 +591,11 @@ impl ServiceLocks {
 
 impl Drop for ServiceTurn {
     fn drop(&mut self) {
+        *self
+            .locks
+            .last_release
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
         drop(self.guard.take());
         let mut locks = self
             .locks

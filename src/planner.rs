@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
 use crate::matching::{self, Verdict};
-use crate::rancher::{PageEnd, RancherClient, RancherError, Service, SkippedEntry};
+use crate::rancher::{PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry};
 
 /// A decision about a service that runs the pushed image.
 #[derive(Debug, Clone)]
@@ -22,9 +23,11 @@ pub enum Decision {
         service_id: String,
         /// Service name.
         service_name: String,
-        /// The service as listed, which stands in for a fresh read when its upgrade can
+        /// The service as listed, which may stand in for a fresh read when its upgrade can
         /// start at once.
         listed: Box<Service>,
+        /// When its page was asked for: the listed copy is at least as recent.
+        asked_at: Instant,
     },
     /// Leave it alone, and say why.
     Skip {
@@ -158,6 +161,14 @@ impl Scanner {
             };
             if let Some(offset) = page.offset {
                 self.in_flight.remove(&offset);
+                // A page past the last one, read before it could be abandoned, says nothing.
+                if let Walk::ByOffset {
+                    last: Some(last), ..
+                } = self.walk
+                    && offset > last
+                {
+                    continue;
+                }
             }
             let end = match page.result {
                 Ok(end) => end,
@@ -236,12 +247,20 @@ impl Scanner {
             Walk::Start | Walk::FirstPage => {
                 self.walk = match &end.next_marker {
                     _ if is_last => Walk::ByMarker { next: None },
+                    // Offsets only when the marker is the offset just past this page, as
+                    // Rancher's are.
                     Some(marker) => match offset_of(marker) {
-                        Some(stride) if stride > 0 => Walk::ByOffset {
-                            stride,
-                            next: stride,
-                            last: None,
-                        },
+                        Some(stride)
+                            if stride > 0
+                                && stride <= u64::from(PAGE_SIZE)
+                                && stride == entries as u64 =>
+                        {
+                            Walk::ByOffset {
+                                stride,
+                                next: stride,
+                                last: None,
+                            }
+                        }
                         _ => Walk::ByMarker {
                             next: Some(marker.clone()),
                         },
@@ -249,14 +268,29 @@ impl Scanner {
                     None => Walk::ByMarker { next: None },
                 };
             }
-            Walk::ByOffset { last, .. } => {
-                if let Some(offset) = offset
-                    && is_last
-                    && last.is_none_or(|known| offset < known)
-                {
-                    *last = Some(offset);
-                    for (_, beyond) in self.in_flight.split_off(&(offset + 1)) {
-                        beyond.abort();
+            Walk::ByOffset { stride, last, .. } => {
+                let offset = offset.unwrap_or_default();
+                if is_last {
+                    if last.is_none_or(|known| offset < known) {
+                        *last = Some(offset);
+                        for (_, beyond) in self.in_flight.split_off(&(offset + 1)) {
+                            beyond.abort();
+                        }
+                    }
+                } else {
+                    // A server that ignored the marker, or changed its page size, would
+                    // otherwise be walked forever or with gaps.
+                    let expected = format!("m{}", offset + *stride);
+                    if end.next_marker.as_deref() != Some(expected.as_str()) {
+                        self.reading.abort_all();
+                        return Err(RancherError::Decode {
+                            what: "listing services".into(),
+                            reason: format!(
+                                "the page at m{offset} points to {} instead of {expected}: the \
+                                 server does not page by offset as Rancher does",
+                                end.next_marker.as_deref().unwrap_or_default()
+                            ),
+                        });
                     }
                 }
             }
@@ -317,13 +351,14 @@ async fn read_page(
     rule: Arc<MatchSettings>,
 ) -> PageReading {
     let mut tally = Tally::default();
+    let asked_at = Instant::now();
     let result = client
         .list_page(marker.as_deref(), |position, entry| {
             if position < tally.entries {
                 return;
             }
             tally.entries = position + 1;
-            tally.judge(entry, &pushed, &rule);
+            tally.judge(entry, &pushed, &rule, asked_at);
         })
         .await;
     PageReading {
@@ -340,6 +375,7 @@ impl Tally {
         entry: Result<Service, SkippedEntry>,
         pushed: &ImageRef,
         rule: &MatchSettings,
+        asked_at: Instant,
     ) {
         let service = match entry {
             Ok(service) => service,
@@ -370,6 +406,7 @@ impl Tally {
                 service_id: service.id.clone(),
                 service_name: service.display_name().to_owned(),
                 listed: Box::new(service),
+                asked_at,
             },
         };
         self.decisions.push(decision);

@@ -14,7 +14,7 @@ use super::wire::{PageEnd, Service, SkippedEntry, UpgradeRequest, decode_entry};
 use crate::config::RancherSettings;
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
-const PAGE_SIZE: u32 = 3000;
+pub const PAGE_SIZE: u32 = 3000;
 
 /// First pause before a retry; later ones grow exponentially, with jitter.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);

@@ -8,6 +8,9 @@
 /// Longest top-level key remembered; longer keys are neither `data` nor `pagination`.
 const MAX_KEY: usize = 32;
 
+/// A second `data` or `pagination` would make the document mean two things.
+const TWICE: &str = "not a collection: a top-level field appears twice";
+
 /// What a top-level value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -98,6 +101,11 @@ impl CollectionSplitter {
                     self.escaped = false;
                 } else if byte == b'\\' {
                     self.escaped = true;
+                    // An escaped key is never `data` or `pagination` as far as this
+                    // splitter is concerned: keep it from matching.
+                    if self.reading_key {
+                        self.key.push(byte);
+                    }
                 } else if byte == b'"' {
                     self.in_string = false;
                     self.reading_key = false;
@@ -125,6 +133,8 @@ impl CollectionSplitter {
             if self.expect_value {
                 self.expect_value = false;
                 match self.field {
+                    Field::Data if self.seen_data => return Err(TWICE.into()),
+                    Field::Pagination if self.pagination.is_some() => return Err(TWICE.into()),
                     Field::Data if byte == b'[' => {
                         self.in_data = true;
                         self.seen_data = true;
@@ -283,6 +293,13 @@ mod tests {
     }
 
     #[test]
+    fn escaped_keys_are_never_taken_for_data() {
+        let document = r#"{"data\n":[{"evil":1}],"\"data":[{"evil":2}],"data":[{"id":"1s1"}]}"#;
+        let (entries, _) = split(document.as_bytes(), 4).unwrap();
+        assert_eq!(entries, [serde_json::json!({ "id": "1s1" })]);
+    }
+
+    #[test]
     fn a_scalar_pagination_and_an_empty_page() {
         for (document, pagination) in [
             (r#"{"data":[],"pagination":null}"#, Some(Value::Null)),
@@ -306,6 +323,11 @@ mod tests {
             (r#"{"data":[{"id":"1s1"}"#, "ended before"),
             (r#"{"data":[]}}"#, "after the end"),
             (r#"{"data":[]} {}"#, "after the end"),
+            (r#"{"data":[],"data":[{"id":"x"}]}"#, "appears twice"),
+            (
+                r#"{"data":[],"pagination":null,"pagination":{}}"#,
+                "appears twice",
+            ),
         ] {
             let error = split(document.as_bytes(), 3).expect_err(document);
             assert!(error.contains(expected), "{document}: {error}");

@@ -10,7 +10,7 @@ mod collection;
 mod error;
 mod wire;
 
-pub use client::RancherClient;
+pub use client::{PAGE_SIZE, RancherClient};
 pub use error::RancherError;
 pub use wire::{
     LaunchConfigView, PageEnd, Service, ServicePage, SkippedEntry, UpgradeRequest, decode_entry,

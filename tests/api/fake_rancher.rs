@@ -154,6 +154,9 @@ pub struct Behaviour {
     /// Markers that do not look like offsets (`x<hex offset>`), as another server's
     /// pagination might: a client must follow them one page after the other.
     pub opaque_markers: bool,
+    /// The `marker` parameter is ignored: every page is the first one, as from a broken
+    /// proxy that drops query parameters.
+    pub ignore_markers: bool,
 }
 
 impl Default for Behaviour {
@@ -164,6 +167,7 @@ impl Default for Behaviour {
             finish_time: Duration::from_millis(50),
             latency: Duration::ZERO,
             opaque_markers: false,
+            ignore_markers: false,
         }
     }
 }
@@ -888,6 +892,7 @@ impl World {
                 ("x", offset) => usize::from_str_radix(offset, 16).ok(),
                 _ => None,
             })
+            .filter(|_| !self.behaviour.ignore_markers)
             .unwrap_or(0);
         let end = (offset + limit).min(self.services.len());
         let offset = offset.min(end);

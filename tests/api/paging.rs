@@ -252,3 +252,27 @@ async fn markers_that_are_not_offsets_are_followed_one_page_after_the_other() {
         [None, Some("x3e8".into()), Some("x7d0".into())]
     );
 }
+
+#[tokio::test]
+async fn a_server_that_ignores_markers_fails_the_walk_instead_of_looping() {
+    let behaviour = Behaviour {
+        max_limit: 1000,
+        ignore_markers: true,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(mixed_environment(2500), behaviour).await;
+    let mut app = spawn_app(&rancher).await;
+
+    let (_, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+    let error = job.scan.unwrap_err();
+    assert!(error.contains("does not page by offset"), "{error}");
+    assert!(list_markers(&rancher).len() <= 9, "one window at most");
+    // The services of the first page are real: they were upgraded, once.
+    assert!(
+        rancher
+            .upgrades_per_service()
+            .values()
+            .all(|&count| count == 1)
+    );
+}
