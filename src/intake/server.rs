@@ -89,7 +89,7 @@ pub async fn serve<F>(
         .await
         .is_err()
     {
-        tracing::warn!("HTTP connections still open at exit were closed");
+        tracing::warn!("HTTP connections still open after the grace period are dropped at exit");
     }
 }
 
