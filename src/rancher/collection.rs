@@ -5,6 +5,10 @@
 //! (tracking nesting and strings); the entries themselves are decoded by serde, one at a
 //! time. It also keeps the `pagination` object, which Rancher sends after `data`.
 
+/// Largest single entry (or `pagination` value) held while it arrives; a service is a few
+/// kilobytes.
+const MAX_ENTRY: usize = 16 << 20;
+
 /// Longest top-level key remembered; longer keys are neither `data` nor `pagination`.
 const MAX_KEY: usize = 32;
 
@@ -212,6 +216,12 @@ impl CollectionSplitter {
         }
         if self.capture != Capture::Nothing {
             self.captured.extend_from_slice(&chunk[from..]);
+            if self.captured.len() > MAX_ENTRY {
+                return Err(format!(
+                    "an entry of the collection is larger than {} MiB",
+                    MAX_ENTRY >> 20
+                ));
+            }
         }
         Ok(())
     }
@@ -290,6 +300,15 @@ mod tests {
             assert_eq!(Value::Array(entries), document["data"], "chunks of {chunk}");
             assert_eq!(pagination.as_ref(), Some(&document["pagination"]));
         }
+    }
+
+    #[test]
+    fn an_endless_entry_is_refused_instead_of_held() {
+        let mut splitter = CollectionSplitter::new();
+        splitter.feed(br#"{"data":[{"pad":""#, &mut |_| {}).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        let refused = (0..20).find_map(|_| splitter.feed(&chunk, &mut |_| {}).err());
+        assert!(refused.is_some_and(|error| error.contains("larger than 16 MiB")));
     }
 
     #[test]
