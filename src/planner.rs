@@ -95,16 +95,23 @@ enum Walk {
     Start,
     /// The first page is being read.
     FirstPage,
-    /// Pages are asked for by offset, `stride` apart; `last` is the offset of the last page
-    /// once one has said so.
+    /// Pages of `stride` entries are asked for by offset, `step` apart (a little less than
+    /// `stride`, see [`OVERLAP`]); `last` is the offset of the last page once one has said so.
     ByOffset {
         stride: u64,
+        step: u64,
         next: u64,
         last: Option<u64>,
     },
     /// Each page names the next one; `None` after the last.
     ByMarker { next: Option<String> },
 }
+
+/// Entries each page after the first shares with the one before (at most a tenth of a page).
+/// A service removed during the walk moves every later one back by a place; pages that
+/// overlap by this much lose nothing to as many removals before they are read. Entries read
+/// twice are decided once.
+const OVERLAP: u64 = 32;
 
 /// One page, read.
 #[derive(Debug)]
@@ -183,7 +190,11 @@ impl Scanner {
                 page.tally.entries,
                 &end,
             )?;
-            return Ok(Some(self.take_decisions(page.tally)));
+            let shared = match (&self.walk, page.offset) {
+                (Walk::ByOffset { stride, step, .. }, Some(_)) => (stride - step) as usize,
+                _ => 0,
+            };
+            return Ok(Some(self.take_decisions(page.tally, shared)));
         }
     }
 
@@ -201,10 +212,12 @@ impl Scanner {
                 wanted.push((None, None));
             }
             Walk::FirstPage => {}
-            Walk::ByOffset { stride, next, last } => {
+            Walk::ByOffset {
+                step, next, last, ..
+            } => {
                 while last.is_none() && self.in_flight.len() + wanted.len() < self.window {
                     wanted.push((Some(format!("m{next}")), Some(*next)));
-                    *next += *stride;
+                    *next += *step;
                 }
             }
             Walk::ByMarker { next } => {
@@ -255,9 +268,11 @@ impl Scanner {
                                 && stride <= u64::from(PAGE_SIZE)
                                 && stride == entries as u64 =>
                         {
+                            let step = stride - OVERLAP.min(stride / 10);
                             Walk::ByOffset {
                                 stride,
-                                next: stride,
+                                step,
+                                next: step,
                                 last: None,
                             }
                         }
@@ -314,11 +329,11 @@ impl Scanner {
         Ok(())
     }
 
-    /// Counts `page` in the summary and returns its decisions about services not decided
-    /// before.
-    fn take_decisions(&mut self, page: Tally) -> Vec<Decision> {
+    /// Counts `page` in the summary (but for the `shared` entries it has in common with the
+    /// page before) and returns its decisions about services not decided before.
+    fn take_decisions(&mut self, page: Tally, shared: usize) -> Vec<Decision> {
         self.summary.pages += 1;
-        self.summary.listed += page.entries;
+        self.summary.listed += page.entries.saturating_sub(shared);
         self.summary.without_launch_config += page.without_launch_config;
         self.summary.unreadable += page.unreadable;
         page.decisions

@@ -278,6 +278,10 @@ struct World {
     ever_upgrading: HashSet<usize>,
     /// Services created right after the next list request is answered.
     arriving: Vec<ServiceSpec>,
+    /// The first services, gone from the listing (removed and purged).
+    purged: usize,
+    /// How many more of the first services are purged after the next list request.
+    purging: usize,
     behaviour: Behaviour,
     failures_left: usize,
     /// The status of those failures.
@@ -336,6 +340,8 @@ impl FakeRancher {
             most_in_flight: 0,
             ever_upgrading,
             arriving: Vec::new(),
+            purged: 0,
+            purging: 0,
             behaviour,
             failures_left: 0,
             failure_status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -549,6 +555,13 @@ impl FakeRancher {
     /// someone added them during the walk.
     pub fn add_after_next_list(&self, services: Vec<ServiceSpec>) {
         self.world.lock().unwrap().arriving = services;
+    }
+
+    /// Purges the first `count` services right after the next list request has been
+    /// answered, as if someone removed them during the walk: every later service moves
+    /// back by `count` places in the listing.
+    pub fn purge_first_after_next_list(&self, count: usize) {
+        self.world.lock().unwrap().purging = count;
     }
 
     pub fn set_upgrade_time(&self, time: Duration) {
@@ -827,6 +840,8 @@ impl World {
         let answer = match (method.as_str(), segments.as_slice()) {
             ("GET", ["services"]) => {
                 let page = self.list(&base, tail, query);
+                self.purged =
+                    (self.purged + std::mem::take(&mut self.purging)).min(self.services.len());
                 for spec in std::mem::take(&mut self.arriving) {
                     let index = self.services.len();
                     let service = FakeService::new(index, spec);
@@ -894,13 +909,14 @@ impl World {
             })
             .filter(|_| !self.behaviour.ignore_markers)
             .unwrap_or(0);
-        let end = (offset + limit).min(self.services.len());
+        let listed = self.services.len() - self.purged;
+        let end = (offset + limit).min(listed);
         let offset = offset.min(end);
-        let data: Vec<Arc<Vec<u8>>> = self.services[offset..end]
+        let data: Vec<Arc<Vec<u8>>> = self.services[self.purged..][offset..end]
             .iter_mut()
             .map(|s| s.rendered(base))
             .collect();
-        let partial = offset + limit < self.services.len();
+        let partial = offset + limit < listed;
         let next = partial.then(|| {
             let mut serializer = url::form_urlencoded::Serializer::new(String::new());
             for (k, v) in pairs.iter().filter(|(k, _)| k != "marker") {

@@ -29,9 +29,11 @@ fn list_markers(rancher: &FakeRancher) -> Vec<Option<String>> {
         .collect()
 }
 
-/// Every list request asked for a page at a multiple of `stride`; no page was asked for
-/// twice; the first one asked for 3000 services.
+/// Every list request asked for a page at a multiple of the step between pages (a page of
+/// `stride` services, less the few each page shares with the one before); no page was asked
+/// for twice; the first one asked for 3000 services.
 fn assert_pages_asked_by_offset(rancher: &FakeRancher, stride: usize, needed: usize) {
+    let step = stride - (stride / 10).min(32);
     let markers = list_markers(rancher);
     assert_eq!(markers[0], None, "the first page comes first");
     let mut offsets: Vec<usize> = markers[1..]
@@ -47,10 +49,10 @@ fn assert_pages_asked_by_offset(rancher: &FakeRancher, stride: usize, needed: us
         "no page asked for twice: {markers:?}"
     );
     assert!(
-        offsets.iter().all(|offset| offset % stride == 0),
+        offsets.iter().all(|offset| offset % step == 0),
         "{markers:?}"
     );
-    let wanted: Vec<usize> = (1..needed).map(|page| page * stride).collect();
+    let wanted: Vec<usize> = (1..needed).map(|page| page * step).collect();
     assert!(
         wanted.iter().all(|offset| offsets.contains(offset)),
         "pages {wanted:?} all read: {markers:?}"
@@ -90,7 +92,8 @@ async fn one_page_at_a_time_follows_the_markers_exactly() {
     assert_eq!((scan.pages, scan.listed), (3, 6500));
     assert_eq!(
         list_markers(&rancher),
-        [None, Some("m3000".into()), Some("m6000".into())]
+        [None, Some("m2968".into()), Some("m5936".into())],
+        "pages of 3000 that share 32 services with the page before"
     );
 }
 
@@ -275,4 +278,35 @@ async fn a_server_that_ignores_markers_fails_the_walk_instead_of_looping() {
             .values()
             .all(|&count| count == 1)
     );
+}
+
+#[tokio::test]
+async fn services_removed_during_the_walk_do_not_hide_the_ones_after_them() {
+    // Matching services right after the first page's end; once the first page has been
+    // read, twenty services before them are removed, and they move back across the page
+    // boundary.
+    let environment: Vec<ServiceSpec> = (0..2500)
+        .map(|i| {
+            let image = if (1000..1010).contains(&i) {
+                "docker:myorg/worker:stable".to_owned()
+            } else {
+                format!("docker:myorg/other-{}:stable", i % 5)
+            };
+            service(&format!("svc-{i:05}"), &image)
+        })
+        .collect();
+    for window in ["1", "8"] {
+        let behaviour = Behaviour {
+            max_limit: 1000,
+            ..Behaviour::default()
+        };
+        let rancher = FakeRancher::start_with(environment.clone(), behaviour).await;
+        rancher.purge_first_after_next_list(20);
+        let mut app = spawn_app_with(&rancher, &[("RANCHER_LIST_CONCURRENCY", window)]).await;
+
+        let (outcomes, _) = app.push_and_wait("myorg/worker", Some("stable")).await;
+
+        let expected: Vec<String> = (1000..1010).map(|i| format!("svc-{i:05}")).collect();
+        assert_eq!(named(&outcomes, "upgraded"), expected, "window {window}");
+    }
 }
