@@ -133,6 +133,8 @@ struct Tally {
     decisions: Vec<Decision>,
     /// Entries read (a page read again after a failure counts each entry once).
     entries: usize,
+    /// Its first entries, which the page before has read and counted already.
+    shared: usize,
     without_launch_config: usize,
     unreadable: usize,
 }
@@ -190,11 +192,7 @@ impl Scanner {
                 page.tally.entries,
                 &end,
             )?;
-            let shared = match (&self.walk, page.offset) {
-                (Walk::ByOffset { stride, step, .. }, Some(_)) => (stride - step) as usize,
-                _ => 0,
-            };
-            return Ok(Some(self.take_decisions(page.tally, shared)));
+            return Ok(Some(self.take_decisions(page.tally)));
         }
     }
 
@@ -205,18 +203,23 @@ impl Scanner {
 
     /// Starts reading the pages the walk needs next, up to the window.
     fn ask_for_pages(&mut self) {
-        let mut wanted: Vec<(Option<String>, Option<u64>)> = Vec::new();
+        // Marker, offset, and entries shared with the page before.
+        let mut wanted: Vec<(Option<String>, Option<u64>, usize)> = Vec::new();
         match &mut self.walk {
             Walk::Start => {
                 self.walk = Walk::FirstPage;
-                wanted.push((None, None));
+                wanted.push((None, None, 0));
             }
             Walk::FirstPage => {}
             Walk::ByOffset {
-                step, next, last, ..
+                stride,
+                step,
+                next,
+                last,
             } => {
+                let shared = (*stride - *step) as usize;
                 while last.is_none() && self.in_flight.len() + wanted.len() < self.window {
-                    wanted.push((Some(format!("m{next}")), Some(*next)));
+                    wanted.push((Some(format!("m{next}")), Some(*next), shared));
                     *next += *step;
                 }
             }
@@ -224,20 +227,25 @@ impl Scanner {
                 if self.reading.is_empty()
                     && let Some(marker) = next.take()
                 {
-                    wanted.push((Some(marker), None));
+                    wanted.push((Some(marker), None, 0));
                 }
             }
         }
-        for (marker, offset) in wanted {
-            self.read(marker, offset);
+        for (marker, offset, shared) in wanted {
+            self.read(marker, offset, shared);
         }
     }
 
-    fn read(&mut self, marker: Option<String>, offset: Option<u64>) {
+    fn read(&mut self, marker: Option<String>, offset: Option<u64>, shared: usize) {
+        let tally = Tally {
+            shared,
+            ..Tally::default()
+        };
         let task = read_page(
             self.client.clone(),
             marker,
             offset,
+            tally,
             Arc::clone(&self.pushed),
             Arc::clone(&self.rule),
         );
@@ -329,11 +337,11 @@ impl Scanner {
         Ok(())
     }
 
-    /// Counts `page` in the summary (but for the `shared` entries it has in common with the
-    /// page before) and returns its decisions about services not decided before.
-    fn take_decisions(&mut self, page: Tally, shared: usize) -> Vec<Decision> {
+    /// Counts `page` in the summary and returns its decisions about services not decided
+    /// before.
+    fn take_decisions(&mut self, page: Tally) -> Vec<Decision> {
         self.summary.pages += 1;
-        self.summary.listed += page.entries.saturating_sub(shared);
+        self.summary.listed += page.entries.saturating_sub(page.shared);
         self.summary.without_launch_config += page.without_launch_config;
         self.summary.unreadable += page.unreadable;
         page.decisions
@@ -362,10 +370,10 @@ async fn read_page(
     client: RancherClient,
     marker: Option<String>,
     offset: Option<u64>,
+    mut tally: Tally,
     pushed: Arc<ImageRef>,
     rule: Arc<MatchSettings>,
 ) -> PageReading {
-    let mut tally = Tally::default();
     let asked_at = Instant::now();
     let result = client
         .list_page(marker.as_deref(), |position, entry| {
@@ -373,7 +381,8 @@ async fn read_page(
                 return;
             }
             tally.entries = position + 1;
-            tally.judge(entry, &pushed, &rule, asked_at);
+            let first_time = position >= tally.shared;
+            tally.judge(entry, first_time, &pushed, &rule, asked_at);
         })
         .await;
     PageReading {
@@ -385,9 +394,12 @@ async fn read_page(
 }
 
 impl Tally {
+    /// Judges one entry; one the page before has counted (`first_time` false) is judged
+    /// again, in case it is a service that moved, but not counted or logged again.
     fn judge(
         &mut self,
         entry: Result<Service, SkippedEntry>,
+        first_time: bool,
         pushed: &ImageRef,
         rule: &MatchSettings,
         asked_at: Instant,
@@ -395,21 +407,27 @@ impl Tally {
         let service = match entry {
             Ok(service) => service,
             Err(entry) => {
-                self.unreadable += 1;
-                tracing::warn!(service_id = entry.id.as_deref().unwrap_or("?"), reason = %entry.reason, "unreadable service entry passed over");
+                if first_time {
+                    self.unreadable += 1;
+                    tracing::warn!(service_id = entry.id.as_deref().unwrap_or("?"), reason = %entry.reason, "unreadable service entry passed over");
+                }
                 return;
             }
         };
         let decision = match matching::judge(&service, pushed, rule) {
             Verdict::NotRunning => return,
             Verdict::NoLaunchConfig => {
-                self.without_launch_config += 1;
-                tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
+                if first_time {
+                    self.without_launch_config += 1;
+                    tracing::debug!(service_id = %service.id, kind = service.resource_type.as_deref().unwrap_or("?"), "service has no launch config, passed over");
+                }
                 return;
             }
             Verdict::Unreadable(reason) => {
-                self.unreadable += 1;
-                tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
+                if first_time {
+                    self.unreadable += 1;
+                    tracing::warn!(service_id = %service.id, service = service.display_name(), %reason, "service with unexpected fields passed over");
+                }
                 return;
             }
             Verdict::OptedOut(reason) => Decision::Skip {

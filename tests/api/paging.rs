@@ -137,12 +137,12 @@ fn mixed_environment(size: usize) -> Vec<ServiceSpec> {
 }
 
 /// What one push finds with `RANCHER_LIST_CONCURRENCY=window`: the upgraded and the
-/// skipped services, and the services listed.
+/// skipped services, the services listed, and those without a launch config.
 async fn walk_with_window(
     window: &str,
     environment: Vec<ServiceSpec>,
     added_during_the_walk: Vec<ServiceSpec>,
-) -> (Vec<String>, Vec<String>, usize) {
+) -> (Vec<String>, Vec<String>, usize, usize) {
     let behaviour = Behaviour {
         max_limit: 1000,
         ..Behaviour::default()
@@ -158,10 +158,12 @@ async fn walk_with_window(
     )
     .await;
     let (outcomes, job) = app.push_and_wait("myorg/worker", Some("stable")).await;
+    let scan = job.scan.unwrap();
     (
         named(&outcomes, "upgraded"),
         named(&outcomes, "skipped"),
-        job.scan.unwrap().listed,
+        scan.listed,
+        scan.without_launch_config,
     )
 }
 
@@ -172,6 +174,7 @@ async fn concurrent_paging_finds_exactly_what_sequential_paging_finds() {
     assert_eq!(concurrent, sequential);
     assert_eq!(sequential.0.len(), 55, "every 97th service, over six pages");
     assert_eq!(sequential.2, 5300);
+    assert_eq!(sequential.3, 55, "every 97th is a DNS service, counted once");
 }
 
 #[tokio::test]
