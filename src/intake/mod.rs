@@ -150,14 +150,16 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let intake = Arc::new(intake);
     let with_intake = warp::any().map(move || Arc::clone(&intake));
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    let peer = warp::ext::optional::<server::Peer>()
-        .map(|peer: Option<server::Peer>| peer.map(|server::Peer(address)| address));
-    let webhook = warp::path!("autoredeploy")
-        .and(warp::method())
-        .and(query)
+    // What every keyed route needs to judge its caller: method, raw query, headers, peer.
+    let caller = warp::method()
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(peer)
+        .and(
+            warp::ext::optional::<server::Peer>()
+                .map(|peer: Option<server::Peer>| peer.map(|server::Peer(address)| address)),
+        );
+    let webhook = warp::path!("autoredeploy")
+        .and(caller)
         .and(warp::body::stream())
         .and(with_intake.clone())
         .then(
@@ -166,10 +168,7 @@ pub fn routes(
             },
         );
     let jobs = warp::path!("jobs")
-        .and(warp::method())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(peer)
+        .and(caller)
         .and(with_intake.clone())
         .then(
             |method, query: String, headers, remote, intake: Arc<Intake>| async move {
@@ -177,10 +176,7 @@ pub fn routes(
             },
         );
     let job = warp::path!("jobs" / String)
-        .and(warp::method())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(peer)
+        .and(caller)
         .and(with_intake.clone())
         .then(
             |id: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {

@@ -174,7 +174,10 @@ async fn concurrent_paging_finds_exactly_what_sequential_paging_finds() {
     assert_eq!(concurrent, sequential);
     assert_eq!(sequential.0.len(), 55, "every 97th service, over six pages");
     assert_eq!(sequential.2, 5300);
-    assert_eq!(sequential.3, 55, "every 97th is a DNS service, counted once");
+    assert_eq!(
+        sequential.3, 55,
+        "every 97th is a DNS service, counted once"
+    );
 }
 
 #[tokio::test]
