@@ -310,7 +310,8 @@ impl Scanner {
                             what: "listing services".into(),
                             reason: format!(
                                 "the page at m{offset} points to {} instead of {expected}: the \
-                                 server does not page by offset as Rancher does",
+                                 server does not page by offset as Rancher does (is a proxy in \
+                                 front of Rancher dropping the marker parameter?)",
                                 end.next_marker.as_deref().unwrap_or_default()
                             ),
                         });
