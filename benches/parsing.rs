@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use autoredeploy::config::MatchSettings;
 use autoredeploy::domain::ImageRef;
-use autoredeploy::matching;
-use autoredeploy::rancher::ServicePage;
+use autoredeploy::platform::rancher::ServicePage;
+use autoredeploy::platform::rancher::matching;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 

@@ -20,20 +20,17 @@
 //!   logging, and [`history`] prints the journal for `autoredeploy jobs`.
 
 pub mod config;
-pub mod deployer;
+pub mod deploy;
 pub mod domain;
+pub mod events;
 pub mod healthcheck;
-pub mod history;
 pub mod intake;
+pub mod jobs_command;
 pub mod journal;
-pub mod matching;
-pub mod outcome;
-pub mod planner;
-pub mod rancher;
+pub mod platform;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
-pub mod upgrader;
 
 /// Installs the process-wide TLS crypto provider (ring) that every HTTP client needs; later
 /// calls do nothing.

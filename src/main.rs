@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use autoredeploy::config::Settings;
 use autoredeploy::startup::Application;
-use autoredeploy::{healthcheck, history, telemetry};
+use autoredeploy::{healthcheck, jobs_command, telemetry};
 
 const USAGE: &str = "usage: autoredeploy [healthcheck | jobs [ID] [--limit N] [--json] | --version]\n\
                      Without arguments it serves the webhook; settings come from environment \
@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     match arguments.first().map(String::as_str) {
         None => serve().await,
         Some("healthcheck") => healthcheck::run().await,
-        Some("jobs") => history::run(&arguments[1..]),
+        Some("jobs") => jobs_command::run(&arguments[1..]),
         Some("--version" | "-V") => {
             println!("autoredeploy {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -8,14 +8,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::config::{RancherSettings, Settings};
-use crate::deployer::{Deployer, DeployerParts};
+use crate::deploy::{Deployer, DeployerParts};
+use crate::events::{DeployEvent, OutcomeReporter};
 use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
-use crate::outcome::{DeployEvent, OutcomeReporter};
-use crate::rancher::{RancherClient, RancherError};
+use crate::platform::rancher::upgrade::Upgrader;
+use crate::platform::rancher::{RancherClient, RancherError};
 use crate::shutdown::Shutdown;
-use crate::upgrader::Upgrader;
 
 /// Outcomes kept for a subscriber that falls behind.
 const OUTCOME_BUFFER: usize = 1024;

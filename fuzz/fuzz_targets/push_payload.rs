@@ -2,7 +2,7 @@
 //! accepted names a tagged image without a digest.
 #![no_main]
 
-use autoredeploy::intake::dockerhub::parse_push;
+use autoredeploy::intake::sources::dockerhub::parse_push;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

@@ -6,10 +6,10 @@
 //! reaches Rancher from here. The key is never logged.
 
 mod auth;
-pub mod dockerhub;
-mod history;
+mod jobs;
 mod limiter;
 pub mod server;
+pub mod sources;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -304,7 +304,7 @@ impl Intake {
                 );
             }
         };
-        let push = match dockerhub::parse_push(&body) {
+        let push = match sources::dockerhub::parse_push(&body) {
             Ok(push) => push,
             Err(reason) => {
                 tracing::info!(client, %reason, "webhook refused: not a push");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use autoredeploy::config::Settings;
-use autoredeploy::outcome::{DeployEvent, JobOutcome, ServiceOutcome};
+use autoredeploy::events::{DeployEvent, JobOutcome, ServiceOutcome};
 use autoredeploy::startup::Application;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};

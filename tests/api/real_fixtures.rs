@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use autoredeploy::config::{MatchSettings, UpgradeSettings};
 use autoredeploy::domain::ImageRef;
-use autoredeploy::intake::dockerhub::parse_push;
-use autoredeploy::matching::{self, Targets, Verdict};
-use autoredeploy::rancher::{LaunchConfigView, RancherError, Service, ServicePage};
-use autoredeploy::upgrader::upgrade_request;
+use autoredeploy::intake::sources::dockerhub::parse_push;
+use autoredeploy::platform::rancher::matching::{self, Targets, Verdict};
+use autoredeploy::platform::rancher::upgrade::upgrade_request;
+use autoredeploy::platform::rancher::{LaunchConfigView, RancherError, Service, ServicePage};
 use serde_json::Value;
 
 fn real_fixtures() -> Option<Vec<(String, Vec<u8>)>> {

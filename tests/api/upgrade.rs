@@ -167,7 +167,7 @@ async fn stuck_upgrade(
     policy: Option<&str>,
 ) -> (
     FakeRancher,
-    Vec<autoredeploy::outcome::ServiceOutcome>,
+    Vec<autoredeploy::events::ServiceOutcome>,
     Value,
 ) {
     let rancher = FakeRancher::start(vec![

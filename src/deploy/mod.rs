@@ -17,12 +17,12 @@ use tokio::time::Instant;
 
 use crate::config::{JobRetrySettings, MatchSettings};
 use crate::domain::ImageRef;
+use crate::events::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
 use crate::journal::{JobId, Journal, JournalError, PendingJob, PlannedService, Step};
-use crate::outcome::{JobOutcome, OutcomeReporter, OutcomeResult, ServiceOutcome};
-use crate::planner::{Decision, ScanSummary, Scanner};
-use crate::rancher::{RancherClient, Service};
+use crate::platform::rancher::scan::{Decision, ScanSummary, Scanner};
+use crate::platform::rancher::upgrade::{Assignment, Ending, Upgrader};
+use crate::platform::rancher::{RancherClient, Service};
 use crate::shutdown::ShutdownSignal;
-use crate::upgrader::{Assignment, Ending, Upgrader};
 
 /// Jobs worked on at the same time. Jobs for different images overlap their scans and
 /// waits; more would only crowd the upgrade slots.

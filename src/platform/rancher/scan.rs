@@ -11,8 +11,10 @@ use tokio::time::Instant;
 
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
-use crate::matching::{self, Verdict};
-use crate::rancher::{PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry};
+use crate::platform::rancher::matching::{self, Verdict};
+use crate::platform::rancher::{
+    PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry,
+};
 
 /// A decision about a service that runs the pushed image.
 #[derive(Debug, Clone)]

@@ -12,10 +12,12 @@ use tokio::time::Instant;
 
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
 use crate::domain::ImageRef;
+use crate::events::OutcomeResult;
 use crate::journal::{JobId, Journal, Step, Versions};
-use crate::matching::{self, Targets, Verdict};
-use crate::outcome::OutcomeResult;
-use crate::rancher::{LaunchConfigView, RancherClient, RancherError, Service, UpgradeRequest};
+use crate::platform::rancher::matching::{self, Targets, Verdict};
+use crate::platform::rancher::{
+    LaunchConfigView, RancherClient, RancherError, Service, UpgradeRequest,
+};
 use crate::shutdown::ShutdownSignal;
 
 /// The label that makes Rancher's agent pull the image before creating a container, so a

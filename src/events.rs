@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::journal::JobId;
-use crate::planner::ScanSummary;
+use crate::platform::rancher::scan::ScanSummary;
 
 /// The end of one service's handling for one push.
 #[derive(Debug, Clone, PartialEq)]

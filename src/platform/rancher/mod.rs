@@ -10,6 +10,10 @@ mod collection;
 mod error;
 mod wire;
 
+pub mod matching;
+pub mod scan;
+pub mod upgrade;
+
 pub use client::{PAGE_SIZE, RancherClient};
 pub use error::RancherError;
 pub use wire::{

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::config::MatchSettings;
 use crate::domain::ImageRef;
-use crate::rancher::{LaunchConfigView, Service};
+use crate::platform::rancher::{LaunchConfigView, Service};
 
 /// What a push means for one service.
 #[derive(Debug, Clone, PartialEq)]
