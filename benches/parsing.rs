@@ -51,7 +51,12 @@ fn normalisation(c: &mut Criterion) {
         });
     }
     group.bench_function("rancher imageUuid", |b| {
-        b.iter(|| ImageRef::from_rancher_image_uuid(black_box("docker:myorg/web:latest")).unwrap())
+        b.iter(|| {
+            autoredeploy::platform::rancher::matching::image_of_uuid(black_box(
+                "docker:myorg/web:latest",
+            ))
+            .unwrap()
+        })
     });
     group.finish();
 }

@@ -1,89 +1,59 @@
-//! What happened to each service a push concerned, and to the push as a whole: one log line
+//! What happened to each unit a push concerned, and to the push as a whole: one log line
 //! each, and a broadcast stream for whoever wants to follow along (the tests, later the
-//! history and metrics).
+//! metrics and notifications).
 
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::domain::{ImageRef, Outcome, UnitEnd, UnitRef};
 use crate::journal::JobId;
-use crate::platform::rancher::scan::ScanSummary;
+use crate::platform::ScanSummary;
 
-/// The end of one service's handling for one push.
+/// The end of one unit's handling for one push.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceOutcome {
+pub struct UnitOutcome {
     /// The job that handled it.
     pub job: JobId,
-    /// Rancher id, e.g. `1s6`.
-    pub service_id: String,
-    /// Service name.
-    pub service_name: String,
-    /// The pushed image, normalised.
-    pub image: String,
-    /// What happened.
-    pub result: OutcomeResult,
-    /// Time from the decision to upgrade (or skip) to the end.
+    /// Which unit.
+    pub unit: UnitRef,
+    /// Its name.
+    pub name: String,
+    /// The pushed image.
+    pub image: ImageRef,
+    /// How it ended, and why.
+    pub outcome: Outcome,
+    /// Time from the decision to deploy (or skip) to the end.
     pub duration: Duration,
 }
 
-/// How one service's handling ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutcomeResult {
-    /// Upgraded and finished: the service is `active` on the new image.
-    Upgraded,
-    /// Upgraded and left in `upgraded`, because `RANCHER_FINISH_UPGRADE=false`.
-    UpgradedNotFinished,
-    /// Runs the image but was deliberately not upgraded; the reason says why.
-    Skipped(String),
-    /// The upgrade was attempted and did not complete; the reason says where it stopped.
-    Failed(String),
-}
-
-impl OutcomeResult {
-    /// A short word for the log: `upgraded`, `upgraded-not-finished`, `skipped`, `failed`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Upgraded => "upgraded",
-            Self::UpgradedNotFinished => "upgraded-not-finished",
-            Self::Skipped(_) => "skipped",
-            Self::Failed(_) => "failed",
-        }
-    }
-
-    /// The reason, for skipped and failed services.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Self::Skipped(reason) | Self::Failed(reason) => Some(reason),
-            Self::Upgraded | Self::UpgradedNotFinished => None,
-        }
-    }
-}
-
-/// The end of one push's job: the scan and the tally of its services.
+/// The end of one push's job: its scans and the tally of its units.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {
     /// The job.
     pub job: JobId,
-    /// The pushed image, normalised.
-    pub image: String,
-    /// The walk through the environment, or why it stopped early.
+    /// The pushed image.
+    pub image: ImageRef,
+    /// The walks through the targets, added up, or why one stopped early.
     pub scan: Result<ScanSummary, String>,
-    /// Services upgraded (finished or not).
+    /// Units upgraded.
     pub upgraded: usize,
-    /// Services skipped although they run the image.
+    /// Units that already ran the pushed content.
+    pub up_to_date: usize,
+    /// Units skipped although they run the image.
     pub skipped: usize,
-    /// Services whose upgrade failed.
+    /// Units whose upgrade failed (rolled back, cancelled and left included).
     pub failed: usize,
-    /// Time from taking the push off the queue to the last service's end.
+    /// Time from taking the push off the queue to the last unit's end.
     pub duration: Duration,
 }
 
 /// Something that has ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeployEvent {
-    /// One service is done with.
-    Service(ServiceOutcome),
-    /// One push is done with; every one of its services was reported before.
+    /// One unit is done with.
+    Unit(UnitOutcome),
+    /// One push is done with; every one of its units was reported before.
     Job(JobOutcome),
 }
 
@@ -106,43 +76,55 @@ impl OutcomeReporter {
         self.sender.subscribe()
     }
 
-    /// Logs the service's outcome as one line and passes it on.
-    pub fn report_service(&self, outcome: ServiceOutcome) {
+    /// Logs the unit's outcome as one line and passes it on.
+    pub fn report_unit(&self, outcome: UnitOutcome) {
         let duration_ms = outcome.duration.as_millis() as u64;
-        let result = outcome.result.label();
-        let reason = outcome.result.reason().unwrap_or("");
-        match &outcome.result {
-            OutcomeResult::Failed(_) => tracing::error!(
-                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
-                image = %outcome.image, result, reason, duration_ms, "service not upgraded"
+        let result = outcome.outcome.end.as_str();
+        let reason = outcome.outcome.reason.as_deref().unwrap_or("");
+        let (job, target, id, name, image) = (
+            outcome.job,
+            outcome.unit.target.as_str(),
+            &outcome.unit.id,
+            &outcome.name,
+            &outcome.image,
+        );
+        match outcome.outcome.end {
+            end if end.is_failure() => tracing::error!(
+                %job, target, unit_id = %id, unit = %name, %image, result, reason, duration_ms,
+                "not upgraded"
             ),
-            OutcomeResult::Skipped(_) => tracing::info!(
-                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
-                image = %outcome.image, result, reason, duration_ms, "service skipped"
+            UnitEnd::Skipped => tracing::info!(
+                %job, target, unit_id = %id, unit = %name, %image, result, reason, duration_ms,
+                "skipped"
             ),
             _ => tracing::info!(
-                job = %outcome.job, service_id = %outcome.service_id, service = %outcome.service_name,
-                image = %outcome.image, result, duration_ms, "service upgraded"
+                %job, target, unit_id = %id, unit = %name, %image, result, reason, duration_ms,
+                "upgraded"
             ),
         }
         // No subscriber is the normal case in production.
-        let _ = self.sender.send(DeployEvent::Service(outcome));
+        let _ = self.sender.send(DeployEvent::Unit(outcome));
     }
 
     /// Logs the job's tally as one line and passes it on.
     pub fn report_job(&self, outcome: JobOutcome) {
         let duration_ms = outcome.duration.as_millis() as u64;
+        let (job, image) = (outcome.job, &outcome.image);
+        let (upgraded, up_to_date, skipped, failed) = (
+            outcome.upgraded,
+            outcome.up_to_date,
+            outcome.skipped,
+            outcome.failed,
+        );
         match &outcome.scan {
             Ok(scan) => tracing::info!(
-                job = %outcome.job, image = %outcome.image, pages = scan.pages, listed = scan.listed,
-                upgraded = outcome.upgraded, skipped = outcome.skipped, failed = outcome.failed,
-                without_launch_config = scan.without_launch_config,
-                unreadable = scan.unreadable, duration_ms, "push handled"
+                %job, %image, pages = scan.pages, listed = scan.listed, upgraded, up_to_date,
+                skipped, failed, passed_over = scan.passed_over, unreadable = scan.unreadable,
+                duration_ms, "push handled"
             ),
             Err(error) => tracing::error!(
-                job = %outcome.job, image = %outcome.image, %error, upgraded = outcome.upgraded,
-                skipped = outcome.skipped, failed = outcome.failed, duration_ms,
-                "push handled only in part: the service list could not be read to the end"
+                %job, %image, %error, upgraded, up_to_date, skipped, failed, duration_ms,
+                "push handled only in part"
             ),
         }
         let _ = self.sender.send(DeployEvent::Job(outcome));

@@ -50,7 +50,12 @@ fn run_inner(arguments: &[String]) -> Result<String, String> {
     let db = journal::read_only(&directory).map_err(|err| err.to_string())?;
     match job {
         Some(id) => {
-            let detail = journal::job_detail(&db, id)
+            // The command shows every unit: it reads a local file, and prints what it reads.
+            let every_unit = journal::UnitPage {
+                limit: usize::MAX >> 1,
+                after: None,
+            };
+            let detail = journal::job_detail(&db, id, every_unit)
                 .map_err(|err| err.to_string())?
                 .ok_or_else(|| format!("no job {id}"))?;
             Ok(if json {
@@ -115,22 +120,29 @@ fn describe(job: &JobDetail) -> String {
     if let Some(error) = &summary.error {
         let _ = writeln!(text, "  error: {error}");
     }
-    if let (Some(pages), Some(listed)) = (job.pages, job.listed) {
-        let _ = writeln!(text, "  scanned {listed} services in {pages} page(s)");
-    }
-    for service in &job.services {
+    for scan in &job.scans {
+        let (listed, pages) = (scan.listed.unwrap_or(0), scan.pages.unwrap_or(0));
         let _ = writeln!(
             text,
-            "  {} ({}): {}",
-            service.service_name,
-            service.service_id,
-            service.step.as_str()
+            "  {}: listed {listed} in {pages} page(s)",
+            scan.target
         );
-        if let Some(reason) = &service.reason {
+        if let Some(error) = &scan.error {
+            let _ = writeln!(text, "    stopped: {error}");
+        }
+    }
+    for unit in &job.units {
+        let state = unit.end.map_or(unit.step.as_str(), |end| end.as_str());
+        let _ = writeln!(
+            text,
+            "  {} {} ({}): {state}",
+            unit.target, unit.name, unit.id
+        );
+        if let Some(reason) = &unit.reason {
             let _ = writeln!(text, "    reason: {reason}");
         }
-        for step in &service.steps {
-            let _ = writeln!(text, "    {}  {}", step.at, step.step.as_str());
+        for step in &unit.steps {
+            let _ = writeln!(text, "    {}  {}", step.at, step.step);
         }
     }
     text

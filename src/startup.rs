@@ -13,6 +13,7 @@ use crate::events::{DeployEvent, OutcomeReporter};
 use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
+use crate::platform::rancher::RancherPlatform;
 use crate::platform::rancher::upgrade::Upgrader;
 use crate::platform::rancher::{RancherClient, RancherError};
 use crate::shutdown::Shutdown;
@@ -105,13 +106,11 @@ impl Application {
             client.clone(),
             settings.upgrade.clone(),
             settings.matching.clone(),
-            journal.clone(),
             signal.clone(),
         );
+        let rancher = RancherPlatform::new(client, settings.matching.clone(), upgrader);
         let deployer = Deployer::new(DeployerParts {
-            client,
-            upgrader,
-            rule: settings.matching.clone(),
+            platforms: vec![rancher],
             journal: journal.clone(),
             reporter,
             wake: Arc::clone(&wake),

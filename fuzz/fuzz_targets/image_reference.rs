@@ -6,7 +6,7 @@ use autoredeploy::domain::ImageRef;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = ImageRef::from_rancher_image_uuid(text);
+    let _ = autoredeploy::platform::rancher::matching::image_of_uuid(text);
     if let Ok(reference) = ImageRef::parse(text) {
         let again = ImageRef::parse(&reference.to_string()).expect("a normalised reference parses");
         assert_eq!(again, reference);

@@ -2,9 +2,6 @@ use std::fmt;
 
 use oci_spec::distribution::Reference;
 
-/// Rancher stores images as `docker:<reference>`; other prefixes are not container images.
-const RANCHER_DOCKER_PREFIX: &str = "docker:";
-
 /// A Docker image reference, normalised the way Docker does it.
 ///
 /// `nginx`, `nginx:latest`, `library/nginx`, `docker.io/library/nginx:latest` and
@@ -33,9 +30,6 @@ pub enum ImageRefError {
         /// What the parser objected to.
         reason: String,
     },
-    /// A Rancher `imageUuid` with a prefix other than `docker:`.
-    #[error("`{0}` is not a Docker image (Rancher image ids start with `docker:`)")]
-    NotDocker(String),
 }
 
 /// Longest piece of a rejected input repeated in an error message.
@@ -84,14 +78,6 @@ impl ImageRef {
             tag: parsed.tag().map(str::to_owned),
             digest: parsed.digest().map(str::to_owned),
         })
-    }
-
-    /// Parses Rancher's `imageUuid` (`docker:nginx:1.25`): strips the `docker:` prefix first.
-    pub fn from_rancher_image_uuid(image_uuid: &str) -> Result<Self, ImageRefError> {
-        match image_uuid.strip_prefix(RANCHER_DOCKER_PREFIX) {
-            Some(reference) => Self::parse(reference),
-            None => Err(ImageRefError::NotDocker(excerpt(image_uuid))),
-        }
     }
 
     /// Registry host, e.g. `docker.io`.
@@ -166,20 +152,6 @@ mod tests {
             assert_eq!(pushed(spelling), canonical, "{spelling}");
         }
         assert_eq!(canonical.to_string(), "docker.io/library/nginx:latest");
-    }
-
-    #[test]
-    fn rancher_image_uuid_needs_the_docker_prefix() {
-        let image = ImageRef::from_rancher_image_uuid("docker:ubuntu:trusty").unwrap();
-        assert_eq!(image.to_string(), "docker.io/library/ubuntu:trusty");
-        assert!(matches!(
-            ImageRef::from_rancher_image_uuid("sim:ubuntu"),
-            Err(ImageRefError::NotDocker(_))
-        ));
-        assert!(matches!(
-            ImageRef::from_rancher_image_uuid("ubuntu"),
-            Err(ImageRefError::NotDocker(_))
-        ));
     }
 
     #[test]
@@ -292,7 +264,7 @@ mod properties {
                 format!("docker.io/library/{name}:{tag}"),
                 format!("index.docker.io/library/{name}:{tag}"),
             ] {
-                let running = ImageRef::from_rancher_image_uuid(&format!("docker:{spelling}")).unwrap();
+                let running = ImageRef::parse(&spelling).unwrap();
                 prop_assert!(running.is_updated_by(&pushed), "{} does not match {}", spelling, pushed);
             }
         }
@@ -316,7 +288,6 @@ mod properties {
         #[test]
         fn parsing_any_text_never_panics(text in ".{0,80}") {
             let _ = ImageRef::parse(&text);
-            let _ = ImageRef::from_rancher_image_uuid(&text);
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Domain values shared by every stage of the data path.
+//! Domain values shared by every stage of the data path; no platform and no sender in here.
 
 mod image_ref;
 mod push_event;
+mod unit;
 
 pub use image_ref::{ImageRef, ImageRefError, excerpt};
-pub use push_event::PushEvent;
+pub use push_event::{PushEvent, SourceKind};
+pub use unit::{Outcome, TargetKind, UnitEnd, UnitRef};

@@ -1,12 +1,51 @@
+use std::fmt;
+
 use super::ImageRef;
+
+/// Which sender said an image was pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Docker Hub's repository webhook.
+    DockerHub,
+}
+
+impl SourceKind {
+    /// The name stored in the journal and shown in `/jobs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DockerHub => "dockerhub",
+        }
+    }
+
+    /// The source of that name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "dockerhub" => Some(Self::DockerHub),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// "A new version of this image was pushed": what every inbound webhook format becomes.
 ///
-/// The Rancher side of the program only ever sees this type, never a registry payload.
+/// The deploy core and the platforms only ever see this type, never a sender's payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushEvent {
     /// The pushed image, normalised, always with a tag and never with a digest.
     pub image: ImageRef,
-    /// Who pushed, when the registry says so; only for the log.
+    /// The content digest the tag points to now, when the sender says so (`sha256:…`).
+    pub digest: Option<String>,
+    /// Who said so.
+    pub source: SourceKind,
+    /// Who pushed, when the sender says so; only for the log and the history.
     pub pusher: Option<String>,
+    /// Where the sender wants to be told the result (Docker Hub's `callback_url`). It may
+    /// carry a token: it is kept, never logged or shown.
+    pub callback_url: Option<url::Url>,
 }

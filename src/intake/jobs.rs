@@ -7,12 +7,16 @@ use warp::reply::{Reply, Response};
 use std::net::SocketAddr;
 
 use super::{Intake, error_reply, limiter, method_not_allowed};
-use crate::journal::JobId;
+use crate::journal::{JobId, UnitPage};
 
 /// Jobs per page unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 20;
 /// Most jobs per page.
 const MAX_PAGE: usize = 200;
+/// Units of a job shown at once unless `limit` says otherwise.
+const DEFAULT_UNIT_PAGE: usize = 500;
+/// Most units of a job shown at once.
+const MAX_UNIT_PAGE: usize = 5000;
 
 impl Intake {
     /// Recent jobs, newest first; `?limit=` and `?before=<job>` page through them.
@@ -63,8 +67,21 @@ impl Intake {
                 &format!("no job {id:?}: job ids are numbers"),
             );
         };
-        match self.journal.job(JobId(number)).await {
-            Ok(Some(job)) => warp::reply::json(&job).into_response(),
+        let page = match unit_page_of(query) {
+            Ok(page) => page,
+            Err(message) => return error_reply(StatusCode::BAD_REQUEST, "bad_request", &message),
+        };
+        match self.journal.job(JobId(number), page).await {
+            Ok(Some(job)) => {
+                // A full page may be followed by more units.
+                let next = (job.units.len() == page.limit)
+                    .then(|| job.units.last())
+                    .flatten()
+                    .map(|unit| format!("/jobs/{number}?limit={}&after={}", page.limit, unit.seq));
+                let mut body = serde_json::to_value(&job).unwrap_or_default();
+                body["next"] = json!(next);
+                warp::reply::json(&body).into_response()
+            }
             Ok(None) => error_reply(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -126,4 +143,32 @@ fn journal_error(error: &crate::journal::JournalError) -> Response {
         "journal_unavailable",
         "the journal could not be read",
     )
+}
+
+/// `?limit=` and `?after=<unit number>` of a job's detail.
+fn unit_page_of(query: &str) -> Result<UnitPage, String> {
+    let mut page = UnitPage {
+        limit: DEFAULT_UNIT_PAGE,
+        after: None,
+    };
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                page.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_UNIT_PAGE).contains(n))
+                    .ok_or_else(|| format!("limit must be a number from 1 to {MAX_UNIT_PAGE}"))?;
+            }
+            "after" => {
+                page.after = Some(
+                    value
+                        .parse()
+                        .map_err(|_| "after must be the seq of a unit".to_owned())?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(page)
 }

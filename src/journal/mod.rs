@@ -1,13 +1,17 @@
 //! The journal: an embedded SQLite database that makes accepted pushes durable.
 //!
-//! A push is written here before it is answered `202`; each job then records the services
-//! it planned and every step of each one, *before* the step is taken against Rancher. After
-//! a crash, [`Journal::runnable`] and [`Journal::services`] tell where each job stopped, and
-//! the deployer resumes it from there.
+//! A push is written here before it is answered `202`; each job then records, per target,
+//! how far its scan got, the units it planned and every step of each one, *before* the step
+//! is taken. After a crash, [`Journal::runnable`] and [`Journal::units`] tell where each job
+//! stopped, and the deploy core resumes it from there.
 //!
-//! One thread owns the database connection. Calls are queued to it and run in batches, one
+//! One thread owns the writing connection. Calls are queued to it and run in batches, one
 //! transaction (and one `fsync`) per batch, so many pushes arriving at once share the cost.
+//! The history (`/jobs`) is read on a connection of its own, off that thread, so reading it
+//! never delays a push.
 
+mod migrations;
+mod reader;
 mod records;
 mod writer;
 
@@ -17,15 +21,19 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 
 pub use records::{
-    Accepted, JobDetail, JobId, JobState, JobSummary, PendingJob, ServiceRecord, Step, StepRecord,
-    Versions,
+    Accepted, JobDetail, JobId, JobState, JobSummary, PendingJob, ScanRecord, StepRecord, UnitPage,
+    UnitRecord, job_detail, list_jobs,
 };
 
-use crate::domain::PushEvent;
+use crate::domain::{Outcome, PushEvent, TargetKind, UnitRef};
+use reader::Reader;
 use writer::Writer;
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "autoredeploy.sqlite3";
+
+/// File locked by the server that uses the data directory.
+const LOCK_FILE: &str = "autoredeploy.lock";
 
 /// The journal could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -55,30 +63,29 @@ pub enum AcceptError {
     Journal(#[from] JournalError),
 }
 
-/// A service a job concerns, as first recorded.
+/// A unit a scan found, to be recorded: planned, or ended at once (skipped).
 #[derive(Debug, Clone)]
-pub struct PlannedService {
-    /// Rancher id.
-    pub service_id: String,
-    /// Service name.
-    pub service_name: String,
-    /// Its first step: planned, or already ended (skipped).
-    pub step: Step,
-    /// Why, for a service that ends there.
-    pub detail: Option<String>,
+pub struct NewUnit {
+    /// Which unit.
+    pub unit: UnitRef,
+    /// Its name.
+    pub name: String,
+    /// Its end, for a unit that is not deployed.
+    pub ended: Option<Outcome>,
 }
+
+/// The step every unit starts at.
+pub const PLANNED: &str = "planned";
 
 /// Handle to the journal; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Journal {
     writer: Writer,
+    reader: Reader,
     /// Held locked for the life of the process: two servers on one journal would both run
     /// its jobs.
     _lock: std::sync::Arc<std::fs::File>,
 }
-
-/// File locked by the server that uses the data directory.
-const LOCK_FILE: &str = "autoredeploy.lock";
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -87,8 +94,9 @@ fn now_ms() -> i64 {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal in `directory`, and fails with a message that
-    /// names the directory if it cannot be written.
+    /// Opens (creating if needed) the journal in `directory`, upgrading a journal of an
+    /// earlier release in place, and fails with a message that names the directory if it
+    /// cannot be used.
     pub fn open(directory: &Path) -> Result<Self, JournalError> {
         let unusable = |what: &str, err: &dyn std::fmt::Display| {
             JournalError::Unusable(format!(
@@ -108,7 +116,7 @@ impl Journal {
             )));
         }
         let path: PathBuf = directory.join(DATABASE_FILE);
-        let connection = rusqlite::Connection::open(&path)
+        let mut connection = rusqlite::Connection::open(&path)
             .map_err(|err| unusable("the journal cannot be opened", &err))?;
         connection
             .execute_batch(
@@ -117,11 +125,19 @@ impl Journal {
                  PRAGMA foreign_keys = ON;
                  PRAGMA busy_timeout = 5000;",
             )
-            .and_then(|()| connection.execute_batch(include_str!("schema.sql")))
             .map_err(|err| unusable("the journal cannot be written", &err))?;
+        migrations::migrate(&mut connection).map_err(|err| {
+            JournalError::Unusable(format!(
+                "the journal {} cannot be used: {err}",
+                path.display()
+            ))
+        })?;
+        let reader = Reader::open(&path)
+            .map_err(|err| unusable("the journal cannot be opened for reading", &err))?;
         Ok(Self {
             writer: Writer::start(connection)
                 .map_err(|err| unusable("the journal thread cannot be started", &err))?,
+            reader,
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -140,6 +156,9 @@ impl Journal {
     ) -> Result<Accepted, AcceptError> {
         let image = push.image.to_string();
         let pusher = push.pusher.clone();
+        let source = push.source.as_str();
+        let digest = push.digest.clone();
+        let callback = push.callback_url.as_ref().map(url::Url::to_string);
         let result = self
             .writer
             .call(move |db| {
@@ -153,8 +172,9 @@ impl Journal {
                     .optional()?;
                 if let Some(id) = queued {
                     db.execute(
-                        "UPDATE jobs SET pushes = pushes + 1, last_push_at = ?2, pusher = COALESCE(?3, pusher) WHERE id = ?1",
-                        params![id, now, pusher],
+                        "UPDATE jobs SET pushes = pushes + 1, last_push_at = ?2, pusher = COALESCE(?3, pusher),
+                                source = ?4, digest = ?5, callback_url = ?6 WHERE id = ?1",
+                        params![id, now, pusher, source, digest, callback],
                     )?;
                     return Ok(Some(Accepted { job: JobId(id), coalesced: true }));
                 }
@@ -164,8 +184,9 @@ impl Journal {
                     return Ok(None);
                 }
                 db.execute(
-                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at) VALUES (?1, ?2, 1, 'queued', ?3, ?3)",
-                    params![image, pusher, now],
+                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at, source, digest, callback_url)
+                     VALUES (?1, ?2, 1, 'queued', ?3, ?3, ?4, ?5, ?6)",
+                    params![image, pusher, now, source, digest, callback],
                 )?;
                 Ok(Some(Accepted { job: JobId(db.last_insert_rowid()), coalesced: false }))
             })
@@ -176,23 +197,7 @@ impl Journal {
     /// Jobs to work on, oldest first: those that were running when the process stopped
     /// (to resume), then those queued.
     pub async fn runnable(&self) -> Result<Vec<PendingJob>, JournalError> {
-        self.writer
-            .call(|db| {
-                let mut statement = db.prepare(
-                    "SELECT id, image, state, scan_complete FROM jobs WHERE state IN ('running', 'queued')
-                     ORDER BY state = 'running' DESC, id",
-                )?;
-                let rows = statement.query_map([], |row| {
-                    Ok(PendingJob {
-                        id: JobId(row.get(0)?),
-                        image: row.get(1)?,
-                        resuming: row.get::<_, String>(2)? == "running",
-                        scan_complete: row.get(3)?,
-                    })
-                })?;
-                rows.collect()
-            })
-            .await
+        self.writer.call(records::runnable).await
     }
 
     /// Marks a job as started (kept on resume).
@@ -208,25 +213,36 @@ impl Journal {
             .await
     }
 
-    /// Records that the walk through the environment reached its end.
-    pub async fn complete_scan(
+    /// How far each target's scan of a job got.
+    pub async fn scans(&self, job: JobId) -> Result<Vec<ScanRecord>, JournalError> {
+        self.writer.call(move |db| records::scans_of(db, job)).await
+    }
+
+    /// Records the end of a target's scan: complete, or stopped for good with `error`.
+    pub async fn end_scan(
         &self,
         job: JobId,
+        target: TargetKind,
         pages: usize,
         listed: usize,
+        error: Option<String>,
     ) -> Result<(), JournalError> {
         self.writer
             .call(move |db| {
                 db.execute(
-                    "UPDATE jobs SET scan_complete = 1, pages = ?2, listed = ?3 WHERE id = ?1",
-                    params![job.0, pages as i64, listed as i64],
+                    "INSERT INTO job_scans (job_id, target, complete, pages, listed, error)
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5)
+                     ON CONFLICT (job_id, target) DO UPDATE
+                     SET complete = 1, pages = ?3, listed = ?4, error = ?5",
+                    params![job.0, target.as_str(), pages as i64, listed as i64, error],
                 )
                 .map(drop)
             })
             .await
     }
 
-    /// Ends a job: `error` is set when its scan could not be completed.
+    /// Ends a job; `error` says why it failed as a whole (a scan stopped for good, the
+    /// platform refused the credentials).
     pub async fn finish_job(&self, job: JobId, error: Option<String>) -> Result<(), JournalError> {
         self.writer
             .call(move |db| {
@@ -240,34 +256,38 @@ impl Journal {
             .await
     }
 
-    /// Records services the job concerns, each at its first step, in one transaction (a
-    /// page's worth costs one write to disk). Returns how many were new: a resumed walk or a
-    /// service listed twice finds some already there, and leaves them as they are.
-    pub async fn plan_services(
-        &self,
-        job: JobId,
-        services: Vec<PlannedService>,
-    ) -> Result<usize, JournalError> {
+    /// Records units the job concerns, each planned or already ended, in one transaction
+    /// (a page's worth costs one write to disk). Returns how many were new: a resumed walk
+    /// or a unit listed twice finds some already there, and leaves them as they are.
+    pub async fn plan_units(&self, job: JobId, units: Vec<NewUnit>) -> Result<usize, JournalError> {
         self.writer
             .call(move |db| {
                 let now = now_ms();
                 let mut new = 0;
-                for planned in &services {
-                    let step = planned.step;
-                    let reason = step
-                        .is_unsuccessful_end()
-                        .then(|| planned.detail.clone())
-                        .flatten();
-                    let inserted = db.execute(
-                        "INSERT OR IGNORE INTO job_services (job_id, service_id, service_name, step, reason, planned_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                        params![job.0, planned.service_id, planned.service_name, step.as_str(), reason, now],
-                    )?;
+                let mut insert = db.prepare_cached(
+                    "INSERT OR IGNORE INTO job_units (job_id, target, unit_id, name, step, end_state, reason, planned_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                )?;
+                let mut step = db.prepare_cached(
+                    "INSERT INTO unit_steps (unit_seq, step, at, detail) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for planned in &units {
+                    let (name, end, reason) = match &planned.ended {
+                        Some(outcome) => (outcome.end.as_str(), Some(outcome.end.as_str()), outcome.reason.as_deref()),
+                        None => (PLANNED, None, None),
+                    };
+                    let inserted = insert.execute(params![
+                        job.0,
+                        planned.unit.target.as_str(),
+                        planned.unit.id,
+                        planned.name,
+                        name,
+                        end,
+                        reason,
+                        now
+                    ])?;
                     if inserted == 1 {
-                        db.execute(
-                            "INSERT INTO service_steps (job_id, service_id, step, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![job.0, planned.service_id, step.as_str(), now, planned.detail],
-                        )?;
+                        step.execute(params![db.last_insert_rowid(), name, now, reason])?;
                         new += 1;
                     }
                 }
@@ -276,43 +296,78 @@ impl Journal {
             .await
     }
 
-    /// Records a service's next step, before it is taken. `versions` are the versions of the
-    /// launch configs about to be upgraded, so a resumed job can tell whether Rancher applied
-    /// an upgrade whose answer it never saw.
+    /// Records a unit's next step, before it is taken, with its platform's `checkpoint`
+    /// (the one before is kept when `None`).
     pub async fn record_step(
         &self,
         job: JobId,
-        service_id: &str,
-        step: Step,
+        unit: &UnitRef,
+        step: &'static str,
         detail: Option<String>,
-        versions: Option<&Versions>,
+        checkpoint: Option<String>,
     ) -> Result<(), JournalError> {
-        let service_id = service_id.to_owned();
-        let versions = versions.map(Versions::to_json);
+        let unit = unit.clone();
         self.writer
             .call(move |db| {
+                let seq = records::unit_seq(db, job, &unit)?;
                 let now = now_ms();
-                let reason = step.is_unsuccessful_end().then(|| detail.clone()).flatten();
                 db.execute(
-                    "UPDATE job_services SET step = ?3, updated_at = ?4, reason = ?5,
-                            versions_before = COALESCE(?6, versions_before)
-                     WHERE job_id = ?1 AND service_id = ?2",
-                    params![job.0, service_id, step.as_str(), now, reason, versions],
+                    "UPDATE job_units SET step = ?2, updated_at = ?3, checkpoint = COALESCE(?4, checkpoint)
+                     WHERE seq = ?1",
+                    params![seq, step, now, checkpoint],
                 )?;
                 db.execute(
-                    "INSERT INTO service_steps (job_id, service_id, step, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![job.0, service_id, step.as_str(), now, detail],
+                    "INSERT INTO unit_steps (unit_seq, step, at, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![seq, step, now, detail],
                 )?;
                 Ok(())
             })
             .await
     }
 
-    /// The services a job has planned, with where each one stands.
-    pub async fn services(&self, job: JobId) -> Result<Vec<ServiceRecord>, JournalError> {
+    /// Records a unit's end.
+    pub async fn end_unit(
+        &self,
+        job: JobId,
+        unit: &UnitRef,
+        outcome: &Outcome,
+    ) -> Result<(), JournalError> {
+        let unit = unit.clone();
+        let outcome = outcome.clone();
         self.writer
-            .call(move |db| records::services_of(db, job, false))
+            .call(move |db| {
+                let seq = records::unit_seq(db, job, &unit)?;
+                records::end_unit(db, seq, &outcome, now_ms())
+            })
             .await
+    }
+
+    /// Ends every unit of `job` that has no end yet as failed with `reason`; returns them
+    /// as they were before.
+    pub async fn fail_unfinished(
+        &self,
+        job: JobId,
+        reason: String,
+    ) -> Result<Vec<UnitRecord>, JournalError> {
+        self.writer
+            .call(move |db| {
+                let unfinished: Vec<UnitRecord> = records::units_of(db, job)?
+                    .into_iter()
+                    .filter(|unit| unit.end.is_none())
+                    .collect();
+                let now = now_ms();
+                let outcome = Outcome::failed(reason);
+                for unit in &unfinished {
+                    records::end_unit(db, unit.seq, &outcome, now)?;
+                }
+                Ok(unfinished)
+            })
+            .await
+    }
+
+    /// The units a job has planned, with where each one stands (without their steps).
+    pub async fn units(&self, job: JobId) -> Result<Vec<UnitRecord>, JournalError> {
+        self.writer.call(move |db| records::units_of(db, job)).await
     }
 
     /// Recent jobs, newest first: at most `limit`, older than job `before` when given.
@@ -321,15 +376,16 @@ impl Journal {
         limit: usize,
         before: Option<JobId>,
     ) -> Result<Vec<JobSummary>, JournalError> {
-        self.writer
-            .call(move |db| records::list_jobs(db, limit, before))
+        self.reader
+            .read(move |db| records::list_jobs(db, limit, before))
             .await
     }
 
-    /// One job with every service's steps.
-    pub async fn job(&self, job: JobId) -> Result<Option<JobDetail>, JournalError> {
-        self.writer
-            .call(move |db| records::job_detail(db, job))
+    /// One job with a page of its units (each with its steps): at most `limit` units,
+    /// those after unit number `after`.
+    pub async fn job(&self, job: JobId, page: UnitPage) -> Result<Option<JobDetail>, JournalError> {
+        self.reader
+            .read(move |db| records::job_detail(db, job, page))
             .await
     }
 
@@ -359,179 +415,17 @@ pub fn read_only(directory: &Path) -> Result<rusqlite::Connection, JournalError>
     let connection =
         rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     connection.busy_timeout(Duration::from_secs(5))?;
+    let version = migrations::version_of(&connection)?;
+    if version != migrations::CURRENT_VERSION {
+        return Err(JournalError::Unusable(format!(
+            "the journal at {} has version {version}, this release reads version {}: start the \
+             server of this release once to upgrade it",
+            path.display(),
+            migrations::CURRENT_VERSION
+        )));
+    }
     Ok(connection)
 }
 
-pub use records::{job_detail, list_jobs};
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ImageRef;
-
-    fn push(image: &str) -> PushEvent {
-        PushEvent {
-            image: ImageRef::parse(image).unwrap(),
-            pusher: Some("ci".into()),
-        }
-    }
-
-    #[tokio::test]
-    async fn pushes_of_a_waiting_image_merge_and_the_queue_is_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let first = journal.accept(&push("myorg/web"), 2).await.unwrap();
-        let again = journal
-            .accept(&push("docker.io/myorg/web:latest"), 2)
-            .await
-            .unwrap();
-        assert_eq!((again.job, again.coalesced), (first.job, true));
-        let other = journal.accept(&push("myorg/api"), 2).await.unwrap();
-        assert!(!other.coalesced);
-        assert!(matches!(
-            journal.accept(&push("myorg/third"), 2).await,
-            Err(AcceptError::QueueFull)
-        ));
-        // A merge adds no waiting job, so it is accepted even with the queue full.
-        assert!(
-            journal
-                .accept(&push("myorg/api"), 2)
-                .await
-                .unwrap()
-                .coalesced
-        );
-        let jobs = journal.list_jobs(10, None).await.unwrap();
-        assert_eq!(
-            jobs.iter()
-                .map(|j| (j.image.as_str(), j.pushes))
-                .collect::<Vec<_>>(),
-            [
-                ("docker.io/myorg/api:latest", 2),
-                ("docker.io/myorg/web:latest", 2)
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_running_job_gets_a_follow_up_instead_of_more_pushes() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let first = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
-        journal.start_job(first).await.unwrap();
-        let follow_up = journal.accept(&push("myorg/web"), 10).await.unwrap();
-        assert!(!follow_up.coalesced);
-        assert_ne!(follow_up.job, first);
-        assert_eq!(
-            journal.accept(&push("myorg/web"), 10).await.unwrap().job,
-            follow_up.job
-        );
-        let runnable = journal.runnable().await.unwrap();
-        assert_eq!(
-            runnable
-                .iter()
-                .map(|j| (j.id, j.resuming))
-                .collect::<Vec<_>>(),
-            [(first, true), (follow_up.job, false)]
-        );
-    }
-
-    #[tokio::test]
-    async fn steps_survive_a_reopen_and_tell_where_a_service_stood() {
-        let dir = tempfile::tempdir().unwrap();
-        let job = {
-            let journal = Journal::open(dir.path()).unwrap();
-            let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
-            journal.start_job(job).await.unwrap();
-            let web = || PlannedService {
-                service_id: "1s1".into(),
-                service_name: "web".into(),
-                step: Step::Planned,
-                detail: None,
-            };
-            assert_eq!(journal.plan_services(job, vec![web()]).await.unwrap(), 1);
-            assert_eq!(journal.plan_services(job, vec![web()]).await.unwrap(), 0);
-            let versions = Versions([(String::new(), "0".to_owned())].into());
-            journal
-                .record_step(job, "1s1", Step::Upgrading, None, Some(&versions))
-                .await
-                .unwrap();
-            let kept = PlannedService {
-                service_id: "1s2".into(),
-                service_name: "kept".into(),
-                step: Step::Skipped,
-                detail: Some("label is \"false\"".into()),
-            };
-            journal.plan_services(job, vec![kept]).await.unwrap();
-            job
-        };
-        let journal = Journal::open(dir.path()).unwrap();
-        let services = journal.services(job).await.unwrap();
-        assert_eq!(services[0].step, Step::Upgrading);
-        assert_eq!(services[0].versions_before.as_ref().unwrap().0[""], "0");
-        assert_eq!(services[1].reason.as_deref(), Some("label is \"false\""));
-        let detail = journal.job(job).await.unwrap().unwrap();
-        assert_eq!(detail.summary.state, JobState::Running);
-        assert_eq!((detail.summary.skipped, detail.summary.pending), (1, 1));
-        let steps: Vec<Step> = detail.services[0].steps.iter().map(|s| s.step).collect();
-        assert_eq!(steps, [Step::Planned, Step::Upgrading]);
-    }
-
-    #[tokio::test]
-    async fn ended_jobs_are_pruned_and_others_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let ended = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
-        journal.start_job(ended).await.unwrap();
-        journal.finish_job(ended, None).await.unwrap();
-        let waiting = journal.accept(&push("myorg/api"), 10).await.unwrap().job;
-        assert_eq!(journal.prune(Duration::from_secs(3600)).await.unwrap(), 0);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(journal.prune(Duration::ZERO).await.unwrap(), 1);
-        let left: Vec<JobId> = journal
-            .list_jobs(10, None)
-            .await
-            .unwrap()
-            .iter()
-            .map(|j| j.id)
-            .collect();
-        assert_eq!(left, [waiting]);
-    }
-
-    #[tokio::test]
-    async fn a_failing_call_does_not_undo_the_others_of_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
-        let failing = journal
-            .writer
-            .call(|db| db.execute("INSERT INTO nowhere VALUES (1)", []));
-        let push = push("myorg/web");
-        let accepted = journal.accept(&push, 10);
-        let (failed, accepted) = tokio::join!(failing, accepted);
-        assert!(failed.is_err());
-        let job = accepted.unwrap().job;
-        drop(journal);
-        let reopened = Journal::open(dir.path()).unwrap();
-        assert_eq!(reopened.list_jobs(10, None).await.unwrap()[0].id, job);
-    }
-
-    #[test]
-    fn a_directory_in_use_by_another_server_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = Journal::open(dir.path()).unwrap();
-        let error = Journal::open(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("in use by another autoredeploy"), "{error}");
-        drop(first);
-    }
-
-    #[test]
-    fn an_unwritable_directory_is_refused_by_name() {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        let error = Journal::open(&file.path().join("data"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("AUTOREDEPLOY_DATA_DIR") && error.contains("writable"),
-            "{error}"
-        );
-    }
-}
+mod tests;

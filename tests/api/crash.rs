@@ -182,8 +182,9 @@ fn assert_all_upgraded_once(rancher: &FakeRancher, job: &Value) {
     }
     assert_eq!(job["pushes"], 1);
     assert_eq!(job["upgraded"], 3, "{job}");
-    for service in job["services"].as_array().unwrap() {
-        assert_eq!(service["step"], "finished", "{job}");
+    for unit in job["units"].as_array().unwrap() {
+        assert_eq!(unit["end"], "upgraded", "{job}");
+        assert_eq!(unit["target"], "rancher", "{job}");
     }
 }
 
@@ -275,7 +276,7 @@ async fn killed_while_posting(action: &str) -> (FakeRancher, Value) {
 /// The steps each service went through, sorted, so that which service was caught by the
 /// kill does not matter.
 fn steps_of_each_service(job: &Value) -> Vec<Vec<String>> {
-    let mut steps: Vec<Vec<String>> = job["services"]
+    let mut steps: Vec<Vec<String>> = job["units"]
         .as_array()
         .unwrap()
         .iter()
@@ -296,8 +297,8 @@ fn steps_of_each_service(job: &Value) -> Vec<Vec<String>> {
 async fn killed_before_the_upgrade_reached_rancher_it_is_posted_again_once() {
     let (_, job) = killed_while_posting("upgrade").await;
     // The one caught: recorded as upgrading, found unchanged in Rancher, posted again.
-    let once = ["planned", "upgrading", "upgraded", "finished"];
-    let again = ["planned", "upgrading", "upgrading", "upgraded", "finished"];
+    let once = ["planned", "upgrading", "finishing", "upgraded"];
+    let again = ["planned", "upgrading", "upgrading", "finishing", "upgraded"];
     assert_eq!(
         steps_of_each_service(&job),
         [&once[..], &once[..], &again[..]]
@@ -307,7 +308,7 @@ async fn killed_before_the_upgrade_reached_rancher_it_is_posted_again_once() {
 #[tokio::test]
 async fn killed_with_a_service_left_upgraded_it_is_finished_after_the_restart() {
     let (rancher, job) = killed_while_posting("finishupgrade").await;
-    let once = ["planned", "upgrading", "upgraded", "finished"];
+    let once = ["planned", "upgrading", "finishing", "upgraded"];
     assert_eq!(steps_of_each_service(&job), [once; 3]);
     assert_eq!(rancher.actions_posted("finishupgrade").len(), 3);
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use autoredeploy::config::Settings;
-use autoredeploy::events::{DeployEvent, JobOutcome, ServiceOutcome};
+use autoredeploy::events::{DeployEvent, JobOutcome, UnitOutcome};
 use autoredeploy::startup::Application;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
@@ -138,12 +138,12 @@ impl TestApp {
     }
 
     /// Waits for the next job to end; returns its services' outcomes and its tally.
-    pub async fn next_job(&mut self) -> (Vec<ServiceOutcome>, JobOutcome) {
+    pub async fn next_job(&mut self) -> (Vec<UnitOutcome>, JobOutcome) {
         let mut services = Vec::new();
         let wait = async {
             loop {
                 match self.events.recv().await.expect("event stream open") {
-                    DeployEvent::Service(outcome) => services.push(outcome),
+                    DeployEvent::Unit(outcome) => services.push(outcome),
                     DeployEvent::Job(job) => return job,
                 }
             }
@@ -159,7 +159,7 @@ impl TestApp {
         &mut self,
         repo_name: &str,
         tag: Option<&str>,
-    ) -> (Vec<ServiceOutcome>, JobOutcome) {
+    ) -> (Vec<UnitOutcome>, JobOutcome) {
         self.push(repo_name, tag).await;
         self.next_job().await
     }
@@ -167,11 +167,11 @@ impl TestApp {
 
 /// Names of the services whose outcome is `result` (`upgraded`, `skipped`, `failed`, …),
 /// sorted.
-pub fn named(outcomes: &[ServiceOutcome], result: &str) -> Vec<String> {
+pub fn named(outcomes: &[UnitOutcome], result: &str) -> Vec<String> {
     let mut names: Vec<String> = outcomes
         .iter()
-        .filter(|o| o.result.label() == result)
-        .map(|o| o.service_name.clone())
+        .filter(|o| o.outcome.end.as_str() == result)
+        .map(|o| o.name.clone())
         .collect();
     names.sort();
     names

@@ -36,23 +36,24 @@ async fn every_outcome_is_one_line_and_no_secret_is_written() {
         .collect();
     assert_eq!(outcome_lines.len(), 2, "{outcome_lines:?}");
     for line in &outcome_lines {
-        for field in ["service_id", "service", "image", "result", "duration_ms"] {
+        for field in [
+            "target",
+            "unit_id",
+            "unit",
+            "image",
+            "result",
+            "duration_ms",
+        ] {
             assert!(line.get(field).is_some(), "{field} missing from {line}");
         }
     }
-    let web = outcome_lines
-        .iter()
-        .find(|l| l["service"] == "web")
-        .unwrap();
+    let web = outcome_lines.iter().find(|l| l["unit"] == "web").unwrap();
     assert_eq!(
-        (web["service_id"].as_str(), web["result"].as_str()),
+        (web["unit_id"].as_str(), web["result"].as_str()),
         (Some("1s1"), Some("upgraded"))
     );
     assert_eq!(web["image"], "docker.io/myorg/web:latest");
-    let kept = outcome_lines
-        .iter()
-        .find(|l| l["service"] == "kept")
-        .unwrap();
+    let kept = outcome_lines.iter().find(|l| l["unit"] == "kept").unwrap();
     assert_eq!(kept["result"], "skipped");
     assert!(kept["reason"].as_str().unwrap().contains("\"false\""));
     assert!(lines.iter().any(|l| l["message"] == "push handled"));

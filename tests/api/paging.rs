@@ -163,7 +163,7 @@ async fn walk_with_window(
         named(&outcomes, "upgraded"),
         named(&outcomes, "skipped"),
         scan.listed,
-        scan.without_launch_config,
+        scan.passed_over,
     )
 }
 

@@ -229,5 +229,5 @@ fn check_upgrade_request(bytes: &[u8], files: &[(String, Vec<u8>)]) {
 /// The image a service's primary launch config runs, as a push would name it.
 fn primary_image(service: &Service) -> ImageRef {
     let view = LaunchConfigView::read(service.launch_config.as_ref().unwrap()).unwrap();
-    ImageRef::from_rancher_image_uuid(&view.image_uuid.unwrap()).unwrap()
+    autoredeploy::platform::rancher::matching::image_of_uuid(&view.image_uuid.unwrap()).unwrap()
 }

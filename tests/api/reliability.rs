@@ -269,17 +269,17 @@ async fn the_history_lists_jobs_newest_first_and_shows_each_step() {
     let detail: Value = with_query_key.json().await.unwrap();
     assert_eq!(detail["image"], "docker.io/myorg/web:latest");
     assert_eq!(detail["pages"], 1);
-    let services = detail["services"].as_array().unwrap();
+    let services = detail["units"].as_array().unwrap();
     assert_eq!(services.len(), 2);
     for service in services {
-        assert_eq!(service["step"], "finished");
+        assert_eq!(service["end"], "upgraded");
         let steps: Vec<&str> = service["steps"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s["step"].as_str().unwrap())
             .collect();
-        assert_eq!(steps, ["planned", "upgrading", "upgraded", "finished"]);
+        assert_eq!(steps, ["planned", "upgrading", "finishing", "upgraded"]);
         assert!(service["steps"][0]["at"].as_str().unwrap().ends_with('Z'));
     }
     let unauthorized = app

@@ -29,8 +29,9 @@ async fn a_push_upgrades_finishes_and_keeps_every_key_of_the_launch_config() {
     let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
 
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);
-    assert_eq!(outcomes[0].service_id, "1s1");
-    assert_eq!(outcomes[0].image, "docker.io/myorg/web:latest");
+    assert_eq!(outcomes[0].unit.id, "1s1");
+    assert_eq!(outcomes[0].unit.target.as_str(), "rancher");
+    assert_eq!(outcomes[0].image.to_string(), "docker.io/myorg/web:latest");
     assert_eq!(job.scan.as_ref().unwrap().pages, 1);
 
     let bodies = rancher.upgrade_bodies();
@@ -163,13 +164,12 @@ async fn a_service_left_upgraded_is_finished_first_and_then_upgraded() {
     assert_eq!(rancher.service("1s1")["state"], "active");
 }
 
+/// A push reaching one stuck service and two healthy ones, under `policy`; the stuck one
+/// must end as `end`.
 async fn stuck_upgrade(
     policy: Option<&str>,
-) -> (
-    FakeRancher,
-    Vec<autoredeploy::events::ServiceOutcome>,
-    Value,
-) {
+    end: &str,
+) -> (FakeRancher, Vec<autoredeploy::events::UnitOutcome>, Value) {
     let rancher = FakeRancher::start(vec![
         service("stuck", "docker:myorg/web:latest").stuck(),
         service("healthy-1", "docker:myorg/web:latest"),
@@ -183,9 +183,9 @@ async fn stuck_upgrade(
     let mut app = spawn_app_with(&rancher, &overrides).await;
     let (outcomes, job) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert_eq!(named(&outcomes, "upgraded"), ["healthy-1", "healthy-2"]);
-    assert_eq!(named(&outcomes, "failed"), ["stuck"]);
+    assert_eq!(named(&outcomes, end), ["stuck"]);
     assert_eq!(
-        outcomes.last().unwrap().service_name,
+        outcomes.last().unwrap().name,
         "stuck",
         "the others ended first"
     );
@@ -195,18 +195,18 @@ async fn stuck_upgrade(
 }
 
 fn stuck_record(detail: &Value) -> &Value {
-    detail["services"]
+    detail["units"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["service_name"] == "stuck")
+        .find(|s| s["name"] == "stuck")
         .unwrap()
 }
 
 #[tokio::test]
 async fn a_stuck_upgrade_is_rolled_back_without_holding_up_the_others() {
-    let (rancher, outcomes, detail) = stuck_upgrade(None).await;
-    let reason = outcomes.last().unwrap().result.reason().unwrap();
+    let (rancher, outcomes, detail) = stuck_upgrade(None, "rolled-back").await;
+    let reason = outcomes.last().unwrap().outcome.reason.as_deref().unwrap();
     assert!(
         reason.contains("still upgrading") && reason.contains("RANCHER_UPGRADE_TIMEOUT_S"),
         "{reason}"
@@ -220,7 +220,7 @@ async fn a_stuck_upgrade_is_rolled_back_without_holding_up_the_others() {
     );
     assert_eq!(rancher.actions_posted("rollback"), ["1s1"]);
     let record = stuck_record(&detail);
-    assert_eq!(record["step"], "rolled-back");
+    assert_eq!(record["end"], "rolled-back");
     let steps: Vec<&str> = record["steps"]
         .as_array()
         .unwrap()
@@ -235,39 +235,25 @@ async fn a_stuck_upgrade_is_rolled_back_without_holding_up_the_others() {
 
 #[tokio::test]
 async fn a_stuck_upgrade_can_be_canceled_instead() {
-    let (rancher, outcomes, detail) = stuck_upgrade(Some("cancel")).await;
-    assert!(
-        outcomes
-            .last()
-            .unwrap()
-            .result
-            .reason()
-            .unwrap()
-            .contains("canceled")
-    );
+    let (rancher, outcomes, detail) = stuck_upgrade(Some("cancel"), "cancelled").await;
+    let reason = outcomes.last().unwrap().outcome.reason.as_deref().unwrap();
+    assert!(reason.contains("cancelled"), "{reason}");
     assert_eq!(rancher.service("1s1")["state"], "canceled-upgrade");
     assert_eq!(rancher.actions_posted("cancelupgrade"), ["1s1"]);
-    assert_eq!(stuck_record(&detail)["step"], "canceled");
+    assert_eq!(stuck_record(&detail)["end"], "cancelled");
 }
 
 #[tokio::test]
 async fn a_stuck_upgrade_can_be_left_alone() {
-    let (rancher, outcomes, detail) = stuck_upgrade(Some("leave")).await;
-    assert!(
-        outcomes
-            .last()
-            .unwrap()
-            .result
-            .reason()
-            .unwrap()
-            .contains("left as it is")
-    );
+    let (rancher, outcomes, detail) = stuck_upgrade(Some("leave"), "left").await;
+    let reason = outcomes.last().unwrap().outcome.reason.as_deref().unwrap();
+    assert!(reason.contains("left as it is"), "{reason}");
     assert_eq!(rancher.service("1s1")["state"], "upgrading");
     assert!(
         rancher.actions_posted("rollback").is_empty()
             && rancher.actions_posted("cancelupgrade").is_empty()
     );
-    assert_eq!(stuck_record(&detail)["step"], "failed");
+    assert_eq!(stuck_record(&detail)["end"], "left");
 }
 
 #[tokio::test]
@@ -275,7 +261,9 @@ async fn with_finish_upgrade_off_the_service_is_left_upgraded() {
     let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
     let mut app = spawn_app_with(&rancher, &[("RANCHER_FINISH_UPGRADE", "false")]).await;
     let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
-    assert_eq!(named(&outcomes, "upgraded-not-finished"), ["web"]);
+    assert_eq!(named(&outcomes, "upgraded"), ["web"]);
+    let remark = outcomes[0].outcome.reason.as_deref().unwrap_or_default();
+    assert!(remark.contains("RANCHER_FINISH_UPGRADE=false"), "{remark}");
     assert_eq!(rancher.service("1s1")["state"], "upgraded");
     assert!(rancher.actions_posted("finishupgrade").is_empty());
 }
@@ -472,13 +460,14 @@ async fn an_upgrade_rancher_reports_in_error_is_rolled_back_at_once() {
     let mut app = spawn_app(&rancher).await;
     let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);
-    assert_eq!(named(&outcomes, "failed"), ["broken"]);
+    assert_eq!(named(&outcomes, "rolled-back"), ["broken"]);
     let reason = outcomes
         .iter()
-        .find(|o| o.service_name == "broken")
+        .find(|o| o.name == "broken")
         .unwrap()
-        .result
-        .reason()
+        .outcome
+        .reason
+        .as_deref()
         .unwrap();
     assert!(
         reason.contains("pull access denied") && reason.contains("rolled back"),
@@ -504,13 +493,13 @@ async fn a_refused_upgrade_is_recorded_with_rancher_s_reason() {
     assert_eq!(named(&outcomes, "failed"), ["pinned-ip"]);
     assert_eq!(named(&outcomes, "upgraded"), ["web"]);
     let (_, detail) = app.history(&format!("/jobs/{}", job.job)).await;
-    let record = detail["services"]
+    let record = detail["units"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["service_name"] == "pinned-ip")
+        .find(|s| s["name"] == "pinned-ip")
         .unwrap();
-    assert_eq!(record["step"], "failed");
+    assert_eq!(record["end"], "failed");
     let reason = record["reason"].as_str().unwrap();
     assert!(
         reason.contains("422 InvalidOption") && reason.contains("retainIp"),

@@ -6,17 +6,24 @@
 
 use serde::Deserialize;
 
-use crate::domain::{ImageRef, PushEvent, excerpt};
+use super::{Auth, NotAPush, Source, read_json};
+use crate::domain::{ImageRef, PushEvent, SourceKind, excerpt};
 
-/// Why a body is not a Docker Hub push. The message is safe to send back to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NotAPush(String);
+/// Docker Hub's repository webhook: `POST /autoredeploy?key=…`, the path and key of the
+/// original program (Docker Hub cannot send headers).
+pub const SOURCE: Source = Source {
+    kind: SourceKind::DockerHub,
+    path: "autoredeploy",
+    auth: Auth::Key,
+    parse: |body| parse_push(body).map(|push| vec![push]),
+};
 
 #[derive(Deserialize)]
 struct Payload {
     push_data: PushData,
     repository: Repository,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -32,26 +39,9 @@ struct Repository {
     repo_name: String,
 }
 
-/// Deepest nesting of arrays and objects accepted; a push is four levels deep.
-const MAX_DEPTH: usize = 32;
-
 /// Parses a Docker Hub push notification into a [`PushEvent`].
 pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
-    if nesting_depth(body) > MAX_DEPTH {
-        return Err(NotAPush(format!(
-            "the body is nested more than {MAX_DEPTH} levels deep; a push is not"
-        )));
-    }
-    let payload: Payload = serde_json::from_slice(body).map_err(|err| {
-        let is_syntax_error = err.is_syntax() || err.is_eof();
-        // serde quotes the value it did not expect, which may be as long as the body.
-        let err = excerpt(&err.to_string());
-        NotAPush(if is_syntax_error {
-            format!("the body is not valid JSON: {err}")
-        } else {
-            format!("the body is not a Docker Hub push notification: {err}")
-        })
-    })?;
+    let payload: Payload = read_json(body, "a Docker Hub push notification")?;
     let repository = payload.repository.repo_name.trim();
     if repository.is_empty() {
         return Err(NotAPush("repository.repo_name is empty".into()));
@@ -78,36 +68,20 @@ pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
     if image.is_pinned_by_digest() {
         return Err(NotAPush("a push names a tag, not a digest".into()));
     }
+    // Docker Hub's callback is legacy and optional: an address that is not a URL is
+    // dropped rather than the push refused.
+    let callback_url = payload
+        .callback_url
+        .as_deref()
+        .and_then(|url| url::Url::parse(url).ok())
+        .filter(|url| matches!(url.scheme(), "http" | "https"));
     Ok(PushEvent {
         image,
+        digest: None,
+        source: SourceKind::DockerHub,
         pusher: payload.push_data.pusher,
+        callback_url,
     })
-}
-
-/// The deepest nesting of `[` and `{` outside strings (a cheap scan, before parsing).
-fn nesting_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::config::MatchSettings;
-use crate::domain::ImageRef;
+use crate::domain::{ImageRef, excerpt};
 use crate::platform::rancher::{LaunchConfigView, Service};
 
 /// What a push means for one service.
@@ -115,8 +115,22 @@ pub fn judge(service: &Service, pushed: &ImageRef, rule: &MatchSettings) -> Verd
 fn runs(view: &LaunchConfigView, pushed: &ImageRef) -> bool {
     view.image_uuid
         .as_deref()
-        .and_then(|uuid| ImageRef::from_rancher_image_uuid(uuid).ok())
+        .and_then(|uuid| image_of_uuid(uuid).ok())
         .is_some_and(|image| image.is_updated_by(pushed))
+}
+
+/// Rancher stores images as `docker:<reference>`; other prefixes are not container images.
+const DOCKER_PREFIX: &str = "docker:";
+
+/// The image of Rancher's `imageUuid` (`docker:nginx:1.25`), normalised.
+pub fn image_of_uuid(image_uuid: &str) -> Result<ImageRef, String> {
+    match image_uuid.strip_prefix(DOCKER_PREFIX) {
+        Some(reference) => ImageRef::parse(reference).map_err(|err| err.to_string()),
+        None => Err(format!(
+            "`{}` is not a Docker image (Rancher image ids start with `docker:`)",
+            excerpt(image_uuid)
+        )),
+    }
 }
 
 fn opt_in(own: &Label, inherited: Option<&Label>, rule: &MatchSettings) -> Result<(), String> {
@@ -170,6 +184,14 @@ mod tests {
 
     fn push(reference: &str) -> ImageRef {
         ImageRef::parse(reference).unwrap()
+    }
+
+    #[test]
+    fn an_image_uuid_needs_the_docker_prefix() {
+        let image = image_of_uuid("docker:ubuntu:trusty").unwrap();
+        assert_eq!(image.to_string(), "docker.io/library/ubuntu:trusty");
+        assert!(image_of_uuid("sim:ubuntu").is_err());
+        assert!(image_of_uuid("ubuntu").is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The Rancher v1 (Cattle) API: listing services page by page, reading one service, and
-//! posting its upgrade actions.
+//! Rancher 1.x (Cattle) services as a target: the v1 API client, the matching of launch
+//! configs and sidekicks, the paged scan of an environment, and the in-service upgrade.
 //!
 //! Rancher's wire types live here and nowhere else. Launch configs are kept as raw JSON so
 //! they can be sent back whole: Rancher *replaces* a launch config on upgrade, so any key
@@ -14,8 +14,70 @@ pub mod matching;
 pub mod scan;
 pub mod upgrade;
 
+use std::sync::Arc;
+
 pub use client::{PAGE_SIZE, RancherClient};
 pub use error::RancherError;
 pub use wire::{
     LaunchConfigView, PageEnd, Service, ServicePage, SkippedEntry, UpgradeRequest, decode_entry,
 };
+
+use crate::config::MatchSettings;
+use crate::domain::{ImageRef, TargetKind};
+use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog, UnitWork};
+use matching::Targets;
+use upgrade::Upgrader;
+
+/// A service as a scan listed it, with the launch configs judged on that very copy.
+#[derive(Debug)]
+pub struct Listed {
+    /// The service document.
+    pub service: Service,
+    /// Its launch configs that run the pushed image and are opted in.
+    pub targets: Targets,
+}
+
+/// The Rancher target: one environment's services.
+#[derive(Debug)]
+pub struct RancherPlatform {
+    /// The API client, shared by scans and upgrades.
+    client: RancherClient,
+    /// The opt-in rule.
+    rule: MatchSettings,
+    /// Drives each service's upgrade.
+    upgrader: Upgrader,
+}
+
+impl RancherPlatform {
+    /// The target served through `client`.
+    pub fn new(client: RancherClient, rule: MatchSettings, upgrader: Upgrader) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            rule,
+            upgrader,
+        })
+    }
+}
+
+impl Platform for RancherPlatform {
+    fn target(&self) -> TargetKind {
+        TargetKind::Rancher
+    }
+
+    fn scan(&self, image: &ImageRef) -> Box<dyn Scan> {
+        Box::new(scan::Scanner::new(&self.client, image, &self.rule))
+    }
+
+    fn drive<'a>(
+        &'a self,
+        unit: &'a UnitWork,
+        prefetched: Option<Prefetched>,
+        image: &'a ImageRef,
+        log: &'a StepLog,
+    ) -> BoxFuture<'a, Progress> {
+        let listed = prefetched
+            .and_then(|prefetched| prefetched.copy.downcast::<Listed>().ok())
+            .map(|listed| *listed);
+        Box::pin(self.upgrader.drive(unit, listed, image, log))
+    }
+}

@@ -9,60 +9,11 @@ use std::sync::Arc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::matching::{self, Verdict};
+use super::{Listed, PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry};
 use crate::config::MatchSettings;
-use crate::domain::ImageRef;
-use crate::platform::rancher::matching::{self, Verdict};
-use crate::platform::rancher::{
-    PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry,
-};
-
-/// A decision about a service that runs the pushed image.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    /// Upgrade it.
-    Upgrade {
-        /// Rancher id.
-        service_id: String,
-        /// Service name.
-        service_name: String,
-        /// The service as listed, which may stand in for a fresh read when its upgrade can
-        /// start at once.
-        listed: Box<Service>,
-        /// When its page was asked for: the listed copy is at least as recent.
-        asked_at: Instant,
-    },
-    /// Leave it alone, and say why.
-    Skip {
-        /// Rancher id.
-        service_id: String,
-        /// Service name.
-        service_name: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Decision {
-    /// The service concerned.
-    pub fn service_id(&self) -> &str {
-        match self {
-            Self::Upgrade { service_id, .. } | Self::Skip { service_id, .. } => service_id,
-        }
-    }
-}
-
-/// Counts from one walk through the environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScanSummary {
-    /// Pages read.
-    pub pages: usize,
-    /// Services listed, readable or not.
-    pub listed: usize,
-    /// Services without a launch config (DNS, external, …), passed over.
-    pub without_launch_config: usize,
-    /// Entries that could not be read and were passed over.
-    pub unreadable: usize,
-}
+use crate::domain::{ImageRef, TargetKind, UnitRef};
+use crate::platform::{BoxFuture, Candidate, Plan, Prefetched, Scan, ScanError, ScanSummary};
 
 /// One walk through the environment for one pushed image.
 ///
@@ -116,7 +67,6 @@ enum Walk {
 const OVERLAP: u64 = 32;
 
 /// One page, read.
-#[derive(Debug)]
 struct PageReading {
     /// The marker it was asked for with (`None` for the first page).
     marker: Option<String>,
@@ -129,10 +79,10 @@ struct PageReading {
 }
 
 /// The entries of one page, judged.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Tally {
-    /// Decisions about the services that run the pushed image, in page order.
-    decisions: Vec<Decision>,
+    /// The services that run the pushed image, in page order.
+    candidates: Vec<Candidate>,
     /// Entries read (a page read again after a failure counts each entry once).
     entries: usize,
     /// Its first entries, which the page before has read and counted already.
@@ -157,9 +107,9 @@ impl Scanner {
         }
     }
 
-    /// Returns the decisions about the services of the next page read, in page order (not
-    /// necessarily the next page in the listing); `None` once the walk is over.
-    pub async fn next_page(&mut self) -> Result<Option<Vec<Decision>>, RancherError> {
+    /// Returns the candidates of the next page read, in page order (not necessarily the
+    /// next page in the listing); `None` once the walk is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Candidate>>, RancherError> {
         loop {
             self.ask_for_pages();
             let Some(joined) = self.reading.join_next().await else {
@@ -194,13 +144,8 @@ impl Scanner {
                 page.tally.entries,
                 &end,
             )?;
-            return Ok(Some(self.take_decisions(page.tally)));
+            return Ok(Some(self.take_candidates(page.tally)));
         }
-    }
-
-    /// What the walk has seen so far.
-    pub fn summary(&self) -> &ScanSummary {
-        &self.summary
     }
 
     /// Starts reading the pages the walk needs next, up to the window.
@@ -340,20 +285,19 @@ impl Scanner {
         Ok(())
     }
 
-    /// Counts `page` in the summary and returns its decisions about services not decided
-    /// before.
-    fn take_decisions(&mut self, page: Tally) -> Vec<Decision> {
+    /// Counts `page` in the summary and returns its candidates not decided before.
+    fn take_candidates(&mut self, page: Tally) -> Vec<Candidate> {
         self.summary.pages += 1;
         self.summary.listed += page.entries.saturating_sub(page.shared);
-        self.summary.without_launch_config += page.without_launch_config;
+        self.summary.passed_over += page.without_launch_config;
         self.summary.unreadable += page.unreadable;
-        page.decisions
+        page.candidates
             .into_iter()
-            .filter(|decision| {
-                let first_time = self.decided.insert(decision.service_id().to_owned());
+            .filter(|candidate| {
+                let first_time = self.decided.insert(candidate.unit.id.clone());
                 if !first_time {
                     tracing::debug!(
-                        service_id = decision.service_id(),
+                        service_id = %candidate.unit.id,
                         "listed twice (the environment changed during the walk)"
                     );
                 }
@@ -417,7 +361,7 @@ impl Tally {
                 return;
             }
         };
-        let decision = match matching::judge(&service, pushed, rule) {
+        let plan = match matching::judge(&service, pushed, rule) {
             Verdict::NotRunning => return,
             Verdict::NoLaunchConfig => {
                 if first_time {
@@ -433,18 +377,47 @@ impl Tally {
                 }
                 return;
             }
-            Verdict::OptedOut(reason) => Decision::Skip {
-                service_id: service.id.clone(),
-                service_name: service.display_name().to_owned(),
-                reason,
-            },
-            Verdict::Upgrade(_) => Decision::Upgrade {
-                service_id: service.id.clone(),
-                service_name: service.display_name().to_owned(),
-                listed: Box::new(service),
-                asked_at,
-            },
+            Verdict::OptedOut(reason) => Plan::Skip(reason),
+            Verdict::Upgrade(targets) => {
+                let unit = UnitRef {
+                    target: TargetKind::Rancher,
+                    id: service.id.clone(),
+                };
+                let name = service.display_name().to_owned();
+                let copy = Box::new(Listed { service, targets });
+                self.candidates.push(Candidate {
+                    unit,
+                    name,
+                    plan: Plan::Deploy(Prefetched { copy, asked_at }),
+                });
+                return;
+            }
         };
-        self.decisions.push(decision);
+        self.candidates.push(Candidate {
+            unit: UnitRef {
+                target: TargetKind::Rancher,
+                id: service.id.clone(),
+            },
+            name: service.display_name().to_owned(),
+            plan,
+        });
+    }
+}
+
+impl Scan for Scanner {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Candidate>>, ScanError>> {
+        Box::pin(async move {
+            self.next_page().await.map_err(|error| {
+                if error.is_retryable() {
+                    ScanError::Later(error.to_string())
+                } else {
+                    ScanError::Failed(error.to_string())
+                }
+            })
+        })
+    }
+
+    fn summary(&self) -> ScanSummary {
+        self.summary.clone()
     }
 }

@@ -1,8 +1,10 @@
 //! Drives one service through Rancher's in-service upgrade: [finish a pending upgrade] →
 //! upgrade with the full launch config → wait for `upgraded` → `finishupgrade` → wait for
-//! `active`. Every step is written to the journal before it is taken, so an interrupted
-//! upgrade is resumed where it stood and never posted twice. Every wait is bounded; a stuck
-//! or failed upgrade is handled as `RANCHER_UPGRADE_ON_FAILURE` says.
+//! `active`. Every step is recorded before it is taken, with the launch-config versions as
+//! its checkpoint, so an interrupted upgrade is resumed where it stood and never posted
+//! twice. Every wait is bounded; a stuck or failed upgrade is handled as
+//! `RANCHER_UPGRADE_ON_FAILURE` says, and a resumed recovery follows the policy it was
+//! started with.
 
 use std::collections::BTreeMap;
 
@@ -10,14 +12,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::matching::{self, Targets, Verdict};
+use super::{LaunchConfigView, Listed, RancherClient, RancherError, Service, UpgradeRequest};
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
-use crate::domain::ImageRef;
-use crate::events::OutcomeResult;
-use crate::journal::{JobId, Journal, Step, Versions};
-use crate::platform::rancher::matching::{self, Targets, Verdict};
-use crate::platform::rancher::{
-    LaunchConfigView, RancherClient, RancherError, Service, UpgradeRequest,
-};
+use crate::domain::{ImageRef, Outcome, UnitEnd};
+use crate::platform::{Progress, StepLog, UnitWork};
 use crate::shutdown::ShutdownSignal;
 
 /// The label that makes Rancher's agent pull the image before creating a container, so a
@@ -27,36 +26,88 @@ pub const PULL_IMAGE_LABEL: &str = "io.rancher.container.pull_image";
 /// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
 const PRIMARY: &str = "";
 
-/// One service of one job, as the journal has it.
-#[derive(Debug, Clone)]
-pub struct Assignment {
-    /// The job.
-    pub job: JobId,
-    /// Rancher id.
-    pub service_id: String,
-    /// Service name, for the log.
-    pub service_name: String,
-    /// The last step recorded.
-    pub step: Step,
-    /// Versions recorded with the `upgrading` step.
-    pub versions_before: Option<Versions>,
+/// The steps of a Rancher upgrade, as the journal records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Nothing sent to Rancher yet.
+    Planned,
+    /// Finishing an upgrade someone left in `upgraded`, before ours.
+    FinishingPrevious,
+    /// Our upgrade is being (or has been) posted.
+    Upgrading,
+    /// Rancher reached `upgraded` with our launch config; `finishupgrade` is being posted.
+    Finishing,
+    /// A failed upgrade is being rolled back.
+    RollingBack,
+    /// A failed upgrade is being cancelled.
+    Cancelling,
 }
 
-/// How handling a service ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
-    /// It has an outcome, recorded in the journal.
-    Done(OutcomeResult),
-    /// It failed because Rancher rejected the credentials (recorded): the job fails.
-    Rejected(String),
-    /// The process is shutting down; the journal says where to resume.
-    Interrupted,
-    /// Rancher could not be reached, or the journal written, for longer than the retries;
-    /// the journal says where to resume, later.
-    Deferred(String),
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Planned,
+        Step::FinishingPrevious,
+        Step::Upgrading,
+        Step::Finishing,
+        Step::RollingBack,
+        Step::Cancelling,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => crate::journal::PLANNED,
+            Self::FinishingPrevious => "finishing-previous",
+            Self::Upgrading => "upgrading",
+            Self::Finishing => "finishing",
+            Self::RollingBack => "rolling-back",
+            Self::Cancelling => "cancelling",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| step.as_str() == name)
+    }
 }
 
-/// Upgrades services, one call of [`Upgrader::upgrade`] per service.
+/// The `version` of each launch config about to be upgraded (`""` for the primary, the
+/// sidekick's name otherwise). Rancher gives every upgraded launch config a new version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+struct Versions(BTreeMap<String, String>);
+
+impl Versions {
+    /// Whether every version is known: only then can a resumed job tell whether Rancher
+    /// applied an upgrade whose answer it never saw.
+    fn all_known(&self) -> bool {
+        !self.0.is_empty() && self.0.values().all(|version| !version.is_empty())
+    }
+}
+
+/// What the journal keeps with a step: the versions before our upgrade, and the reason a
+/// recovery was started for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    versions: Option<Versions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl Checkpoint {
+    fn read(text: Option<&str>) -> Result<Self, String> {
+        match text {
+            None => Ok(Self::default()),
+            Some(text) => serde_json::from_str(text)
+                .map_err(|err| format!("the journal's checkpoint is unreadable: {err}")),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Upgrades services, one call of [`Upgrader::drive`] per service.
 #[derive(Debug, Clone)]
 pub struct Upgrader {
     /// Rancher API.
@@ -65,163 +116,212 @@ pub struct Upgrader {
     settings: UpgradeSettings,
     /// Used to check again that a service still runs the image.
     rule: MatchSettings,
-    /// Where every step is recorded before it is taken.
-    journal: Journal,
     /// Stops the work between two steps.
     shutdown: ShutdownSignal,
 }
 
-/// Why an upgrade stopped early.
-enum Stop {
-    /// It failed; nothing more to do.
-    Failed(String),
+/// Why an upgrade stopped before its end.
+enum Halt {
     /// The upgrade is stuck or Rancher reported an error: `RANCHER_UPGRADE_ON_FAILURE` applies.
     Stuck(String),
-    /// Deliberately not upgraded.
-    Skipped(String),
-    /// Shutting down.
-    Interrupted,
-    /// Rancher is unreachable (or the journal unwritable) for now: resume later.
-    Deferred(String),
-    /// Rancher rejected the credentials: nothing can succeed with them.
-    Rejected(String),
+    /// Nothing more to do now.
+    Stop(Progress),
 }
 
-impl From<RancherError> for Stop {
+impl Halt {
+    fn failed(reason: impl Into<String>) -> Self {
+        Self::Stop(Progress::Ended(Outcome::failed(reason)))
+    }
+
+    fn skipped(reason: impl Into<String>) -> Self {
+        Self::Stop(Progress::Ended(Outcome::skipped(reason)))
+    }
+}
+
+impl From<RancherError> for Halt {
     fn from(error: RancherError) -> Self {
         match error.status() {
-            Some(401 | 403) => Stop::Rejected(error.to_string()),
-            _ if error.is_retryable() => Stop::Deferred(error.to_string()),
-            _ => Stop::Failed(error.to_string()),
+            Some(401 | 403) => Halt::Stop(Progress::Refused(error.to_string())),
+            _ if error.is_retryable() => Halt::Stop(Progress::Later(error.to_string())),
+            _ => Halt::failed(error.to_string()),
         }
     }
 }
 
+/// Where one service's upgrade is recorded, and what it is about.
+struct Upgrade<'a> {
+    work: &'a UnitWork,
+    log: &'a StepLog,
+    pushed: &'a ImageRef,
+}
+
+impl Upgrade<'_> {
+    fn id(&self) -> &str {
+        &self.work.unit.id
+    }
+
+    /// Writes the step; nothing is sent to Rancher for a step that could not be recorded,
+    /// and the unit is resumed later from the last step that was.
+    async fn record(
+        &self,
+        step: Step,
+        detail: Option<String>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), Halt> {
+        self.log
+            .record(step.as_str(), detail, checkpoint.map(Checkpoint::to_json))
+            .await
+            .map_err(|err| {
+                Halt::Stop(Progress::Later(format!(
+                    "{err}; stopped before acting on Rancher"
+                )))
+            })
+    }
+}
+
 impl Upgrader {
-    /// An upgrader using `client` with the bounds of `settings`, recording to `journal`.
+    /// An upgrader using `client` with the bounds of `settings`.
     pub fn new(
         client: RancherClient,
         settings: UpgradeSettings,
         rule: MatchSettings,
-        journal: Journal,
         shutdown: ShutdownSignal,
     ) -> Self {
         Self {
             client,
             settings,
             rule,
-            journal,
             shutdown,
         }
     }
 
-    /// Carries the service from its recorded step to an outcome (or to a shutdown).
+    /// Carries the service from its recorded step to an end (or to a shutdown, or a pause).
     ///
-    /// `listed` is the service as listed moments ago, given only when its upgrade starts at
-    /// once (it waited neither for its turn nor for a slot): then it is as fresh as a new
-    /// read would be, and saves a round trip. Otherwise the service is read again first.
-    pub async fn upgrade(
+    /// `listed` is the service as listed moments ago, with the launch configs judged on
+    /// it, given only when its upgrade starts at once: then it is as fresh as a new read
+    /// would be, and saves a round trip. Otherwise the service is read again first.
+    pub async fn drive(
         &self,
-        assignment: &Assignment,
-        listed: Option<Box<Service>>,
+        work: &UnitWork,
+        listed: Option<Listed>,
         pushed: &ImageRef,
-    ) -> Ending {
-        let result = match self.run(assignment, listed, pushed).await {
-            Err(Stop::Stuck(reason)) => self.on_failure(assignment, reason).await,
+        log: &StepLog,
+    ) -> Progress {
+        let upgrade = Upgrade { work, log, pushed };
+        let (step, checkpoint) = match (
+            Step::parse(&work.step),
+            Checkpoint::read(work.checkpoint.as_deref()),
+        ) {
+            (Some(step), Ok(checkpoint)) => (step, checkpoint),
+            (None, _) => {
+                return Progress::Ended(Outcome::failed(format!(
+                    "the journal holds step {:?}, which this release does not know",
+                    work.step
+                )));
+            }
+            (_, Err(reason)) => return Progress::Ended(Outcome::failed(reason)),
+        };
+        let result = match self.run(&upgrade, step, &checkpoint, listed).await {
+            Err(Halt::Stuck(reason)) => {
+                let recovery = Recovery {
+                    policy: self.settings.on_failure,
+                    reason,
+                    versions: checkpoint.versions,
+                    resumed: false,
+                };
+                self.recover(&upgrade, recovery).await
+            }
             other => other,
         };
-        let (step, result, rejected) = match result {
-            Ok(result) => return Ending::Done(result),
-            Err(Stop::Interrupted) => return Ending::Interrupted,
-            Err(Stop::Deferred(reason)) => return Ending::Deferred(reason),
-            Err(Stop::Skipped(reason)) => (Step::Skipped, OutcomeResult::Skipped(reason), false),
-            Err(Stop::Failed(reason) | Stop::Stuck(reason)) => {
-                (Step::Failed, OutcomeResult::Failed(reason), false)
-            }
-            Err(Stop::Rejected(reason)) => (Step::Failed, OutcomeResult::Failed(reason), true),
-        };
-        let reason = result.reason().unwrap_or_default().to_owned();
-        if let Err(Stop::Deferred(why)) = self
-            .record(assignment, step, Some(reason.clone()), None)
-            .await
-        {
-            return Ending::Deferred(why);
-        }
-        if rejected {
-            Ending::Rejected(reason)
-        } else {
-            Ending::Done(result)
+        match result {
+            Ok(outcome) => Progress::Ended(outcome),
+            Err(Halt::Stop(progress)) => progress,
+            Err(Halt::Stuck(reason)) => Progress::Ended(Outcome::failed(reason)),
         }
     }
 
     async fn run(
         &self,
-        assignment: &Assignment,
-        listed: Option<Box<Service>>,
-        pushed: &ImageRef,
-    ) -> Result<OutcomeResult, Stop> {
-        let id = assignment.service_id.as_str();
-        match assignment.step {
+        upgrade: &Upgrade<'_>,
+        step: Step,
+        checkpoint: &Checkpoint,
+        listed: Option<Listed>,
+    ) -> Result<Outcome, Halt> {
+        let id = upgrade.id();
+        match step {
             Step::Planned | Step::FinishingPrevious => {
                 // Rancher replaces launch configs whole: start from a fresh copy.
-                let service = match listed {
-                    Some(listed) => *listed,
-                    None => self.client.service(id).await?,
+                let (service, targets) = match listed {
+                    Some(listed) => (listed.service, Some(listed.targets)),
+                    None => (self.client.service(id).await?, None),
                 };
-                let (service, targets) = self.prepare(assignment, service, pushed).await?;
-                self.start_upgrade(assignment, &service, &targets).await
+                let (service, targets) = self.prepare(upgrade, service, targets).await?;
+                self.start_upgrade(upgrade, &service, &targets).await
             }
             Step::Upgrading => {
+                let before = known_versions(checkpoint)?;
                 let service = self.client.service(id).await?;
-                let before = assignment.versions_before.clone().unwrap_or_default();
-                if versions_changed(&service, &before) {
+                if versions_changed(&service, before) {
                     tracing::info!(
                         service_id = id,
                         "resuming: Rancher had applied the upgrade; following it"
                     );
-                    self.follow_upgrade(assignment, service, &before).await
+                    self.follow_upgrade(upgrade, step, service, before).await
                 } else {
                     tracing::info!(
                         service_id = id,
                         "resuming: the upgrade had not reached Rancher; starting it"
                     );
-                    let (service, targets) = self.prepare(assignment, service, pushed).await?;
-                    self.start_upgrade(assignment, &service, &targets).await
+                    let (service, targets) = self.prepare(upgrade, service, None).await?;
+                    self.start_upgrade(upgrade, &service, &targets).await
                 }
             }
-            Step::Upgraded => {
+            Step::Finishing => {
+                let before = known_versions(checkpoint)?;
                 let service = self.client.service(id).await?;
-                let before = assignment.versions_before.clone().unwrap_or_default();
-                self.follow_upgrade(assignment, service, &before).await
+                self.follow_upgrade(upgrade, step, service, before).await
             }
-            Step::RollingBack | Step::Canceling => {
-                Err(Stop::Stuck("the upgrade failed before a restart".into()))
+            Step::RollingBack | Step::Cancelling => {
+                // A recovery resumes with the policy it was started with, whatever the
+                // setting says now.
+                let recovery = Recovery {
+                    policy: if step == Step::RollingBack {
+                        OnFailure::Rollback
+                    } else {
+                        OnFailure::Cancel
+                    },
+                    reason: checkpoint
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "the upgrade failed before a restart".into()),
+                    versions: checkpoint.versions.clone(),
+                    resumed: true,
+                };
+                self.recover(upgrade, recovery).await
             }
-            Step::Finished => Ok(OutcomeResult::Upgraded),
-            Step::LeftUpgraded => Ok(OutcomeResult::UpgradedNotFinished),
-            Step::RolledBack | Step::Canceled | Step::Failed => {
-                Err(Stop::Failed("ended in an earlier run".into()))
-            }
-            Step::Skipped => Err(Stop::Skipped("skipped in an earlier run".into())),
         }
     }
 
     /// Brings the service to a state that allows an upgrade, within one timeout: waits out a
     /// running process, finishes an upgrade left in `upgraded`. Returns the service as it is
-    /// then, with the launch configs to upgrade judged on that copy.
+    /// then, with the launch configs to upgrade judged on that copy (`targets`, when the
+    /// caller judged it already).
     async fn prepare(
         &self,
-        assignment: &Assignment,
+        upgrade: &Upgrade<'_>,
         mut service: Service,
-        pushed: &ImageRef,
-    ) -> Result<(Service, Targets), Stop> {
+        mut targets: Option<Targets>,
+    ) -> Result<(Service, Targets), Halt> {
         let deadline = self.deadline();
+        // A process that is not ours is not rolled back or cancelled: that is a failure.
+        let not_ours = |halt| match halt {
+            Halt::Stuck(reason) => Halt::failed(format!("before the upgrade: {reason}")),
+            other => other,
+        };
         loop {
-            let targets = self.judge_again(&service, pushed)?;
-            // A process that is not ours is not rolled back or canceled: that is a failure.
-            let not_ours = |stop| match stop {
-                Stop::Stuck(reason) => Stop::Failed(format!("before the upgrade: {reason}")),
-                other => other,
+            let judged = match targets.take() {
+                Some(targets) => targets,
+                None => self.judge(&service, upgrade.pushed)?,
             };
             if service.is_transitioning() {
                 service = self
@@ -229,25 +329,28 @@ impl Upgrader {
                     .await
                     .map_err(not_ours)?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
+                if Instant::now() >= deadline {
+                    return Err(Halt::failed(format!(
+                        "before the upgrade: the service was left in upgraded again and again                          for {} s (RANCHER_UPGRADE_TIMEOUT_S); someone else is upgrading it",
+                        self.settings.timeout.as_secs()
+                    )));
+                }
                 tracing::info!(service_id = %service.id, service = service.display_name(), "finishing the upgrade left in upgraded first");
                 self.check_shutdown()?;
-                self.record(assignment, Step::FinishingPrevious, None, None)
-                    .await?;
+                upgrade.record(Step::FinishingPrevious, None, None).await?;
                 self.client.finish_upgrade(&service.id).await?;
                 service = self
                     .wait_settled(&service.id, deadline)
                     .await
                     .map_err(not_ours)?;
             } else if service.state == "inactive" {
-                return Err(Stop::Skipped(
-                    "the service is inactive (stopped), and finishing an upgrade would start it; \
-                     it keeps its launch config until it is started again"
-                        .into(),
+                return Err(Halt::skipped(
+                    "the service is inactive (stopped), and finishing an upgrade would start it;                      it keeps its launch config until it is started again",
                 ));
             } else if service.actions.upgrade {
-                return Ok((service, targets));
+                return Ok((service, judged));
             } else {
-                return Err(Stop::Failed(not_upgradable(&service)));
+                return Err(Halt::failed(not_upgradable(&service)));
             }
         }
     }
@@ -255,111 +358,131 @@ impl Upgrader {
     /// Records `upgrading` with the current versions, then posts the upgrade and follows it.
     async fn start_upgrade(
         &self,
-        assignment: &Assignment,
+        upgrade: &Upgrade<'_>,
         service: &Service,
         targets: &Targets,
-    ) -> Result<OutcomeResult, Stop> {
-        let request = upgrade_request(service, targets, &self.settings).map_err(Stop::Failed)?;
+    ) -> Result<Outcome, Halt> {
+        let request = upgrade_request(service, targets, &self.settings).map_err(Halt::failed)?;
         let versions = versions_of(service, targets);
         self.check_shutdown()?;
-        self.record(assignment, Step::Upgrading, None, Some(&versions))
+        let checkpoint = Checkpoint {
+            versions: Some(versions.clone()),
+            reason: None,
+        };
+        upgrade
+            .record(Step::Upgrading, None, Some(&checkpoint))
             .await?;
         let answer = self.client.upgrade(&service.id, &request).await?;
+        drop(request);
         tracing::debug!(service_id = %service.id, "upgrade started");
-        self.follow_upgrade(assignment, answer, &versions).await
+        self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)
+            .await
     }
 
-    /// From a service whose upgrade has been applied (its launch configs no longer have the
-    /// versions `before`): wait for `upgraded`, then finish.
+    /// From a service whose upgrade has been posted (its launch configs had the versions
+    /// `before`): wait for `upgraded` with our launch config, then finish.
     async fn follow_upgrade(
         &self,
-        assignment: &Assignment,
+        upgrade: &Upgrade<'_>,
+        from: Step,
         mut service: Service,
         before: &Versions,
-    ) -> Result<OutcomeResult, Stop> {
-        let id = assignment.service_id.as_str();
+    ) -> Result<Outcome, Halt> {
+        let id = upgrade.id();
         if service.is_transitioning() || service.transition_failed() {
             service = self.wait_settled(id, self.deadline()).await?;
         }
+        let ours = versions_changed(&service, before);
         match service.state.as_str() {
-            "upgraded" => {}
-            "active" if versions_changed(&service, before) => {
-                // Finished already: by us before a restart, or by someone in Rancher.
-                self.record(assignment, Step::Finished, None, None).await?;
-                return Ok(OutcomeResult::Upgraded);
+            "upgraded" if ours => {}
+            "upgraded" => {
+                return Err(Halt::failed(
+                    "the service is in upgraded with launch configs that are not ours                      (someone else upgraded it); it is left for them to finish",
+                ));
             }
+            // Finished already: by us before a restart, or by someone in Rancher.
+            "active" if ours => return Ok(Outcome::upgraded()),
             state => {
-                return Err(Stop::Failed(format!(
+                return Err(Halt::failed(format!(
                     "the upgrade ended in state {state} instead of upgraded"
                 )));
             }
         }
-        if assignment.step != Step::Upgraded {
-            self.record(assignment, Step::Upgraded, None, None).await?;
-        }
         if !self.settings.finish {
-            self.record(assignment, Step::LeftUpgraded, None, None)
-                .await?;
-            return Ok(OutcomeResult::UpgradedNotFinished);
+            return Ok(Outcome::because(
+                UnitEnd::Upgraded,
+                "left in upgraded (RANCHER_FINISH_UPGRADE=false)",
+            ));
         }
         self.check_shutdown()?;
+        if from != Step::Finishing {
+            upgrade.record(Step::Finishing, None, None).await?;
+        }
         self.client.finish_upgrade(id).await?;
         let service = self.wait_settled(id, self.deadline()).await?;
         if service.state != "active" {
-            return Err(Stop::Failed(format!(
+            return Err(Halt::failed(format!(
                 "finishing the upgrade ended in state {} instead of active",
                 service.state
             )));
         }
-        self.record(assignment, Step::Finished, None, None).await?;
-        Ok(OutcomeResult::Upgraded)
+        Ok(Outcome::upgraded())
     }
 
-    /// A stuck or failed upgrade: roll back, cancel or leave it, as configured.
-    async fn on_failure(
-        &self,
-        assignment: &Assignment,
-        reason: String,
-    ) -> Result<OutcomeResult, Stop> {
-        let id = assignment.service_id.as_str();
-        let (recovering, recovered, state_after, done) = match self.settings.on_failure {
+    /// A stuck or failed upgrade: roll back, cancel or leave it, as `recovery.policy` says.
+    async fn recover(&self, upgrade: &Upgrade<'_>, recovery: Recovery) -> Result<Outcome, Halt> {
+        let id = upgrade.id();
+        let Recovery {
+            policy,
+            reason,
+            versions,
+            resumed,
+        } = recovery;
+        let (step, in_progress, state_after, end, done) = match policy {
             OnFailure::Leave => {
-                return Err(Stop::Failed(format!(
-                    "{reason}; left as it is (RANCHER_UPGRADE_ON_FAILURE=leave)"
-                )));
+                return Ok(Outcome::because(
+                    UnitEnd::Left,
+                    format!("{reason}; left as it is (RANCHER_UPGRADE_ON_FAILURE=leave)"),
+                ));
             }
             OnFailure::Rollback => (
                 Step::RollingBack,
-                Step::RolledBack,
+                "rolling-back",
                 "active",
+                UnitEnd::RolledBack,
                 "rolled back to the previous launch config",
             ),
             OnFailure::Cancel => (
-                Step::Canceling,
-                Step::Canceled,
+                Step::Cancelling,
+                "canceling-upgrade",
                 "canceled-upgrade",
-                "canceled; the service is left in canceled-upgrade",
+                UnitEnd::Cancelled,
+                "cancelled; the service is left in canceled-upgrade",
             ),
         };
         let service = self.client.service(id).await?;
-        let (in_progress, available) = match recovering {
-            Step::RollingBack => ("rolling-back", service.actions.rollback),
-            _ => ("canceling-upgrade", service.actions.cancelupgrade),
+        let available = match step {
+            Step::RollingBack => service.actions.rollback,
+            _ => service.actions.cancelupgrade,
         };
-        let resumed_after_it_ended = assignment.step == recovering
-            && service.state == state_after
-            && !service.is_transitioning();
-        if service.state != in_progress && !resumed_after_it_ended {
+        let ended_before_a_restart =
+            resumed && service.state == state_after && !service.is_transitioning();
+        if service.state != in_progress && !ended_before_a_restart {
             if !available {
-                return Err(Stop::Failed(format!(
+                return Err(Halt::failed(format!(
                     "{reason}; RANCHER_UPGRADE_ON_FAILURE could not be applied in state {}",
                     service.state
                 )));
             }
             self.check_shutdown()?;
-            self.record(assignment, recovering, Some(reason.clone()), None)
+            let checkpoint = Checkpoint {
+                versions,
+                reason: Some(reason.clone()),
+            };
+            upgrade
+                .record(step, Some(reason.clone()), Some(&checkpoint))
                 .await?;
-            match recovering {
+            match step {
                 Step::RollingBack => self.client.rollback(id).await?,
                 _ => self.client.cancel_upgrade(id).await?,
             };
@@ -367,34 +490,31 @@ impl Upgrader {
         let service = self
             .wait_settled(id, self.deadline())
             .await
-            .map_err(|stop| match stop {
-                Stop::Stuck(more) => {
-                    Stop::Failed(format!("{reason}; recovering failed too: {more}"))
+            .map_err(|halt| match halt {
+                Halt::Stuck(more) => {
+                    Halt::failed(format!("{reason}; recovering failed too: {more}"))
                 }
                 other => other,
             })?;
         if service.state != state_after {
-            return Err(Stop::Failed(format!(
+            return Err(Halt::failed(format!(
                 "{reason}; recovering ended in state {}",
                 service.state
             )));
         }
-        let reason = format!("{reason}; {done}");
-        self.record(assignment, recovered, Some(reason.clone()), None)
-            .await?;
-        Ok(OutcomeResult::Failed(reason))
+        Ok(Outcome::because(end, format!("{reason}; {done}")))
     }
 
     /// The targets on a fresh copy of the service, or why it is no longer to be upgraded.
-    fn judge_again(&self, service: &Service, pushed: &ImageRef) -> Result<Targets, Stop> {
+    fn judge(&self, service: &Service, pushed: &ImageRef) -> Result<Targets, Halt> {
         match matching::judge(service, pushed, &self.rule) {
             Verdict::Upgrade(targets) => Ok(targets),
-            Verdict::OptedOut(reason) => Err(Stop::Skipped(reason)),
-            Verdict::NotRunning => Err(Stop::Skipped(
-                "no longer runs the image (it changed after it was listed)".into(),
+            Verdict::OptedOut(reason) => Err(Halt::skipped(reason)),
+            Verdict::NotRunning => Err(Halt::skipped(
+                "no longer runs the image (it changed after it was listed)",
             )),
-            Verdict::NoLaunchConfig | Verdict::Unreadable(_) => Err(Stop::Failed(
-                "the service could no longer be read after it was listed".into(),
+            Verdict::NoLaunchConfig | Verdict::Unreadable(_) => Err(Halt::failed(
+                "the service could no longer be read after it was listed",
             )),
         }
     }
@@ -403,42 +523,21 @@ impl Upgrader {
         Instant::now() + self.settings.timeout
     }
 
-    fn check_shutdown(&self) -> Result<(), Stop> {
+    fn check_shutdown(&self) -> Result<(), Halt> {
         if self.shutdown.is_triggered() {
-            Err(Stop::Interrupted)
+            Err(Halt::Stop(Progress::Interrupted))
         } else {
             Ok(())
         }
     }
 
-    /// Writes the step; nothing is sent to Rancher for a step that could not be recorded,
-    /// and the job is resumed later from the last step that was.
-    async fn record(
-        &self,
-        assignment: &Assignment,
-        step: Step,
-        detail: Option<String>,
-        versions: Option<&Versions>,
-    ) -> Result<(), Stop> {
-        self.journal
-            .record_step(
-                assignment.job,
-                &assignment.service_id,
-                step,
-                detail,
-                versions,
-            )
-            .await
-            .map_err(|err| Stop::Deferred(format!("{err}; stopped before acting on Rancher")))
-    }
-
     /// Polls until the service stops transitioning, at the latest until `deadline`; a
     /// shutdown ends the wait at once. A timeout or an error reported by Rancher is `Stuck`.
-    async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Stop> {
+    async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Halt> {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
-                () = self.shutdown.triggered() => return Err(Stop::Interrupted),
+                () = self.shutdown.triggered() => return Err(Halt::Stop(Progress::Interrupted)),
             }
             let service = match self.client.service(id).await {
                 Ok(service) => service,
@@ -450,7 +549,7 @@ impl Upgrader {
                 Err(error) => return Err(error.into()),
             };
             if service.transition_failed() {
-                return Err(Stop::Stuck(format!(
+                return Err(Halt::Stuck(format!(
                     "Rancher reported an error in state {}: {}",
                     service.state,
                     service
@@ -463,7 +562,7 @@ impl Upgrader {
                 return Ok(service);
             }
             if Instant::now() >= deadline {
-                return Err(Stop::Stuck(format!(
+                return Err(Halt::Stuck(format!(
                     "still {} after {} s (RANCHER_UPGRADE_TIMEOUT_S)",
                     service.state,
                     self.settings.timeout.as_secs()
@@ -471,6 +570,28 @@ impl Upgrader {
             }
             tracing::debug!(service_id = %id, state = %service.state, "waiting for Rancher");
         }
+    }
+}
+
+/// What to do about a failed upgrade, and why.
+struct Recovery {
+    /// Roll back, cancel or leave.
+    policy: OnFailure,
+    /// What went wrong.
+    reason: String,
+    /// The versions before our upgrade, kept in the checkpoint.
+    versions: Option<Versions>,
+    /// Resumed after a restart from a recorded recovery step.
+    resumed: bool,
+}
+
+/// The recorded versions, or why a resumed upgrade must not be posted again blind.
+fn known_versions(checkpoint: &Checkpoint) -> Result<&Versions, Halt> {
+    match &checkpoint.versions {
+        Some(versions) if versions.all_known() => Ok(versions),
+        _ => Err(Halt::failed(
+            "resumed without a record of the launch-config versions, so it cannot be told              whether the upgrade reached Rancher; it is not posted again blind: check the              service in Rancher",
+        )),
     }
 }
 
@@ -602,6 +723,17 @@ mod tests {
             max_concurrent: 1,
             on_failure: crate::config::OnFailure::Rollback,
         }
+    }
+
+    #[test]
+    fn unknown_versions_are_never_taken_for_a_record() {
+        assert!(!Versions::default().all_known());
+        assert!(!Versions([(PRIMARY.to_owned(), String::new())].into()).all_known());
+        assert!(Versions([(PRIMARY.to_owned(), "3".to_owned())].into()).all_known());
+        let checkpoint =
+            Checkpoint::read(Some(r#"{"versions":{"":"5","log-shipper":"2"}}"#)).unwrap();
+        assert!(known_versions(&checkpoint).is_ok());
+        assert!(known_versions(&Checkpoint::default()).is_err());
     }
 
     #[test]

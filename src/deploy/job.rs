@@ -1,0 +1,333 @@
+//! One run of a job: resume the units the journal holds, scan each platform not yet
+//! scanned, plan what the scans find, and end the job once every unit has an end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::Deployer;
+use super::dispatch::Pause;
+use crate::domain::{Outcome, TargetKind, UnitEnd, UnitRef};
+use crate::events::{JobOutcome, UnitOutcome};
+use crate::journal::{NewUnit, PLANNED, PendingJob, UnitRecord};
+use crate::platform::{Candidate, Plan, Platform, Progress, ScanError, ScanSummary, UnitWork};
+
+/// What a run has found out about the job as a whole.
+#[derive(Default)]
+struct RunState {
+    /// Why the job fails as a whole (a scan stopped for good, credentials refused).
+    error: Option<String>,
+    /// Why the run cannot reach the job's end now.
+    later: Option<String>,
+    /// The shutdown stopped something.
+    interrupted: bool,
+    /// The scans of this run, per target.
+    scans: HashMap<TargetKind, ScanSummary>,
+}
+
+impl Deployer {
+    /// Carries `job` as far as it goes now. `Ok` once it has ended (recorded and reported).
+    pub(super) async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<(), Pause> {
+        let started = Instant::now();
+        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
+        let mut units = JoinSet::new();
+        let mut known = HashSet::new();
+        for record in self.journal.units(job.id).await.map_err(later)? {
+            known.insert(record.unit());
+            if record.end.is_none() {
+                self.resume(job, record, &mut units);
+            }
+        }
+        let mut run = RunState::default();
+        let scans = self.journal.scans(job.id).await.map_err(later)?;
+        for platform in &self.platforms {
+            let target = platform.target().as_str();
+            if scans
+                .iter()
+                .any(|scan| scan.target == target && scan.complete)
+            {
+                continue;
+            }
+            self.scan(job, platform, &mut known, &mut units, &mut run)
+                .await;
+            if run.interrupted || run.later.is_some() {
+                break;
+            }
+        }
+        // Whatever happened to the scans, the units already started run to their end.
+        while let Some(ended) = units.join_next().await {
+            match ended {
+                Ok(Progress::Ended(_)) => {}
+                Ok(Progress::Refused(reason)) => run.error = Some(reason),
+                Ok(Progress::Later(reason)) => run.later = Some(reason),
+                Ok(Progress::Interrupted) => run.interrupted = true,
+                Err(error) => {
+                    run.later = Some(format!("a unit's task ended abnormally: {error}"));
+                }
+            }
+        }
+        if run.interrupted {
+            tracing::info!(job = %job.id, image = %job.image, "job interrupted by the shutdown; it resumes at the next start");
+            return Err(Pause::Interrupted);
+        }
+        if let Some(reason) = run.later {
+            return Err(Pause::Later(reason));
+        }
+        self.finish(job, run.error, run.scans, started).await
+    }
+
+    /// Drives again a unit the journal has without an end.
+    fn resume(
+        self: &Arc<Self>,
+        job: &PendingJob,
+        record: UnitRecord,
+        units: &mut JoinSet<Progress>,
+    ) {
+        let work = UnitWork {
+            job: job.id,
+            unit: record.unit(),
+            name: record.name,
+            step: record.step,
+            checkpoint: record.checkpoint,
+        };
+        match self.platform(work.unit.target) {
+            Some(platform) => {
+                let drive = Arc::clone(self).drive_unit(
+                    Arc::clone(platform),
+                    work,
+                    None,
+                    job.image.clone(),
+                );
+                units.spawn(drive);
+            }
+            None => {
+                let reason = format!(
+                    "the {} target is not configured any more (AUTOREDEPLOY_TARGETS)",
+                    work.unit.target
+                );
+                let outcome = Outcome::failed(reason);
+                let deployer = Arc::clone(self);
+                let image = job.image.clone();
+                units.spawn(async move {
+                    deployer
+                        .end_unit(&work, &image, outcome, Instant::now())
+                        .await
+                });
+            }
+        }
+    }
+
+    /// Walks one platform, recording and starting each unit the push concerns.
+    async fn scan(
+        self: &Arc<Self>,
+        job: &PendingJob,
+        platform: &Arc<dyn Platform>,
+        known: &mut HashSet<UnitRef>,
+        units: &mut JoinSet<Progress>,
+        run: &mut RunState,
+    ) {
+        let target = platform.target();
+        let mut scan = platform.scan(&job.image);
+        loop {
+            if self.shutdown.is_triggered() {
+                run.interrupted = true;
+                return;
+            }
+            match scan.next_batch().await {
+                Ok(Some(candidates)) => {
+                    let fresh = candidates
+                        .into_iter()
+                        .filter(|candidate| known.insert(candidate.unit.clone()))
+                        .collect();
+                    if let Err(error) = self.plan(job, platform, fresh, units).await {
+                        run.later = Some(error.to_string());
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let summary = scan.summary();
+                    let recorded = self
+                        .journal
+                        .end_scan(job.id, target, summary.pages, summary.listed, None)
+                        .await;
+                    match recorded {
+                        Ok(()) => {
+                            run.scans.insert(target, summary);
+                        }
+                        Err(error) => run.later = Some(error.to_string()),
+                    }
+                    return;
+                }
+                Err(ScanError::Later(reason)) => {
+                    run.later = Some(reason);
+                    return;
+                }
+                Err(ScanError::Failed(reason)) => {
+                    let summary = scan.summary();
+                    let recorded = self
+                        .journal
+                        .end_scan(
+                            job.id,
+                            target,
+                            summary.pages,
+                            summary.listed,
+                            Some(reason.clone()),
+                        )
+                        .await;
+                    match recorded {
+                        Ok(()) => run.error = Some(reason),
+                        Err(error) => run.later = Some(error.to_string()),
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records a page's candidates in one write, then starts the deploys and reports the
+    /// skipped units.
+    async fn plan(
+        self: &Arc<Self>,
+        job: &PendingJob,
+        platform: &Arc<dyn Platform>,
+        candidates: Vec<Candidate>,
+        units: &mut JoinSet<Progress>,
+    ) -> Result<(), crate::journal::JournalError> {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let planned = candidates
+            .iter()
+            .map(|candidate| NewUnit {
+                unit: candidate.unit.clone(),
+                name: candidate.name.clone(),
+                ended: match &candidate.plan {
+                    Plan::Deploy(_) => None,
+                    Plan::Skip(reason) => Some(Outcome::skipped(reason.clone())),
+                },
+            })
+            .collect();
+        self.journal.plan_units(job.id, planned).await?;
+        for candidate in candidates {
+            match candidate.plan {
+                Plan::Deploy(prefetched) => {
+                    let work = UnitWork {
+                        job: job.id,
+                        unit: candidate.unit,
+                        name: candidate.name,
+                        step: PLANNED.to_owned(),
+                        checkpoint: None,
+                    };
+                    let drive = Arc::clone(self).drive_unit(
+                        Arc::clone(platform),
+                        work,
+                        Some(prefetched),
+                        job.image.clone(),
+                    );
+                    units.spawn(drive);
+                }
+                Plan::Skip(reason) => self.reporter.report_unit(UnitOutcome {
+                    job: job.id,
+                    unit: candidate.unit,
+                    name: candidate.name,
+                    image: job.image.clone(),
+                    outcome: Outcome::skipped(reason),
+                    duration: std::time::Duration::ZERO,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a job every unit of which has an end, and reports it.
+    async fn finish(
+        &self,
+        job: &PendingJob,
+        error: Option<String>,
+        scanned: HashMap<TargetKind, ScanSummary>,
+        started: Instant,
+    ) -> Result<(), Pause> {
+        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
+        let scans = self.journal.scans(job.id).await.map_err(later)?;
+        let error = error.or_else(|| scans.iter().find_map(|scan| scan.error.clone()));
+        self.journal
+            .finish_job(job.id, error.clone())
+            .await
+            .map_err(later)?;
+        // Targets scanned in an earlier run count with what the journal kept of them.
+        let mut total = ScanSummary::default();
+        for scan in &scans {
+            let summary = TargetKind::parse(&scan.target)
+                .and_then(|target| scanned.get(&target).cloned())
+                .unwrap_or_else(|| ScanSummary {
+                    pages: scan.pages.unwrap_or_default() as usize,
+                    listed: scan.listed.unwrap_or_default() as usize,
+                    ..ScanSummary::default()
+                });
+            total.pages += summary.pages;
+            total.listed += summary.listed;
+            total.passed_over += summary.passed_over;
+            total.unreadable += summary.unreadable;
+        }
+        self.report_job(job, error.map_or(Ok(total), Err), started)
+            .await;
+        Ok(())
+    }
+
+    /// Ends a job whose runs are used up: every unit without an end is recorded failed
+    /// with `reason` and reported, and so is the job.
+    pub(super) async fn give_up(&self, job: &PendingJob, reason: String) -> Result<(), Pause> {
+        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
+        let started = Instant::now();
+        let unfinished = self
+            .journal
+            .fail_unfinished(job.id, reason.clone())
+            .await
+            .map_err(later)?;
+        self.journal
+            .finish_job(job.id, Some(reason.clone()))
+            .await
+            .map_err(later)?;
+        for record in unfinished {
+            self.reporter.report_unit(UnitOutcome {
+                job: job.id,
+                unit: record.unit(),
+                name: record.name,
+                image: job.image.clone(),
+                outcome: Outcome::failed(reason.clone()),
+                duration: std::time::Duration::ZERO,
+            });
+        }
+        self.report_job(job, Err(reason), started).await;
+        Ok(())
+    }
+
+    /// Reports the job's tally, as the journal has it.
+    async fn report_job(
+        &self,
+        job: &PendingJob,
+        scan: Result<ScanSummary, String>,
+        started: Instant,
+    ) {
+        let ends: Vec<UnitEnd> = match self.journal.units(job.id).await {
+            Ok(units) => units.iter().filter_map(|unit| unit.end).collect(),
+            Err(error) => {
+                tracing::warn!(job = %job.id, %error, "cannot read the job's units for its tally");
+                Vec::new()
+            }
+        };
+        let count = |wanted: fn(UnitEnd) -> bool| ends.iter().filter(|end| wanted(**end)).count();
+        self.reporter.report_job(JobOutcome {
+            job: job.id,
+            image: job.image.clone(),
+            scan,
+            upgraded: count(|end| end == UnitEnd::Upgraded),
+            up_to_date: count(|end| end == UnitEnd::UpToDate),
+            skipped: count(|end| end == UnitEnd::Skipped),
+            failed: count(UnitEnd::is_failure),
+            duration: started.elapsed(),
+        });
+    }
+}

@@ -1,0 +1,102 @@
+//! One unit of a job: its turn, a slot, its platform's upgrade, its end recorded and
+//! reported.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::Deployer;
+use crate::domain::{ImageRef, Outcome};
+use crate::events::UnitOutcome;
+use crate::platform::{Platform, Prefetched, Progress, StepLog, UnitWork};
+
+impl Deployer {
+    /// Waits for the unit's turn and a slot, has its platform drive it, and records and
+    /// reports its end.
+    ///
+    /// `prefetched` (what the scan read of it, and when) stands in for a fresh read only if
+    /// the turn and a slot are free at once and no job has released a turn on any unit
+    /// since it was read; otherwise it is dropped before waiting, so a waiting unit holds
+    /// nothing of what was listed.
+    pub(super) async fn drive_unit(
+        self: Arc<Self>,
+        platform: Arc<dyn Platform>,
+        work: UnitWork,
+        prefetched: Option<Prefetched>,
+        image: ImageRef,
+    ) -> Progress {
+        let started = Instant::now();
+        let turn_at_once = self.turns.try_take(&work.unit);
+        // A slot is never held while waiting for a turn: always the turn first, then a slot.
+        let slot_at_once = match &turn_at_once {
+            Some(_) => Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
+            None => None,
+        };
+        let (_turn, _slot, prefetched) = match (turn_at_once, slot_at_once) {
+            (Some(turn), Some(slot)) => {
+                let fresh = prefetched.filter(|copy| !self.turns.released_since(copy.asked_at));
+                (turn, slot, fresh)
+            }
+            (turn, _) => {
+                drop(prefetched);
+                let waited = async {
+                    let turn = match turn {
+                        Some(turn) => turn,
+                        None => self.turns.take(&work.unit).await,
+                    };
+                    let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
+                    (turn, slot)
+                };
+                let (turn, slot) = tokio::select! {
+                    held = waited => held,
+                    () = self.shutdown.triggered() => return Progress::Interrupted,
+                };
+                let Ok(slot) = slot else {
+                    return Progress::Later("the upgrade slots are closed".into());
+                };
+                (turn, slot, None)
+            }
+        };
+        let log = StepLog::new(self.journal.clone(), work.job, work.unit.clone());
+        let progress = platform.drive(&work, prefetched, &image, &log).await;
+        match progress {
+            Progress::Ended(outcome) => self.end_unit(&work, &image, outcome, started).await,
+            Progress::Refused(reason) => {
+                match self
+                    .end_unit(&work, &image, Outcome::failed(reason.clone()), started)
+                    .await
+                {
+                    Progress::Ended(_) => Progress::Refused(reason),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Records the unit's end and reports it; if the end cannot be recorded, the unit is
+    /// driven again later, and its platform finds the same end from where it stands.
+    pub(super) async fn end_unit(
+        &self,
+        work: &UnitWork,
+        image: &ImageRef,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Progress {
+        if let Err(error) = self.journal.end_unit(work.job, &work.unit, &outcome).await {
+            return Progress::Later(format!(
+                "{error}; the end of {} was not recorded",
+                work.unit
+            ));
+        }
+        self.reporter.report_unit(UnitOutcome {
+            job: work.job,
+            unit: work.unit.clone(),
+            name: work.name.clone(),
+            image: image.clone(),
+            outcome: outcome.clone(),
+            duration: started.elapsed(),
+        });
+        Progress::Ended(outcome)
+    }
+}
