@@ -89,15 +89,35 @@ impl Intake {
 
     /// Refuses a caller that failed to authenticate too often, or one without the key
     /// (which counts as a failure). `None` lets the request go on.
+    ///
+    /// A caller locked out is refused whatever key it sends; when it did send the right one,
+    /// the refusal is logged as an error: Docker Hub does not send a refused push again.
     fn refuse_caller(&self, client: IpAddr, query: &str, headers: &HeaderMap) -> Option<Response> {
-        if let Some(wait) = self.limiter.blocked(client) {
-            tracing::warn!(%client, "request refused: too many failed authentications");
+        if let Some(lockout) = self.limiter.blocked(client) {
+            let counted_as = lockout.counter.to_string();
+            if self.is_authorized(query, headers) {
+                tracing::error!(
+                    %client,
+                    counted_as,
+                    "request with the right key refused: too many failed authentications from \
+                     its address (counted_as says whose) in the last minute. A push refused this way is lost (Docker \
+                     Hub does not retry it): push the image again once the minute is over. \
+                     Find who is sending wrong keys; behind a reverse proxy, list it in \
+                     AUTOREDEPLOY_TRUSTED_PROXIES so each client is counted on its own"
+                );
+            } else {
+                tracing::warn!(
+                    %client,
+                    counted_as,
+                    "request refused: too many failed authentications"
+                );
+            }
             let mut response = error_reply(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests",
                 "too many failed authentications from this address; try again later",
             );
-            let seconds = wait.as_secs() + 1;
+            let seconds = lockout.retry_after.as_secs() + 1;
             if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::fake_rancher::{self, FakeRancher, service};
-use crate::helpers::{WEBHOOK_KEY, spawn_app};
+use crate::helpers::{WEBHOOK_KEY, push_body, spawn_app, spawn_app_with};
 use crate::log_capture::capture_this_thread;
 
 #[tokio::test]
@@ -120,4 +120,56 @@ async fn an_unprotected_rancher_link_is_warned_about_at_start() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("missing warnings: {:?}", captured.lines());
+}
+
+#[tokio::test]
+async fn a_push_with_the_right_key_refused_by_the_lockout_is_logged_as_an_error() {
+    let captured = capture_this_thread();
+    let rancher = FakeRancher::start(vec![]).await;
+    let app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "2")]).await;
+    let body = push_body("myorg/web", Some("latest")).to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let guess = app
+            .post_webhook("?key=a-wrong-key-guess", body.clone())
+            .await;
+        statuses.push(guess.status().as_u16());
+    }
+    let right_key = app.post_webhook(&format!("?key={WEBHOOK_KEY}"), body).await;
+    statuses.push(right_key.status().as_u16());
+    assert_eq!(statuses, [401, 401, 429, 429]);
+
+    let refusals: Vec<(String, String)> = captured
+        .lines()
+        .iter()
+        .filter(|line| {
+            line["target"]
+                .as_str()
+                .is_some_and(|target| target.starts_with("autoredeploy"))
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("refused"))
+        })
+        .map(|line| {
+            (
+                line["level"].as_str().unwrap_or_default().to_owned(),
+                line["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let levels: Vec<&str> = refusals.iter().map(|(level, _)| level.as_str()).collect();
+    assert_eq!(
+        levels,
+        ["WARN", "WARN", "WARN", "ERROR"],
+        "wrong keys are warnings, the lost push an error: {refusals:#?}"
+    );
+    let (_, lost) = &refusals[3];
+    assert!(
+        lost.contains("right key") && lost.contains("lost"),
+        "{lost}"
+    );
+    let text = captured.text();
+    for secret in [WEBHOOK_KEY, "a-wrong-key-guess", "key="] {
+        assert!(!text.contains(secret), "{secret} was logged");
+    }
 }

@@ -9,12 +9,20 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
 use super::RancherError;
-use super::collection::CollectionSplitter;
+use super::collection::{CollectionSplitter, MAX_ENTRY};
 use super::wire::{PageEnd, Service, SkippedEntry, UpgradeRequest, decode_entry};
 use crate::config::RancherSettings;
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
 pub const PAGE_SIZE: u32 = 3000;
+
+/// Largest answer read for one resource (a service, a few kilobytes): the same bound as one
+/// entry of a collection page. A longer answer fails the request unread past that point.
+const MAX_RESOURCE_ANSWER: usize = MAX_ENTRY;
+
+/// Most of an error answer read (Rancher's are a few hundred bytes); a longer one is cut and
+/// the error keeps only its status.
+const MAX_ERROR_ANSWER: usize = 64 << 10;
 
 /// First pause before a retry; later ones grow exponentially, with jitter.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -252,11 +260,15 @@ impl RancherClient {
             let answer = async {
                 let _in_flight = self.request_slot().await;
                 let response = self.respond(&method, &url, body.as_deref(), what).await?;
-                let bytes = response
-                    .bytes()
+                read_at_most(response, MAX_RESOURCE_ANSWER)
                     .await
-                    .map_err(|source| transport(what, source))?;
-                Ok(bytes.to_vec())
+                    .map_err(|error| match error {
+                        BodyError::TooLarge => RancherError::TooLarge {
+                            what: what.to_owned(),
+                            limit: MAX_RESOURCE_ANSWER,
+                        },
+                        BodyError::Transport(source) => transport(what, source),
+                    })
             };
             match answer.await {
                 Err(error) if attempts.again_after(&error).await => {
@@ -321,12 +333,49 @@ impl RancherClient {
                 location,
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| transport(what, source))?;
-        Err(RancherError::from_response(what, status.as_u16(), &bytes))
+        let body = match read_at_most(response, MAX_ERROR_ANSWER).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                // Cut: a Rancher error document is never this long, so only the status counts.
+                tracing::debug!(
+                    what,
+                    status = status.as_u16(),
+                    "Rancher's error answer is longer than {} KiB; it was not read further",
+                    MAX_ERROR_ANSWER >> 10
+                );
+                Vec::new()
+            }
+            Err(BodyError::Transport(source)) => return Err(transport(what, source)),
+        };
+        Err(RancherError::from_response(what, status.as_u16(), &body))
     }
+}
+
+/// Why an answer's body was not read whole.
+enum BodyError {
+    /// It is longer than the bound (as declared, or as it arrived).
+    TooLarge,
+    /// The connection failed while reading it.
+    Transport(reqwest::Error),
+}
+
+/// Reads the body of `response` chunk by chunk, failing as soon as it is longer than `limit`
+/// bytes (at once when its `Content-Length` says so), without reading further.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The pauses left between the attempts of one request.

@@ -7,7 +7,7 @@
 
 /// Largest single entry (or `pagination` value) held while it arrives; a service is a few
 /// kilobytes.
-const MAX_ENTRY: usize = 16 << 20;
+pub(super) const MAX_ENTRY: usize = 16 << 20;
 
 /// Longest top-level key remembered; longer keys are neither `data` nor `pagination`.
 const MAX_KEY: usize = 32;

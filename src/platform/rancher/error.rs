@@ -35,6 +35,18 @@ pub enum RancherError {
         /// The `Location` header.
         location: String,
     },
+    /// The answer was longer than autoredeploy reads; the rest of it was not read.
+    #[error(
+        "Rancher sent an answer larger than {} MiB ({what}), far more than a service takes; it \
+         was not read further. Check that RANCHER_HOST leads to the Rancher API itself",
+        .limit >> 20
+    )]
+    TooLarge {
+        /// What was being done.
+        what: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// The answer was not the JSON document expected.
     #[error("Rancher sent an unreadable answer ({what}): {reason}")]
     Decode {
@@ -144,7 +156,7 @@ impl RancherError {
         match self {
             Self::Transport { .. } => true,
             Self::Api { status, .. } => *status == 409 || *status >= 500,
-            Self::Redirect { .. } | Self::Decode { .. } => false,
+            Self::Redirect { .. } | Self::TooLarge { .. } | Self::Decode { .. } => false,
         }
     }
 }
