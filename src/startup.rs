@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::config::{RancherSettings, Settings};
+use crate::config::{RancherSettings, RancherTarget, Settings};
 use crate::deploy::{Deployer, DeployerParts};
 use crate::events::{DeployEvent, OutcomeReporter};
 use crate::intake::server::{self, ServerLimits};
@@ -35,6 +35,13 @@ pub enum StartupError {
     /// The Rancher client cannot be set up.
     #[error(transparent)]
     Rancher(#[from] RancherError),
+    /// The Rancher target is not configured, and it is the only one this version can run
+    /// (the settings already refuse to have no target at all).
+    #[error(
+        "the Rancher target is not configured: set RANCHER_HOST, RANCHER_API_KEY and \
+         RANCHER_API_SECRET"
+    )]
+    NoRancherTarget,
 }
 
 /// A configured autoredeploy, ready to serve on its listener.
@@ -44,6 +51,8 @@ pub struct Application {
     listener: TcpListener,
     /// Validated settings.
     settings: Settings,
+    /// The Rancher target, taken out of `settings.targets`.
+    rancher: RancherTarget,
     /// Rancher API client, shared by scans and upgrades.
     client: RancherClient,
     /// Accepted pushes and their progress.
@@ -55,12 +64,18 @@ pub struct Application {
 impl Application {
     /// Prepares the application: opens the journal (refusing a data directory that cannot
     /// be written) and the Rancher client.
-    pub fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
+    pub fn new(listener: TcpListener, mut settings: Settings) -> Result<Self, StartupError> {
+        let rancher = settings
+            .targets
+            .rancher
+            .take()
+            .ok_or(StartupError::NoRancherTarget)?;
         let journal = Journal::open(&settings.data_dir)?;
-        let client = RancherClient::new(&settings.rancher)?;
+        let client = RancherClient::new(&rancher.connection)?;
         Ok(Self {
             listener,
             settings,
+            rancher,
             client,
             journal,
             reporter: OutcomeReporter::new(OUTCOME_BUFFER),
@@ -87,6 +102,7 @@ impl Application {
         let Self {
             listener,
             settings,
+            rancher,
             client,
             journal,
             reporter,
@@ -98,28 +114,28 @@ impl Application {
             trigger.trigger();
         });
         tokio::spawn(prune(journal.clone(), settings.history));
-        warn_about_the_rancher_link(&settings.rancher).await;
+        warn_about_the_rancher_link(&rancher.connection).await;
 
         let wake = Arc::new(Notify::new());
         let upgrader = Upgrader::new(
             client.clone(),
-            settings.upgrade.clone(),
-            settings.matching.clone(),
+            rancher.upgrade.clone(),
+            rancher.matching.clone(),
             journal.clone(),
             signal.clone(),
         );
         let deployer = Deployer::new(DeployerParts {
             client,
             upgrader,
-            rule: settings.matching.clone(),
+            rule: rancher.matching.clone(),
             journal: journal.clone(),
             reporter,
             wake: Arc::clone(&wake),
-            max_concurrent: settings.upgrade.max_concurrent,
+            max_concurrent: settings.deploy.max_concurrent_upgrades,
             shutdown: signal.clone(),
-            job_retry: settings.job_retry,
+            job_retry: settings.deploy.job_retry,
         });
-        let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
+        let deploying = tokio::spawn(deployer.run(settings.deploy.shutdown_grace));
 
         let limits = ServerLimits {
             max_connections: settings.access.max_connections,
@@ -129,16 +145,16 @@ impl Application {
             WebhookKey::new(&settings.webhook_keys),
             journal,
             wake,
-            settings.queue_size,
+            settings.deploy.queue_size,
             signal,
             &settings.access,
         );
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            rancher_services = %settings.rancher.services_url,
+            rancher_services = %rancher.connection.services_url,
             data_dir = %settings.data_dir.display(),
-            default_opt_in = settings.matching.default_opt_in,
-            label = %settings.matching.label_name,
+            default_opt_in = rancher.matching.default_opt_in,
+            label = %rancher.matching.label_name,
             "autoredeploy listening"
         );
         // The server keeps answering (pushes with 503) until the deployer has stopped.

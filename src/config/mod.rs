@@ -5,9 +5,9 @@
 //! environment. Every bad value is an error that names the variable and says what it expected.
 //!
 //! Each file validates one section: `vars.rs` lists every variable and holds the shared
-//! parsers, `server.rs` the HTTP server, `rancher.rs` the Rancher connection, opt-in rule
-//! and upgrades, `deploy.rs` the jobs and their journal. This file puts the sections
-//! together.
+//! parsers, `server.rs` the HTTP server, `targets.rs` which targets are used, `rancher.rs`
+//! the Rancher target (connection, opt-in rule, upgrades), `deploy.rs` the jobs and their
+//! journal. This file puts the sections together.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,16 +18,19 @@ use secrecy::SecretString;
 mod deploy;
 mod rancher;
 mod server;
+mod targets;
 mod vars;
 
 #[cfg(test)]
 mod tests;
 
-pub use deploy::JobRetrySettings;
+pub use deploy::{DeploySettings, JobRetrySettings};
 pub use rancher::{
-    DEFAULT_LABEL_NAME, MatchSettings, OnFailure, RancherSettings, RetrySettings, UpgradeSettings,
+    DEFAULT_LABEL_NAME, MatchSettings, OnFailure, RancherSettings, RancherTarget, RetrySettings,
+    UpgradeSettings,
 };
 pub use server::{AccessSettings, MIN_KEY_LENGTH};
+pub use targets::TargetSettings;
 pub use vars::FILE_SECRETS;
 
 use vars::RawSettings;
@@ -42,25 +45,16 @@ pub struct Settings {
     /// The secrets a webhook may present as `?key=` or bearer token (`DOCKER_HUB_KEY`,
     /// comma-separated so a key can be rotated without downtime).
     pub webhook_keys: Vec<SecretString>,
-    /// How to reach Rancher.
-    pub rancher: RancherSettings,
-    /// Which services a push upgrades.
-    pub matching: MatchSettings,
-    /// How each upgrade is driven.
-    pub upgrade: UpgradeSettings,
-    /// How many jobs may wait to be started (`AUTOREDEPLOY_QUEUE_SIZE`).
-    pub queue_size: usize,
+    /// Who may call the webhook, and for which repositories.
+    pub access: AccessSettings,
+    /// What a push upgrades: each target in use, with its own settings.
+    pub targets: TargetSettings,
+    /// How jobs are run, whatever the target.
+    pub deploy: DeploySettings,
     /// Where the journal lives (`AUTOREDEPLOY_DATA_DIR`).
     pub data_dir: PathBuf,
     /// How long ended jobs are kept (`AUTOREDEPLOY_HISTORY_DAYS`).
     pub history: Duration,
-    /// How jobs that cannot be carried on for now are run again.
-    pub job_retry: JobRetrySettings,
-    /// Who may call the webhook, and for which repositories.
-    pub access: AccessSettings,
-    /// How long running upgrades may go on after a shutdown signal
-    /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
-    pub shutdown_grace: Duration,
     /// Log line format (`AUTOREDEPLOY_LOG_FORMAT`).
     pub log_format: LogFormat,
 }
@@ -119,23 +113,17 @@ impl Settings {
     /// Validates each section and puts them together.
     fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
         let server = server::validate(raw.server)?;
-        let rancher = rancher::connection(raw.rancher.connection)?;
-        let matching = rancher::matching(raw.rancher.matching)?;
-        let upgrade = rancher::upgrade(raw.rancher.upgrade)?;
+        let targets = targets::validate(raw.rancher)?;
         let deploy = deploy::validate(raw.deploy)?;
         Ok(Settings {
             bind_address: server.listen.ip(),
             bind_port: server.listen.port(),
             webhook_keys: server.webhook_keys,
-            rancher,
-            matching,
-            upgrade,
-            queue_size: deploy.queue_size,
+            access: server.access,
+            targets,
+            deploy: deploy.deploy,
             data_dir: deploy.data_dir,
             history: deploy.history,
-            job_retry: deploy.job_retry,
-            access: server.access,
-            shutdown_grace: deploy.shutdown_grace,
             log_format: log_format(raw.autoredeploy_log_format.as_deref())?,
         })
     }

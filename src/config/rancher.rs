@@ -11,7 +11,19 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::ConfigError;
-use super::vars::{ConnectionVars, MatchVars, UpgradeVars, parse_bool, parse_or};
+use super::vars::{ConnectionVars, MatchVars, RancherVars, UpgradeVars, parse_bool, parse_or};
+
+/// Everything the Rancher target needs: where Rancher is, which of its services a push
+/// upgrades, and how.
+#[derive(Debug, Clone)]
+pub struct RancherTarget {
+    /// How to reach Rancher.
+    pub connection: RancherSettings,
+    /// Which services a push upgrades.
+    pub matching: MatchSettings,
+    /// How each upgrade is driven.
+    pub upgrade: UpgradeSettings,
+}
 
 /// Connection to the Rancher API.
 #[derive(Debug, Clone)]
@@ -76,9 +88,6 @@ pub struct UpgradeSettings {
     pub timeout: Duration,
     /// Call `finishupgrade` once the service is `upgraded` (`RANCHER_FINISH_UPGRADE`).
     pub finish: bool,
-    /// How many services are upgraded at the same time
-    /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
-    pub max_concurrent: usize,
     /// What to do when an upgrade is stuck or fails.
     pub on_failure: OnFailure,
 }
@@ -105,8 +114,17 @@ const DEFAULT_LIST_WINDOW: usize = 8;
 /// `RANCHER_MAX_CONCURRENT_REQUESTS` says.
 const DEFAULT_MAX_REQUESTS: usize = 128;
 
+/// Validates the Rancher target's variables.
+pub(super) fn validate(vars: RancherVars) -> Result<RancherTarget, ConfigError> {
+    Ok(RancherTarget {
+        connection: connection(vars.connection)?,
+        matching: matching(vars.matching)?,
+        upgrade: upgrade(vars.upgrade)?,
+    })
+}
+
 /// Validates how to reach Rancher.
-pub(super) fn connection(vars: ConnectionVars) -> Result<RancherSettings, ConfigError> {
+fn connection(vars: ConnectionVars) -> Result<RancherSettings, ConfigError> {
     let ConnectionVars {
         rancher_host,
         rancher_project_id,
@@ -173,7 +191,7 @@ pub(super) fn connection(vars: ConnectionVars) -> Result<RancherSettings, Config
 }
 
 /// Validates the opt-in rule.
-pub(super) fn matching(vars: MatchVars) -> Result<MatchSettings, ConfigError> {
+fn matching(vars: MatchVars) -> Result<MatchSettings, ConfigError> {
     Ok(MatchSettings {
         default_opt_in: parse_bool(
             "RANCHER_AUTOREDEPLOY_DEFAULT",
@@ -187,7 +205,7 @@ pub(super) fn matching(vars: MatchVars) -> Result<MatchSettings, ConfigError> {
 }
 
 /// Validates how each upgrade is driven.
-pub(super) fn upgrade(vars: UpgradeVars) -> Result<UpgradeSettings, ConfigError> {
+fn upgrade(vars: UpgradeVars) -> Result<UpgradeSettings, ConfigError> {
     Ok(UpgradeSettings {
         on_failure: on_failure(vars.rancher_upgrade_on_failure.as_deref())?,
         batch_size: parse_or(
@@ -220,12 +238,6 @@ pub(super) fn upgrade(vars: UpgradeVars) -> Result<UpgradeSettings, ConfigError>
             1..=86_400,
         )?),
         finish: parse_bool("RANCHER_FINISH_UPGRADE", vars.rancher_finish_upgrade, true)?,
-        max_concurrent: parse_or(
-            "AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES",
-            vars.autoredeploy_max_concurrent_upgrades,
-            16,
-            1..=1024,
-        )?,
     })
 }
 

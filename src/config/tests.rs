@@ -30,6 +30,15 @@ fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     Settings::from_vars(all)
 }
 
+/// The Rancher target, which every test here configures.
+fn rancher(settings: &Settings) -> &RancherTarget {
+    settings
+        .targets
+        .rancher
+        .as_ref()
+        .expect("the Rancher target is used")
+}
+
 fn error_of(result: Result<Settings, ConfigError>) -> String {
     result.expect_err("settings should be refused").to_string()
 }
@@ -38,31 +47,30 @@ fn error_of(result: Result<Settings, ConfigError>) -> String {
 fn defaults_match_the_original_program() {
     let settings = Settings::from_vars(minimal()).unwrap();
     assert_eq!(settings.listen_address().to_string(), "0.0.0.0:8080");
-    assert!(settings.matching.default_opt_in);
+    assert!(rancher(&settings).matching.default_opt_in);
     assert_eq!(
-        settings.matching.label_name,
+        rancher(&settings).matching.label_name,
         "tech.manas.service.autoredeploy"
     );
     assert_eq!(
-        settings.rancher.api_base.as_str(),
+        rancher(&settings).connection.api_base.as_str(),
         "http://rancher.example.com:8080/v1"
     );
     assert_eq!(
-        settings.rancher.services_url.as_str(),
+        rancher(&settings).connection.services_url.as_str(),
         "http://rancher.example.com:8080/v1/projects/1a5/services"
     );
-    assert_eq!(settings.upgrade.batch_size, 1);
-    assert_eq!(settings.upgrade.interval_ms, 2000);
-    assert!(!settings.upgrade.start_first);
-    assert!(settings.upgrade.finish);
+    assert_eq!(rancher(&settings).upgrade.batch_size, 1);
+    assert_eq!(rancher(&settings).upgrade.interval_ms, 2000);
+    assert!(!rancher(&settings).upgrade.start_first);
+    assert!(rancher(&settings).upgrade.finish);
 }
 
 #[test]
 fn rancher_host_forms() {
     let base = |host: &str| {
-        with(&[("RANCHER_HOST", host)])
-            .unwrap()
-            .rancher
+        rancher(&with(&[("RANCHER_HOST", host)]).unwrap())
+            .connection
             .api_base
             .to_string()
     };
@@ -96,7 +104,7 @@ fn without_project_id_the_environment_scoped_collection_is_used() {
     )
     .unwrap();
     assert_eq!(
-        settings.rancher.services_url.as_str(),
+        rancher(&settings).connection.services_url.as_str(),
         "http://rancher.example.com:8080/v1/services"
     );
     assert!(error_of(with(&[("RANCHER_PROJECT_ID", "../admin")])).contains("RANCHER_PROJECT_ID"));
@@ -112,11 +120,14 @@ fn cattle_variables_stand_in_for_missing_rancher_ones() {
     ]))
     .unwrap();
     assert_eq!(
-        settings.rancher.services_url.as_str(),
+        rancher(&settings).connection.services_url.as_str(),
         "http://rancher-server:8080/v1/services"
     );
-    assert_eq!(settings.rancher.access_key, "AGENTKEY");
-    assert_eq!(settings.rancher.secret_key.expose_secret(), "agent-secret");
+    assert_eq!(rancher(&settings).connection.access_key, "AGENTKEY");
+    assert_eq!(
+        rancher(&settings).connection.secret_key.expose_secret(),
+        "agent-secret"
+    );
 }
 
 #[test]
@@ -190,7 +201,7 @@ fn secrets_can_come_from_files_without_their_trailing_newline() {
         "from-a-file-0123456789"
     );
     assert_eq!(
-        settings.rancher.secret_key.expose_secret(),
+        rancher(&settings).connection.secret_key.expose_secret(),
         "rancher-secret-in-file"
     );
 
@@ -260,7 +271,7 @@ fn a_ca_file_must_hold_pem_certificates() {
         "{missing}"
     );
     let insecure = with(&[("RANCHER_INSECURE_SKIP_VERIFY", "true")]).unwrap();
-    assert!(insecure.rancher.insecure_skip_verify);
+    assert!(rancher(&insecure).connection.insecure_skip_verify);
 }
 
 #[test]

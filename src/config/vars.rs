@@ -96,12 +96,12 @@ pub(super) struct UpgradeVars {
     pub rancher_upgrade_timeout_s: Option<String>,
     pub rancher_finish_upgrade: Option<String>,
     pub rancher_upgrade_on_failure: Option<String>,
-    pub autoredeploy_max_concurrent_upgrades: Option<String>,
 }
 
 /// The variables of jobs, their queue and their journal.
 #[derive(Deserialize)]
 pub(super) struct DeployVars {
+    pub autoredeploy_max_concurrent_upgrades: Option<String>,
     pub autoredeploy_queue_size: Option<String>,
     pub autoredeploy_job_retry_s: Option<String>,
     pub autoredeploy_job_retries: Option<String>,
