@@ -113,7 +113,7 @@ impl Settings {
     /// Validates each section and puts them together.
     fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
         let server = server::validate(raw.server)?;
-        let targets = targets::validate(raw.rancher)?;
+        let targets = targets::validate(raw.autoredeploy_targets, raw.rancher)?;
         let deploy = deploy::validate(raw.deploy)?;
         Ok(Settings {
             bind_address: server.listen.ip(),

@@ -4,14 +4,14 @@ use secrecy::ExposeSecret;
 
 use super::*;
 
-fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(super) fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn minimal() -> Vec<(String, String)> {
+pub(super) fn minimal() -> Vec<(String, String)> {
     vars(&[
         ("DOCKER_HUB_KEY", "hub-secret-value"),
         ("RANCHER_HOST", "rancher.example.com:8080"),
@@ -21,7 +21,7 @@ fn minimal() -> Vec<(String, String)> {
     ])
 }
 
-fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+pub(super) fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let mut all: Vec<_> = minimal()
         .into_iter()
         .filter(|(name, _)| !extra.iter().any(|(replaced, _)| replaced == name))
@@ -39,7 +39,7 @@ fn rancher(settings: &Settings) -> &RancherTarget {
         .expect("the Rancher target is used")
 }
 
-fn error_of(result: Result<Settings, ConfigError>) -> String {
+pub(super) fn error_of(result: Result<Settings, ConfigError>) -> String {
     result.expect_err("settings should be refused").to_string()
 }
 

@@ -17,6 +17,8 @@ pub(super) struct RawSettings {
     /// The HTTP server: where it listens, its keys, who may call it.
     #[serde(flatten)]
     pub server: ServerVars,
+    /// Which targets are used (`AUTOREDEPLOY_TARGETS`).
+    pub autoredeploy_targets: Option<String>,
     /// The Rancher target.
     #[serde(flatten)]
     pub rancher: RancherVars,
@@ -56,6 +58,107 @@ pub(super) struct RancherVars {
     pub matching: MatchVars,
     #[serde(flatten)]
     pub upgrade: UpgradeVars,
+}
+
+impl RancherVars {
+    /// The Rancher variables that are set, by name, except the `CATTLE_*` ones: Rancher
+    /// injects those into any container with the agent-role labels, whether or not it is
+    /// meant to drive Rancher.
+    pub fn given_names(&self) -> Vec<&'static str> {
+        // Written out without `..`, so a new variable cannot be forgotten here.
+        let ConnectionVars {
+            rancher_host,
+            rancher_project_id,
+            rancher_api_key,
+            rancher_api_secret,
+            cattle_url: _,
+            cattle_access_key: _,
+            cattle_secret_key: _,
+            rancher_request_timeout_s,
+            rancher_retry_attempts,
+            rancher_retry_max_delay_ms,
+            rancher_retry_total_s,
+            rancher_ca_file,
+            rancher_insecure_skip_verify,
+            rancher_list_concurrency,
+            rancher_max_concurrent_requests,
+        } = &self.connection;
+        let MatchVars {
+            rancher_autoredeploy_default,
+            rancher_autoredeploy_label_name,
+        } = &self.matching;
+        let UpgradeVars {
+            rancher_upgrade_batch_size,
+            rancher_upgrade_interval_ms,
+            rancher_upgrade_start_first,
+            rancher_upgrade_poll_ms,
+            rancher_upgrade_timeout_s,
+            rancher_finish_upgrade,
+            rancher_upgrade_on_failure,
+        } = &self.upgrade;
+        [
+            ("RANCHER_HOST", rancher_host.is_some()),
+            ("RANCHER_PROJECT_ID", rancher_project_id.is_some()),
+            ("RANCHER_API_KEY", rancher_api_key.is_some()),
+            ("RANCHER_API_SECRET", rancher_api_secret.is_some()),
+            (
+                "RANCHER_REQUEST_TIMEOUT_S",
+                rancher_request_timeout_s.is_some(),
+            ),
+            ("RANCHER_RETRY_ATTEMPTS", rancher_retry_attempts.is_some()),
+            (
+                "RANCHER_RETRY_MAX_DELAY_MS",
+                rancher_retry_max_delay_ms.is_some(),
+            ),
+            ("RANCHER_RETRY_TOTAL_S", rancher_retry_total_s.is_some()),
+            ("RANCHER_CA_FILE", rancher_ca_file.is_some()),
+            (
+                "RANCHER_INSECURE_SKIP_VERIFY",
+                rancher_insecure_skip_verify.is_some(),
+            ),
+            (
+                "RANCHER_LIST_CONCURRENCY",
+                rancher_list_concurrency.is_some(),
+            ),
+            (
+                "RANCHER_MAX_CONCURRENT_REQUESTS",
+                rancher_max_concurrent_requests.is_some(),
+            ),
+            (
+                "RANCHER_AUTOREDEPLOY_DEFAULT",
+                rancher_autoredeploy_default.is_some(),
+            ),
+            (
+                "RANCHER_AUTOREDEPLOY_LABEL_NAME",
+                rancher_autoredeploy_label_name.is_some(),
+            ),
+            (
+                "RANCHER_UPGRADE_BATCH_SIZE",
+                rancher_upgrade_batch_size.is_some(),
+            ),
+            (
+                "RANCHER_UPGRADE_INTERVAL_MS",
+                rancher_upgrade_interval_ms.is_some(),
+            ),
+            (
+                "RANCHER_UPGRADE_START_FIRST",
+                rancher_upgrade_start_first.is_some(),
+            ),
+            ("RANCHER_UPGRADE_POLL_MS", rancher_upgrade_poll_ms.is_some()),
+            (
+                "RANCHER_UPGRADE_TIMEOUT_S",
+                rancher_upgrade_timeout_s.is_some(),
+            ),
+            ("RANCHER_FINISH_UPGRADE", rancher_finish_upgrade.is_some()),
+            (
+                "RANCHER_UPGRADE_ON_FAILURE",
+                rancher_upgrade_on_failure.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 /// How to reach Rancher, with the `CATTLE_*` variables Rancher injects into a container
