@@ -9,7 +9,7 @@
 //! the Rancher target (connection, opt-in rule, upgrades), `deploy.rs` the jobs and their
 //! journal. This file puts the sections together.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -83,17 +83,7 @@ impl Settings {
     /// Reads the settings from the process environment. Variables that are not valid
     /// UTF-8 are refused if they are ours and ignored otherwise.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            match (name.into_string(), value.into_string()) {
-                (Ok(name), Ok(value)) => vars.push((name, value)),
-                (Ok(name), Err(_)) if vars::is_ours(&name) => {
-                    return Err(ConfigError(format!("{name} is not valid UTF-8")));
-                }
-                _ => {}
-            }
-        }
-        Self::from_vars(vars)
+        Self::from_vars(environment(|_| true)?)
     }
 
     /// Reads the settings from `(name, value)` pairs. Empty values count as unset.
@@ -106,7 +96,7 @@ impl Settings {
     }
 
     /// The socket address to listen on.
-    pub fn listen_address(&self) -> std::net::SocketAddr {
+    pub fn listen_address(&self) -> SocketAddr {
         (self.bind_address, self.bind_port).into()
     }
 
@@ -127,6 +117,45 @@ impl Settings {
             log_format: log_format(raw.autoredeploy_log_format.as_deref())?,
         })
     }
+}
+
+/// Where the server listens (`BIND_ADDRESS`, `BIND_PORT`), read from the process
+/// environment with the same defaults and errors as [`Settings`], but nothing else: for
+/// `autoredeploy healthcheck`, which runs every 30 s and has no business checking the other
+/// settings or reading secret files.
+pub fn listen_address_from_env() -> Result<SocketAddr, ConfigError> {
+    listen_address_from_vars(environment(|name| vars::LISTEN_VARIABLES.contains(&name))?)
+}
+
+/// Where the server listens, read from `(name, value)` pairs; every other pair is ignored.
+/// Empty values count as unset.
+pub fn listen_address_from_vars<I>(vars: I) -> Result<SocketAddr, ConfigError>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    server::listen(vars::deserialize(vars::non_empty(vars))?)
+}
+
+/// The process environment's variables that `keep` wants. Values that are not valid UTF-8
+/// are refused if the variable is ours and ignored otherwise.
+fn environment(keep: impl Fn(&str) -> bool) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        if !keep(&name) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => vars.push((name, value)),
+            Err(_) if vars::is_ours(&name) => {
+                return Err(ConfigError(format!("{name} is not valid UTF-8")));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(vars)
 }
 
 /// `AUTOREDEPLOY_LOG_FORMAT`: `text` unless it says `json`.

@@ -282,3 +282,23 @@ fn debug_output_redacts_every_secret() {
     assert!(!debug.contains("rancher-secret-value"), "{debug}");
     assert!(debug.contains("ACCESSKEY"));
 }
+
+#[test]
+fn the_listen_address_alone_is_read_as_the_settings_read_it() {
+    let bind = [("BIND_ADDRESS", "127.0.0.1"), ("BIND_PORT", "9000")];
+    let settings = with(&bind).unwrap();
+    assert_eq!(
+        listen_address_from_vars(vars(&bind)).unwrap(),
+        settings.listen_address()
+    );
+    assert_eq!(
+        listen_address_from_vars(vars(&[])).unwrap(),
+        Settings::from_vars(minimal()).unwrap().listen_address()
+    );
+    assert_eq!(
+        error_of(with(&[("BIND_PORT", "70000")])),
+        listen_address_from_vars(vars(&[("BIND_PORT", "70000")]))
+            .unwrap_err()
+            .to_string()
+    );
+}

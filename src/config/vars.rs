@@ -29,6 +29,9 @@ pub(super) struct RawSettings {
     pub autoredeploy_log_format: Option<String>,
 }
 
+/// The variables of [`ListenVars`], all the healthcheck reads.
+pub(super) const LISTEN_VARIABLES: [&str; 2] = ["BIND_ADDRESS", "BIND_PORT"];
+
 /// Where the server listens: all the healthcheck needs.
 #[derive(Deserialize)]
 pub(super) struct ListenVars {
