@@ -245,6 +245,30 @@ async fn prune(journal: Journal, history: Duration) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn without_the_rancher_target_nothing_is_started() {
+        let data = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_vars(
+            [
+                ("AUTOREDEPLOY_DATA_DIR", data.path().to_str().unwrap()),
+                ("DOCKER_HUB_KEY", "hub-secret-value"),
+                ("RANCHER_HOST", "rancher.example.com"),
+                ("RANCHER_API_KEY", "ACCESSKEY"),
+                ("RANCHER_API_SECRET", "rancher-secret-value"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+        )
+        .unwrap();
+        settings.targets.rancher = None;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = Application::new(listener, settings).unwrap_err();
+        assert!(
+            matches!(refused, StartupError::NoRancherTarget),
+            "{refused}"
+        );
+        assert!(std::fs::read_dir(data.path()).unwrap().next().is_none());
+    }
+
     #[test]
     fn private_and_public_addresses() {
         for private in [
