@@ -1,22 +1,21 @@
 //! Wires the stages together around a listener the caller binds (tests bind port 0).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::config::{RancherSettings, Settings};
+use crate::config::Settings;
 use crate::deploy::{Deployer, DeployerParts};
 use crate::events::{DeployEvent, OutcomeReporter};
 use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
-use crate::platform::rancher::RancherPlatform;
-use crate::platform::rancher::upgrade::Upgrader;
-use crate::platform::rancher::{RancherClient, RancherError};
-use crate::shutdown::Shutdown;
+use crate::platform::Platform;
+use crate::platform::rancher::{RancherError, RancherPlatform};
+use crate::shutdown::{Shutdown, ShutdownSignal};
 
 /// Outcomes kept for a subscriber that falls behind.
 const OUTCOME_BUFFER: usize = 1024;
@@ -36,6 +35,12 @@ pub enum StartupError {
     /// The Rancher client cannot be set up.
     #[error(transparent)]
     Rancher(#[from] RancherError),
+    /// No target is configured (the settings refuse that already; this guards the wiring).
+    #[error(
+        "no target is configured: set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET \
+         (see AUTOREDEPLOY_TARGETS)"
+    )]
+    NoTarget,
 }
 
 /// A configured autoredeploy, ready to serve on its listener.
@@ -45,26 +50,39 @@ pub struct Application {
     listener: TcpListener,
     /// Validated settings.
     settings: Settings,
-    /// Rancher API client, shared by scans and upgrades.
-    client: RancherClient,
+    /// The configured targets, in the order each job scans them.
+    platforms: Vec<Arc<dyn Platform>>,
     /// Accepted pushes and their progress.
     journal: Journal,
     /// Where outcomes are published.
     reporter: OutcomeReporter,
+    /// Triggers the shutdown.
+    shutdown: Shutdown,
+    /// What every part that must stop between two steps watches.
+    signal: ShutdownSignal,
 }
 
 impl Application {
-    /// Prepares the application: opens the journal (refusing a data directory that cannot
-    /// be written) and the Rancher client.
+    /// Prepares the application: sets up each configured target, then opens the journal
+    /// (refusing a data directory that cannot be written).
     pub fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
+        let (shutdown, signal) = Shutdown::new();
+        let mut platforms: Vec<Arc<dyn Platform>> = Vec::new();
+        if let Some(rancher) = &settings.targets.rancher {
+            platforms.push(RancherPlatform::start(rancher, signal.clone())?);
+        }
+        if platforms.is_empty() {
+            return Err(StartupError::NoTarget);
+        }
         let journal = Journal::open(&settings.data_dir)?;
-        let client = RancherClient::new(&settings.rancher)?;
         Ok(Self {
             listener,
             settings,
-            client,
+            platforms,
             journal,
             reporter: OutcomeReporter::new(OUTCOME_BUFFER),
+            shutdown,
+            signal,
         })
     }
 
@@ -79,46 +97,43 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes. Then new pushes are refused with `503`, running
-    /// jobs stop after their current Rancher request (for at most
-    /// `AUTOREDEPLOY_SHUTDOWN_GRACE_S`), and what is left waits in the journal for the next
-    /// start.
+    /// jobs stop after their current request (for at most `AUTOREDEPLOY_SHUTDOWN_GRACE_S`),
+    /// and what is left waits in the journal for the next start.
     ///
     /// Returns whether everything stopped cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> bool {
         let Self {
             listener,
             settings,
-            client,
+            platforms,
             journal,
             reporter,
+            shutdown: trigger,
+            signal,
         } = self;
-        let (trigger, signal) = Shutdown::new();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown signal received");
             trigger.trigger();
         });
         tokio::spawn(prune(journal.clone(), settings.history));
-        warn_about_the_rancher_link(&settings.rancher).await;
+        for platform in &platforms {
+            platform.warn_about_its_settings().await;
+        }
+        let targets: Vec<&str> = platforms.iter().map(|p| p.target().as_str()).collect();
+        let targets = targets.join(",");
 
         let wake = Arc::new(Notify::new());
-        let upgrader = Upgrader::new(
-            client.clone(),
-            settings.upgrade.clone(),
-            settings.matching.clone(),
-            signal.clone(),
-        );
-        let rancher = RancherPlatform::new(client, settings.matching.clone(), upgrader);
         let deployer = Deployer::new(DeployerParts {
-            platforms: vec![rancher],
+            platforms,
             journal: journal.clone(),
             reporter,
             wake: Arc::clone(&wake),
-            max_concurrent: settings.upgrade.max_concurrent,
+            max_concurrent: settings.deploy.max_concurrent_upgrades,
             shutdown: signal.clone(),
-            job_retry: settings.job_retry,
+            job_retry: settings.deploy.job_retry,
         });
-        let deploying = tokio::spawn(deployer.run(settings.shutdown_grace));
+        let deploying = tokio::spawn(deployer.run(settings.deploy.shutdown_grace));
 
         let limits = ServerLimits {
             max_connections: settings.access.max_connections,
@@ -128,16 +143,14 @@ impl Application {
             WebhookKey::new(&settings.webhook_keys),
             journal,
             wake,
-            settings.queue_size,
+            settings.deploy.queue_size,
             signal,
             &settings.access,
         );
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            rancher_services = %settings.rancher.services_url,
+            targets,
             data_dir = %settings.data_dir.display(),
-            default_opt_in = settings.matching.default_opt_in,
-            label = %settings.matching.label_name,
             "autoredeploy listening"
         );
         // The server keeps answering (pushes with 503) until the deployer has stopped.
@@ -162,55 +175,6 @@ impl Application {
     }
 }
 
-/// Warns, at every start, when the Rancher credentials are not protected in transit.
-async fn warn_about_the_rancher_link(rancher: &RancherSettings) {
-    if rancher.insecure_skip_verify {
-        tracing::warn!(
-            "RANCHER_INSECURE_SKIP_VERIFY=true: Rancher's certificate is not verified, so \
-             anyone on the path can pose as Rancher and read the API key; use RANCHER_CA_FILE"
-        );
-    }
-    let url = &rancher.api_base;
-    if url.scheme() != "http" {
-        return;
-    }
-    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-    let port = url.port_or_known_default().unwrap_or(80);
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::lookup_host((host, port)),
-        )
-        .await
-        {
-            Ok(Ok(found)) => found.map(|address| address.ip()).collect(),
-            _ => Vec::new(),
-        },
-    };
-    if addresses.is_empty() || !addresses.iter().all(|ip| is_private(*ip)) {
-        tracing::warn!(
-            host,
-            "the Rancher API key is sent over plain http to an address that is not loopback \
-             or private; use an https RANCHER_HOST"
-        );
-    }
-}
-
-/// Loopback, private, link-local or carrier-grade NAT: not reachable from the internet.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local() || ip.is_unicast_link_local(),
-    }
-}
-
 /// Deletes ended jobs older than `history`, now and every hour.
 async fn prune(journal: Journal, history: Duration) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
@@ -228,22 +192,24 @@ async fn prune(journal: Journal, history: Duration) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn private_and_public_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.9",
-            "192.168.1.1",
-            "100.64.0.1",
-            "::1",
-            "fd00::5",
-            "fe80::1",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "203.0.113.10", "100.128.0.1", "2001:db8::1"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
-        }
+    #[tokio::test]
+    async fn without_a_target_nothing_is_started() {
+        let data = tempfile::tempdir().unwrap();
+        let mut settings = Settings::from_vars(
+            [
+                ("AUTOREDEPLOY_DATA_DIR", data.path().to_str().unwrap()),
+                ("DOCKER_HUB_KEY", "hub-secret-value"),
+                ("RANCHER_HOST", "rancher.example.com"),
+                ("RANCHER_API_KEY", "ACCESSKEY"),
+                ("RANCHER_API_SECRET", "rancher-secret-value"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+        )
+        .unwrap();
+        settings.targets.rancher = None;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = Application::new(listener, settings).unwrap_err();
+        assert!(matches!(refused, StartupError::NoTarget), "{refused}");
+        assert!(std::fs::read_dir(data.path()).unwrap().next().is_none());
     }
 }

@@ -29,6 +29,9 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Which platform this is.
     fn target(&self) -> TargetKind;
 
+    /// Logs what the target is set to at start, warning about risky settings.
+    fn warn_about_its_settings(&self) -> BoxFuture<'_, ()>;
+
     /// Starts a walk through the platform's workloads for `image`.
     fn scan(&self, image: &ImageRef) -> Box<dyn Scan>;
 

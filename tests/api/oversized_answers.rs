@@ -117,7 +117,14 @@ impl OversizedServer {
         ]
         .map(|(name, value)| (name.to_owned(), value));
         let settings = Settings::from_vars(vars).expect("test settings are valid");
-        RancherClient::new(&settings.rancher).expect("client builds")
+        RancherClient::new(
+            &settings
+                .targets
+                .rancher
+                .expect("rancher is configured")
+                .connection,
+        )
+        .expect("client builds")
     }
 
     /// Reads service `1s1` from this server, failing the test if that takes past the deadline.

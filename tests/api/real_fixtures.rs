@@ -199,7 +199,6 @@ fn check_upgrade_request(bytes: &[u8], files: &[(String, Vec<u8>)]) {
         poll_interval: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(1),
         finish: true,
-        max_concurrent: 1,
         on_failure: autoredeploy::config::OnFailure::Rollback,
     };
     let targets = Targets {

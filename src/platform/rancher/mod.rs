@@ -8,6 +8,7 @@
 mod client;
 mod collection;
 mod error;
+mod link;
 mod wire;
 
 pub mod matching;
@@ -22,9 +23,10 @@ pub use wire::{
     LaunchConfigView, PageEnd, Service, ServicePage, SkippedEntry, UpgradeRequest, decode_entry,
 };
 
-use crate::config::MatchSettings;
+use crate::config::{MatchSettings, RancherTarget};
 use crate::domain::{ImageRef, TargetKind};
 use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog, UnitWork};
+use crate::shutdown::ShutdownSignal;
 use matching::Targets;
 use upgrade::Upgrader;
 
@@ -40,22 +42,36 @@ pub struct Listed {
 /// The Rancher target: one environment's services.
 #[derive(Debug)]
 pub struct RancherPlatform {
+    /// How to reach Rancher, the opt-in rule and how upgrades are driven.
+    settings: RancherTarget,
     /// The API client, shared by scans and upgrades.
     client: RancherClient,
-    /// The opt-in rule.
-    rule: MatchSettings,
     /// Drives each service's upgrade.
     upgrader: Upgrader,
 }
 
 impl RancherPlatform {
-    /// The target served through `client`.
-    pub fn new(client: RancherClient, rule: MatchSettings, upgrader: Upgrader) -> Arc<Self> {
-        Arc::new(Self {
+    /// Sets the target up; fails only if the HTTP client cannot be built.
+    pub fn start(
+        settings: &RancherTarget,
+        shutdown: ShutdownSignal,
+    ) -> Result<Arc<Self>, RancherError> {
+        let client = RancherClient::new(&settings.connection)?;
+        let upgrader = Upgrader::new(
+            client.clone(),
+            settings.upgrade.clone(),
+            settings.matching.clone(),
+            shutdown,
+        );
+        Ok(Arc::new(Self {
+            settings: settings.clone(),
             client,
-            rule,
             upgrader,
-        })
+        }))
+    }
+
+    fn rule(&self) -> &MatchSettings {
+        &self.settings.matching
     }
 }
 
@@ -65,7 +81,20 @@ impl Platform for RancherPlatform {
     }
 
     fn scan(&self, image: &ImageRef) -> Box<dyn Scan> {
-        Box::new(scan::Scanner::new(&self.client, image, &self.rule))
+        Box::new(scan::Scanner::new(&self.client, image, self.rule()))
+    }
+
+    fn warn_about_its_settings(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let rule = self.rule();
+            tracing::info!(
+                services = %self.settings.connection.services_url,
+                default_opt_in = rule.default_opt_in,
+                label = %rule.label_name,
+                "Rancher target"
+            );
+            link::warn_about_the_link(&self.settings.connection).await;
+        })
     }
 
     fn drive<'a>(

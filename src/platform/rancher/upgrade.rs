@@ -720,7 +720,6 @@ mod tests {
             poll_interval: Duration::from_millis(10),
             timeout: Duration::from_secs(1),
             finish: true,
-            max_concurrent: 1,
             on_failure: crate::config::OnFailure::Rollback,
         }
     }

@@ -1,0 +1,97 @@
+//! How jobs are run, whatever the target: how many upgrades at once, the queue in front of
+//! the jobs, their retries, the grace they get at shutdown, and the journal that records
+//! them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::vars::{DeployVars, parse_or};
+
+/// How jobs are run, the same for every target.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    /// How many services are upgraded at the same time, across all pushes and targets
+    /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
+    pub max_concurrent_upgrades: usize,
+    /// How many jobs may wait to be started (`AUTOREDEPLOY_QUEUE_SIZE`).
+    pub queue_size: usize,
+    /// How jobs that cannot be carried on for now are run again.
+    pub job_retry: JobRetrySettings,
+    /// How long running upgrades may go on after a shutdown signal
+    /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
+    pub shutdown_grace: Duration,
+}
+
+/// Runs again of a job stopped because Rancher stayed unreachable beyond the request
+/// retries (or the journal could not be written): it goes on where it stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRetrySettings {
+    /// Pause before the next run (`AUTOREDEPLOY_JOB_RETRY_S`).
+    pub pause: Duration,
+    /// Runs before the job is given up as failed (`AUTOREDEPLOY_JOB_RETRIES`).
+    pub runs: u32,
+}
+
+/// The job settings, validated, before they are placed in [`super::Settings`].
+pub(super) struct DeploySection {
+    /// How jobs are run.
+    pub deploy: DeploySettings,
+    /// `AUTOREDEPLOY_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `AUTOREDEPLOY_HISTORY_DAYS`.
+    pub history: Duration,
+}
+
+/// Validates the job variables.
+pub(super) fn validate(vars: DeployVars) -> Result<DeploySection, ConfigError> {
+    Ok(DeploySection {
+        deploy: DeploySettings {
+            max_concurrent_upgrades: parse_or(
+                "AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES",
+                vars.autoredeploy_max_concurrent_upgrades,
+                16,
+                1..=1024,
+            )?,
+            queue_size: parse_or(
+                "AUTOREDEPLOY_QUEUE_SIZE",
+                vars.autoredeploy_queue_size,
+                1024,
+                1..=1_000_000,
+            )?,
+            shutdown_grace: Duration::from_secs(parse_or(
+                "AUTOREDEPLOY_SHUTDOWN_GRACE_S",
+                vars.autoredeploy_shutdown_grace_s,
+                30,
+                0..=3600,
+            )?),
+            job_retry: JobRetrySettings {
+                pause: Duration::from_secs(parse_or(
+                    "AUTOREDEPLOY_JOB_RETRY_S",
+                    vars.autoredeploy_job_retry_s,
+                    30,
+                    1..=86_400,
+                )?),
+                runs: parse_or(
+                    "AUTOREDEPLOY_JOB_RETRIES",
+                    vars.autoredeploy_job_retries,
+                    20,
+                    1..=10_000,
+                )?,
+            },
+        },
+        data_dir: PathBuf::from(
+            vars.autoredeploy_data_dir
+                .unwrap_or_else(|| "data".to_owned()),
+        ),
+        history: Duration::from_secs(
+            86_400
+                * parse_or(
+                    "AUTOREDEPLOY_HISTORY_DAYS",
+                    vars.autoredeploy_history_days,
+                    30,
+                    1..=3650,
+                )?,
+        ),
+    })
+}

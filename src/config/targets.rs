@@ -1,0 +1,354 @@
+//! The targets: the platforms whose services or containers a push upgrades. Each one is
+//! optional, so that a process drives only the platforms it is given.
+//!
+//! `AUTOREDEPLOY_TARGETS` names the targets to use. Unset, a target is used when its
+//! settings are present: Rancher when `RANCHER_HOST`, `CATTLE_URL`, `RANCHER_API_KEY` or
+//! `RANCHER_API_SECRET` (or `RANCHER_API_SECRET_FILE`) is set. `CATTLE_ACCESS_KEY` and
+//! `CATTLE_SECRET_KEY` alone do not count: Rancher injects them into any container with the
+//! agent-role labels, and without `CATTLE_URL` they say nothing about where Rancher is.
+//!
+//! A target's own settings given while it is not used (excluded by `AUTOREDEPLOY_TARGETS`,
+//! or left off because its connection is not set) are an error, not a warning: someone
+//! meant that target to run, and ignoring them would only show, much later, as pushes that
+//! upgrade nothing. The `CATTLE_*` variables are exempt, since Rancher sets them, not the
+//! operator.
+
+use super::ConfigError;
+use super::rancher::{self, RancherTarget};
+use super::vars::{ConnectionVars, RancherVars, list};
+
+/// The targets in use; each is `None` when it is not.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// Services of a Rancher 1.x (Cattle) environment.
+    pub rancher: Option<RancherTarget>,
+}
+
+/// A target this version can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Rancher 1.x services.
+    Rancher,
+}
+
+impl Target {
+    /// Every target this version can drive.
+    const ALL: [Self; 1] = [Self::Rancher];
+
+    /// The name `AUTOREDEPLOY_TARGETS` gives it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rancher => "rancher",
+        }
+    }
+}
+
+/// Targets planned for later versions: naming one says so, rather than calling it unknown.
+const PLANNED: [&str; 2] = ["containers", "swarm"];
+
+/// Decides which targets are used and validates their settings.
+pub(super) fn validate(
+    names: Option<String>,
+    rancher: RancherVars,
+) -> Result<TargetSettings, ConfigError> {
+    let named = named(names.as_deref())?;
+    let rancher_used = match &named {
+        Some(named) => named.contains(&Target::Rancher),
+        None => switches_rancher_on(&rancher.connection),
+    };
+    if !rancher_used {
+        refuse_unused_rancher(&rancher, named.is_some())?;
+    }
+    let cattle_without_url = cattle_without_url(&rancher.connection);
+    let targets = TargetSettings {
+        rancher: rancher_used
+            .then(|| rancher::validate(rancher))
+            .transpose()?,
+    };
+    if targets.rancher.is_none() {
+        return Err(no_target(cattle_without_url));
+    }
+    Ok(targets)
+}
+
+/// The targets `AUTOREDEPLOY_TARGETS` names, or `None` when it is unset.
+fn named(value: Option<&str>) -> Result<Option<Vec<Target>>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let available = quoted(Target::ALL.iter().map(|target| target.name()));
+    let planned = quoted(PLANNED.into_iter());
+    let mut targets = Vec::new();
+    for name in list(Some(value)) {
+        match Target::ALL.into_iter().find(|target| target.name() == name) {
+            Some(target) if !targets.contains(&target) => targets.push(target),
+            Some(_) => {}
+            None if PLANNED.contains(&name) => {
+                return Err(ConfigError(format!(
+                    "AUTOREDEPLOY_TARGETS: the `{name}` target is not available in this \
+                     version; the available targets are {available}"
+                )));
+            }
+            None => {
+                return Err(ConfigError::invalid(
+                    "AUTOREDEPLOY_TARGETS",
+                    &format!(
+                        "comma-separated names of targets: {available} ({planned} are planned \
+                         for a later version)"
+                    ),
+                    name,
+                ));
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(ConfigError::invalid(
+            "AUTOREDEPLOY_TARGETS",
+            &format!("comma-separated names of targets, such as {available}"),
+            value,
+        ));
+    }
+    Ok(Some(targets))
+}
+
+/// Whether, without `AUTOREDEPLOY_TARGETS`, Rancher is used: when where it is or how to
+/// sign in to it is given.
+fn switches_rancher_on(vars: &ConnectionVars) -> bool {
+    vars.rancher_host.is_some()
+        || vars.cattle_url.is_some()
+        || vars.rancher_api_key.is_some()
+        || vars.rancher_api_secret.is_some()
+}
+
+/// Rancher's key pair injected by Rancher, but not its address: the target stays off, and
+/// the operator is told why.
+fn cattle_without_url(vars: &ConnectionVars) -> bool {
+    vars.cattle_url.is_none()
+        && (vars.cattle_access_key.is_some() || vars.cattle_secret_key.is_some())
+}
+
+/// Refuses Rancher settings given while the Rancher target is not used. Only the names are
+/// shown, never the values.
+fn refuse_unused_rancher(vars: &RancherVars, excluded: bool) -> Result<(), ConfigError> {
+    let given = vars.given_names();
+    if given.is_empty() {
+        return Ok(());
+    }
+    let names = given.join(", ");
+    let (is, them) = if given.len() == 1 {
+        ("is", "it")
+    } else {
+        ("are", "them")
+    };
+    let message = if excluded {
+        format!(
+            "{names} {is} set, but AUTOREDEPLOY_TARGETS does not name `rancher`: add `rancher` \
+             to AUTOREDEPLOY_TARGETS, or remove {them}"
+        )
+    } else {
+        format!(
+            "{names} {is} set, but the Rancher target is not used: set RANCHER_HOST, \
+             RANCHER_API_KEY and RANCHER_API_SECRET to use it, or remove {them}"
+        )
+    };
+    Err(ConfigError(message))
+}
+
+/// The error of a process that would have nothing to upgrade.
+fn no_target(cattle_without_url: bool) -> ConfigError {
+    let mut message = "no target is configured, so no push could upgrade anything: to upgrade \
+                       Rancher 1.x services, set RANCHER_HOST, RANCHER_API_KEY and \
+                       RANCHER_API_SECRET (AUTOREDEPLOY_TARGETS=rancher makes them required)"
+        .to_owned();
+    if cattle_without_url {
+        message.push_str(
+            "; CATTLE_ACCESS_KEY and CATTLE_SECRET_KEY are set but CATTLE_URL is not (Rancher \
+             leaves it out when its agents were registered with a localhost URL): set \
+             RANCHER_HOST and they are used",
+        );
+    }
+    ConfigError(message)
+}
+
+/// `` `a`, `b` and `c` `` for a message.
+fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.map(|name| format!("`{name}`")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::config::tests::{error_of, minimal, vars, with};
+
+    const HUB_KEY: (&str, &str) = ("DOCKER_HUB_KEY", "hub-secret-value");
+
+    fn only(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_vars(vars(&[HUB_KEY]).into_iter().chain(vars(pairs)))
+    }
+
+    #[test]
+    fn unset_rancher_is_used_when_any_of_its_connection_variables_is_given() {
+        assert!(
+            Settings::from_vars(minimal())
+                .unwrap()
+                .targets
+                .rancher
+                .is_some()
+        );
+        // Each of them alone switches Rancher on, and its validation names what is missing.
+        for (given, missing) in [
+            (
+                ("RANCHER_HOST", "rancher:8080"),
+                "RANCHER_API_KEY and RANCHER_API_SECRET",
+            ),
+            (
+                ("CATTLE_URL", "http://rancher:8080/v1"),
+                "RANCHER_API_KEY and",
+            ),
+            (("RANCHER_API_KEY", "ACCESSKEY"), "RANCHER_HOST is required"),
+            (
+                ("RANCHER_API_SECRET", "rancher-secret"),
+                "RANCHER_HOST is required",
+            ),
+        ] {
+            let refused = error_of(only(&[given]));
+            assert!(refused.contains(missing), "{given:?}: {refused}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "rancher-secret\n").unwrap();
+        let refused = error_of(only(&[(
+            "RANCHER_API_SECRET_FILE",
+            secret.to_str().unwrap(),
+        )]));
+        assert!(refused.contains("RANCHER_HOST is required"), "{refused}");
+    }
+
+    #[test]
+    fn named_rancher_requires_its_settings_as_before() {
+        assert!(
+            with(&[("AUTOREDEPLOY_TARGETS", " rancher , rancher ")])
+                .unwrap()
+                .targets
+                .rancher
+                .is_some()
+        );
+        let refused = error_of(only(&[("AUTOREDEPLOY_TARGETS", "rancher")]));
+        assert!(refused.contains("RANCHER_HOST is required"), "{refused}");
+    }
+
+    #[test]
+    fn planned_targets_are_not_available_yet() {
+        for value in ["containers", "swarm", "rancher,swarm"] {
+            let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", value)]));
+            assert!(
+                refused.contains("AUTOREDEPLOY_TARGETS")
+                    && refused.contains("not available in this version")
+                    && refused.contains("`rancher`"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_targets_are_refused_with_the_known_ones() {
+        let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", "rancher,kubernetes")]));
+        assert!(
+            refused.contains("AUTOREDEPLOY_TARGETS")
+                && refused.contains("`kubernetes`")
+                && refused.contains("`rancher`")
+                && refused.contains("`containers` and `swarm`"),
+            "{refused}"
+        );
+        let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", " , ")]));
+        assert!(
+            refused.contains("AUTOREDEPLOY_TARGETS") && refused.contains("`rancher`"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn without_any_target_the_process_is_told_what_to_set() {
+        let refused = error_of(only(&[]));
+        for name in [
+            "RANCHER_HOST",
+            "RANCHER_API_KEY",
+            "RANCHER_API_SECRET",
+            "AUTOREDEPLOY_TARGETS",
+        ] {
+            assert!(refused.contains(name), "{refused}");
+        }
+        assert!(!refused.contains("CATTLE"), "{refused}");
+    }
+
+    #[test]
+    fn injected_cattle_keys_alone_do_not_switch_rancher_on() {
+        let cattle_keys = [
+            ("CATTLE_ACCESS_KEY", "AGENTKEY"),
+            ("CATTLE_SECRET_KEY", "agent-secret"),
+        ];
+        let refused = error_of(only(&cattle_keys));
+        assert!(
+            refused.contains("no target")
+                && refused.contains("CATTLE_URL is not")
+                && refused.contains("set RANCHER_HOST"),
+            "{refused}"
+        );
+        assert!(!refused.contains("agent-secret"), "{refused}");
+
+        // With the address given, they are the credentials.
+        let settings =
+            only(&[cattle_keys[0], cattle_keys[1], ("RANCHER_HOST", "rancher")]).unwrap();
+        let rancher = settings.targets.rancher.unwrap();
+        assert_eq!(rancher.connection.access_key, "AGENTKEY");
+    }
+
+    #[test]
+    fn rancher_settings_without_the_rancher_target_are_refused() {
+        let refused = error_of(only(&[
+            ("RANCHER_UPGRADE_BATCH_SIZE", "2"),
+            ("RANCHER_PROJECT_ID", "1a5"),
+        ]));
+        assert!(
+            refused.contains("RANCHER_PROJECT_ID, RANCHER_UPGRADE_BATCH_SIZE are set")
+                && refused.contains("not used")
+                && refused.contains("RANCHER_HOST"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn rancher_settings_excluded_by_the_list_are_refused_by_name_only() {
+        let rancher = |pairs: &[(&str, &str)]| -> RancherVars {
+            crate::config::vars::deserialize(vars(pairs)).unwrap()
+        };
+        let given = rancher(&[
+            ("RANCHER_HOST", "rancher:8080"),
+            ("RANCHER_API_SECRET", "rancher-secret-value"),
+            ("CATTLE_URL", "http://rancher:8080/v1"),
+        ]);
+        let refused = refuse_unused_rancher(&given, true)
+            .expect_err("Rancher settings are refused")
+            .to_string();
+        assert!(
+            refused.contains("RANCHER_HOST, RANCHER_API_SECRET are set")
+                && refused.contains("AUTOREDEPLOY_TARGETS does not name `rancher`"),
+            "{refused}"
+        );
+        assert!(!refused.contains("rancher-secret-value"), "{refused}");
+        assert!(!refused.contains("CATTLE_URL"), "{refused}");
+
+        // What Rancher injects by itself is no reason to refuse.
+        let injected = rancher(&[
+            ("CATTLE_URL", "http://rancher:8080/v1"),
+            ("CATTLE_ACCESS_KEY", "AGENTKEY"),
+            ("CATTLE_SECRET_KEY", "agent-secret"),
+        ]);
+        assert!(refuse_unused_rancher(&injected, true).is_ok());
+    }
+}
