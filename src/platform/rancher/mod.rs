@@ -9,6 +9,7 @@ mod client;
 mod collection;
 mod error;
 mod link;
+mod paging;
 mod wire;
 
 pub mod matching;

@@ -10,19 +10,15 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::matching::{self, Verdict};
-use super::{Listed, PAGE_SIZE, PageEnd, RancherClient, RancherError, Service, SkippedEntry};
+use super::paging::{Advance, Walk};
+use super::{Listed, PageEnd, RancherClient, RancherError, Service, SkippedEntry};
 use crate::config::MatchSettings;
 use crate::domain::{ImageRef, TargetKind, UnitRef};
 use crate::platform::{BoxFuture, Candidate, Plan, Prefetched, Scan, ScanError, ScanSummary};
 
-/// One walk through the environment for one pushed image.
-///
-/// The first page tells the page size the server uses: its `next` marker is the offset of
-/// the second page (`m3000`, or `m1000` from a server that clamps lower). Since markers are
-/// offsets, the following pages are then read concurrently, at most `list_window` at a time,
-/// each judged entry by entry as it arrives. The walk ends at the first page that has no
-/// `next` (or no entries); pages beyond it that are still being read are abandoned. A
-/// server whose markers are not offsets is walked one page after the other.
+/// One walk through the environment for one pushed image: the pages [`Walk`] asks for are
+/// read concurrently, at most `list_window` at a time, each judged entry by entry as it
+/// arrives.
 #[derive(Debug)]
 pub struct Scanner {
     client: RancherClient,
@@ -40,31 +36,6 @@ pub struct Scanner {
     decided: HashSet<String>,
     summary: ScanSummary,
 }
-
-/// Where the walk stands.
-#[derive(Debug)]
-enum Walk {
-    /// The first page has not been asked for yet.
-    Start,
-    /// The first page is being read.
-    FirstPage,
-    /// Pages of `stride` entries are asked for by offset, `step` apart (a little less than
-    /// `stride`, see [`OVERLAP`]); `last` is the offset of the last page once one has said so.
-    ByOffset {
-        stride: u64,
-        step: u64,
-        next: u64,
-        last: Option<u64>,
-    },
-    /// Each page names the next one; `None` after the last.
-    ByMarker { next: Option<String> },
-}
-
-/// Entries each page after the first shares with the one before (at most a tenth of a page).
-/// A service removed during the walk moves every later one back by a place; pages that
-/// overlap by this much lose nothing to as many removals before they are read. Entries read
-/// twice are decided once.
-const OVERLAP: u64 = 32;
 
 /// One page, read.
 struct PageReading {
@@ -123,11 +94,7 @@ impl Scanner {
             if let Some(offset) = page.offset {
                 self.in_flight.remove(&offset);
                 // A page past the last one, read before it could be abandoned, says nothing.
-                if let Walk::ByOffset {
-                    last: Some(last), ..
-                } = self.walk
-                    && offset > last
-                {
+                if self.walk.is_beyond_the_end(offset) {
                     continue;
                 }
             }
@@ -150,36 +117,8 @@ impl Scanner {
 
     /// Starts reading the pages the walk needs next, up to the window.
     fn ask_for_pages(&mut self) {
-        // Marker, offset, and entries shared with the page before.
-        let mut wanted: Vec<(Option<String>, Option<u64>, usize)> = Vec::new();
-        match &mut self.walk {
-            Walk::Start => {
-                self.walk = Walk::FirstPage;
-                wanted.push((None, None, 0));
-            }
-            Walk::FirstPage => {}
-            Walk::ByOffset {
-                stride,
-                step,
-                next,
-                last,
-            } => {
-                let shared = (*stride - *step) as usize;
-                while last.is_none() && self.in_flight.len() + wanted.len() < self.window {
-                    wanted.push((Some(format!("m{next}")), Some(*next), shared));
-                    *next += *step;
-                }
-            }
-            Walk::ByMarker { next } => {
-                if self.reading.is_empty()
-                    && let Some(marker) = next.take()
-                {
-                    wanted.push((Some(marker), None, 0));
-                }
-            }
-        }
-        for (marker, offset, shared) in wanted {
-            self.read(marker, offset, shared);
+        for request in self.walk.requests(self.reading.len(), self.window) {
+            self.read(request.marker, request.offset, request.shared);
         }
     }
 
@@ -210,79 +149,22 @@ impl Scanner {
         entries: usize,
         end: &PageEnd,
     ) -> Result<(), RancherError> {
-        let is_last = end.next_marker.is_none() || entries == 0;
-        match &mut self.walk {
-            Walk::Start | Walk::FirstPage => {
-                self.walk = match &end.next_marker {
-                    _ if is_last => Walk::ByMarker { next: None },
-                    // Offsets only when the marker is the offset just past this page, as
-                    // Rancher's are.
-                    Some(marker) => match offset_of(marker) {
-                        Some(stride)
-                            if stride > 0
-                                && stride <= u64::from(PAGE_SIZE)
-                                && stride == entries as u64 =>
-                        {
-                            let step = stride - OVERLAP.min(stride / 10);
-                            Walk::ByOffset {
-                                stride,
-                                step,
-                                next: step,
-                                last: None,
-                            }
-                        }
-                        _ => Walk::ByMarker {
-                            next: Some(marker.clone()),
-                        },
-                    },
-                    None => Walk::ByMarker { next: None },
-                };
-            }
-            Walk::ByOffset { stride, last, .. } => {
-                let offset = offset.unwrap_or_default();
-                if is_last {
-                    if last.is_none_or(|known| offset < known) {
-                        *last = Some(offset);
-                        for (_, beyond) in self.in_flight.split_off(&(offset + 1)) {
-                            beyond.abort();
-                        }
-                    }
-                } else {
-                    // A server that ignored the marker, or changed its page size, would
-                    // otherwise be walked forever or with gaps.
-                    let expected = format!("m{}", offset + *stride);
-                    if end.next_marker.as_deref() != Some(expected.as_str()) {
-                        self.reading.abort_all();
-                        return Err(RancherError::Decode {
-                            what: "listing services".into(),
-                            reason: format!(
-                                "the page at m{offset} points to {} instead of {expected}: the \
-                                 server does not page by offset as Rancher does (is a proxy in \
-                                 front of Rancher dropping the marker parameter?)",
-                                end.next_marker.as_deref().unwrap_or_default()
-                            ),
-                        });
-                    }
+        match self.walk.advance(marker, offset, entries, end) {
+            Ok(Advance::Continue) => Ok(()),
+            Ok(Advance::LastAt(last)) => {
+                for (_, beyond) in self.in_flight.split_off(&(last + 1)) {
+                    beyond.abort();
                 }
+                Ok(())
             }
-            Walk::ByMarker { next } => {
-                if !is_last && end.next_marker.as_deref() == marker {
-                    return Err(RancherError::Decode {
-                        what: "listing services".into(),
-                        reason: format!(
-                            "pagination.next points to the same page again ({})",
-                            marker.unwrap_or_default()
-                        ),
-                    });
-                }
-                *next = if is_last {
-                    None
-                } else {
-                    end.next_marker.clone()
-                };
+            Err(reason) => {
+                self.reading.abort_all();
+                Err(RancherError::Decode {
+                    what: "listing services".into(),
+                    reason,
+                })
             }
         }
-        Ok(())
     }
 
     /// Counts `page` in the summary and returns its candidates not decided before.
@@ -305,11 +187,6 @@ impl Scanner {
             })
             .collect()
     }
-}
-
-/// The offset a marker stands for: `m3000` is 3000.
-fn offset_of(marker: &str) -> Option<u64> {
-    marker.strip_prefix('m')?.parse().ok()
 }
 
 /// Reads one page and judges each of its entries as it arrives.
