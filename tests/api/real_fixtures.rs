@@ -6,7 +6,7 @@ use autoredeploy::config::{MatchSettings, UpgradeSettings};
 use autoredeploy::domain::ImageRef;
 use autoredeploy::intake::sources::dockerhub::parse_push;
 use autoredeploy::platform::rancher::matching::{self, Targets, Verdict};
-use autoredeploy::platform::rancher::upgrade::upgrade_request;
+use autoredeploy::platform::rancher::request::upgrade_request;
 use autoredeploy::platform::rancher::{LaunchConfigView, RancherError, Service, ServicePage};
 use serde_json::Value;
 

@@ -5,6 +5,7 @@
 //! they can be sent back whole: Rancher *replaces* a launch config on upgrade, so any key
 //! dropped on the way would be lost from the service.
 
+mod checkpoint;
 mod client;
 mod collection;
 mod error;
@@ -13,6 +14,7 @@ mod paging;
 mod wire;
 
 pub mod matching;
+pub mod request;
 pub mod scan;
 pub mod upgrade;
 

@@ -6,106 +6,16 @@
 //! `RANCHER_UPGRADE_ON_FAILURE` says, and a resumed recovery follows the policy it was
 //! started with.
 
-use std::collections::BTreeMap;
-
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::checkpoint::{Checkpoint, Step, Versions, versions_changed, versions_of};
 use super::matching::{self, Targets, Verdict};
-use super::{LaunchConfigView, Listed, RancherClient, RancherError, Service, UpgradeRequest};
+use super::request::upgrade_request;
+use super::{Listed, RancherClient, RancherError, Service};
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
 use crate::domain::{ImageRef, Outcome, UnitEnd};
 use crate::platform::{Progress, StepLog, UnitWork};
 use crate::shutdown::ShutdownSignal;
-
-/// The label that makes Rancher's agent pull the image before creating a container, so a
-/// re-pushed tag is really fetched again.
-pub const PULL_IMAGE_LABEL: &str = "io.rancher.container.pull_image";
-
-/// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
-const PRIMARY: &str = "";
-
-/// The steps of a Rancher upgrade, as the journal records them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Nothing sent to Rancher yet.
-    Planned,
-    /// Finishing an upgrade someone left in `upgraded`, before ours.
-    FinishingPrevious,
-    /// Our upgrade is being (or has been) posted.
-    Upgrading,
-    /// Rancher reached `upgraded` with our launch config; `finishupgrade` is being posted.
-    Finishing,
-    /// A failed upgrade is being rolled back.
-    RollingBack,
-    /// A failed upgrade is being cancelled.
-    Cancelling,
-}
-
-impl Step {
-    const ALL: [Step; 6] = [
-        Step::Planned,
-        Step::FinishingPrevious,
-        Step::Upgrading,
-        Step::Finishing,
-        Step::RollingBack,
-        Step::Cancelling,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Planned => crate::journal::PLANNED,
-            Self::FinishingPrevious => "finishing-previous",
-            Self::Upgrading => "upgrading",
-            Self::Finishing => "finishing",
-            Self::RollingBack => "rolling-back",
-            Self::Cancelling => "cancelling",
-        }
-    }
-
-    fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|step| step.as_str() == name)
-    }
-}
-
-/// The `version` of each launch config about to be upgraded (`""` for the primary, the
-/// sidekick's name otherwise). Rancher gives every upgraded launch config a new version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-struct Versions(BTreeMap<String, String>);
-
-impl Versions {
-    /// Whether every version is known: only then can a resumed job tell whether Rancher
-    /// applied an upgrade whose answer it never saw.
-    fn all_known(&self) -> bool {
-        !self.0.is_empty() && self.0.values().all(|version| !version.is_empty())
-    }
-}
-
-/// What the journal keeps with a step: the versions before our upgrade, and the reason a
-/// recovery was started for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Checkpoint {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    versions: Option<Versions>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-impl Checkpoint {
-    fn read(text: Option<&str>) -> Result<Self, String> {
-        match text {
-            None => Ok(Self::default()),
-            Some(text) => serde_json::from_str(text)
-                .map_err(|err| format!("the journal's checkpoint is unreadable: {err}")),
-        }
-    }
-
-    fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
 
 /// Upgrades services, one call of [`Upgrader::drive`] per service.
 #[derive(Debug, Clone)]
@@ -595,53 +505,6 @@ fn known_versions(checkpoint: &Checkpoint) -> Result<&Versions, Halt> {
     }
 }
 
-/// The versions of the launch configs about to be upgraded.
-fn versions_of(service: &Service, targets: &Targets) -> Versions {
-    let mut versions = BTreeMap::new();
-    if targets.primary {
-        versions.insert(
-            PRIMARY.to_owned(),
-            primary_version(service).unwrap_or_default(),
-        );
-    }
-    for (name, version) in sidekick_versions(service) {
-        if targets.sidekicks.contains(&name) {
-            versions.insert(name, version);
-        }
-    }
-    Versions(versions)
-}
-
-/// Whether Rancher gave any of the recorded launch configs a new version: then it applied
-/// an upgrade since they were recorded.
-fn versions_changed(service: &Service, before: &Versions) -> bool {
-    let sidekicks: BTreeMap<String, String> = sidekick_versions(service).collect();
-    before.0.iter().any(|(name, version)| {
-        let now = if name == PRIMARY {
-            primary_version(service).unwrap_or_default()
-        } else {
-            sidekicks.get(name).cloned().unwrap_or_default()
-        };
-        now != *version
-    })
-}
-
-fn primary_version(service: &Service) -> Option<String> {
-    let raw = service.launch_config.as_deref()?;
-    LaunchConfigView::read(raw).ok()?.version
-}
-
-fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)> + '_ {
-    service
-        .secondary_launch_configs
-        .iter()
-        .flatten()
-        .filter_map(|raw| {
-            let view = LaunchConfigView::read(raw).ok()?;
-            Some((view.name?, view.version.unwrap_or_default()))
-        })
-}
-
 fn not_upgradable(service: &Service) -> String {
     match service.state.as_str() {
         "canceled-upgrade" => "the service is in canceled-upgrade: continue or roll back its \
@@ -655,161 +518,17 @@ fn not_upgradable(service: &Service) -> String {
     }
 }
 
-/// The upgrade request for the targeted launch configs of `service`: each one whole, as
-/// Rancher sent it, with the pull-image label added.
-pub fn upgrade_request(
-    service: &Service,
-    targets: &Targets,
-    settings: &UpgradeSettings,
-) -> Result<UpgradeRequest, String> {
-    let launch_config = match (&service.launch_config, targets.primary) {
-        (Some(raw), true) => Some(with_pull_label(raw)?),
-        (None, true) => return Err("the service has no launch config".into()),
-        (_, false) => None,
-    };
-    let mut secondary_launch_configs = Vec::new();
-    for raw in service.secondary_launch_configs.iter().flatten() {
-        let view = LaunchConfigView::read(raw)?;
-        if view
-            .name
-            .as_ref()
-            .is_some_and(|name| targets.sidekicks.contains(name))
-        {
-            secondary_launch_configs.push(with_pull_label(raw)?);
-        }
-    }
-    if secondary_launch_configs.len() != targets.sidekicks.len() {
-        return Err("a targeted sidekick is no longer part of the service".into());
-    }
-    Ok(UpgradeRequest::in_service(
-        launch_config,
-        secondary_launch_configs,
-        settings.batch_size,
-        settings.interval_ms,
-        settings.start_first,
-    ))
-}
-
-fn with_pull_label(raw: &RawValue) -> Result<Map<String, Value>, String> {
-    let mut config: Map<String, Value> = serde_json::from_str(raw.get())
-        .map_err(|err| format!("launch config is not a JSON object: {err}"))?;
-    let labels = config
-        .entry("labels")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if labels.is_null() {
-        *labels = Value::Object(Map::new());
-    }
-    let Value::Object(labels) = labels else {
-        return Err("launch config labels are not an object".into());
-    };
-    labels.insert(PULL_IMAGE_LABEL.into(), Value::String("always".into()));
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-    use std::time::Duration;
-
-    fn settings() -> UpgradeSettings {
-        UpgradeSettings {
-            batch_size: 2,
-            interval_ms: 500,
-            start_first: true,
-            poll_interval: Duration::from_millis(10),
-            timeout: Duration::from_secs(1),
-            finish: true,
-            on_failure: crate::config::OnFailure::Rollback,
-        }
-    }
 
     #[test]
-    fn unknown_versions_are_never_taken_for_a_record() {
-        assert!(!Versions::default().all_known());
-        assert!(!Versions([(PRIMARY.to_owned(), String::new())].into()).all_known());
-        assert!(Versions([(PRIMARY.to_owned(), "3".to_owned())].into()).all_known());
-        let checkpoint =
+    fn a_resumed_upgrade_needs_every_version_recorded() {
+        let recorded =
             Checkpoint::read(Some(r#"{"versions":{"":"5","log-shipper":"2"}}"#)).unwrap();
-        assert!(known_versions(&checkpoint).is_ok());
+        assert!(known_versions(&recorded).is_ok());
         assert!(known_versions(&Checkpoint::default()).is_err());
-    }
-
-    #[test]
-    fn the_request_carries_every_key_and_adds_the_pull_label() {
-        let original = json!({
-            "imageUuid": "docker:nginx", "labels": { "a": "1" }, "environment": { "X": "y" },
-            "ports": ["80:80/tcp"], "dataVolumes": ["/data:/data"], "healthCheck": { "port": 80 },
-            "version": "0"
-        });
-        let service = Service::decode(
-            json!({ "id": "1s1", "launchConfig": original, "secondaryLaunchConfigs": [
-                { "name": "side", "imageUuid": "docker:busybox", "labels": null }
-            ] })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        let targets = Targets {
-            primary: true,
-            sidekicks: vec!["side".into()],
-        };
-        let body = serde_json::to_value(upgrade_request(&service, &targets, &settings()).unwrap())
-            .unwrap();
-        let strategy = &body["inServiceStrategy"];
-        let sent = strategy["launchConfig"].as_object().unwrap();
-        for (key, value) in original.as_object().unwrap() {
-            if key != "labels" {
-                assert_eq!(&sent[key], value, "{key}");
-            }
-        }
-        assert_eq!(
-            sent["labels"],
-            json!({ "a": "1", PULL_IMAGE_LABEL: "always" })
-        );
-        assert_eq!(
-            strategy["secondaryLaunchConfigs"][0]["labels"],
-            json!({ PULL_IMAGE_LABEL: "always" })
-        );
-        assert_eq!(strategy["batchSize"], 2);
-        assert_eq!(strategy["intervalMillis"], 500);
-        assert_eq!(strategy["startFirst"], true);
-        assert_eq!(body["toServiceStrategy"], Value::Null);
-    }
-
-    #[test]
-    fn only_targeted_launch_configs_are_sent() {
-        let service = Service::decode(
-            json!({ "id": "1s1", "launchConfig": { "imageUuid": "docker:app" }, "secondaryLaunchConfigs": [
-                { "name": "a", "imageUuid": "docker:x" }, { "name": "b", "imageUuid": "docker:y" }
-            ] })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        let targets = Targets {
-            primary: false,
-            sidekicks: vec!["b".into()],
-        };
-        let body = serde_json::to_value(upgrade_request(&service, &targets, &settings()).unwrap())
-            .unwrap();
-        assert!(body["inServiceStrategy"].get("launchConfig").is_none());
-        assert_eq!(
-            body["inServiceStrategy"]["secondaryLaunchConfigs"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            body["inServiceStrategy"]["secondaryLaunchConfigs"][0]["name"],
-            "b"
-        );
-    }
-
-    #[test]
-    fn labels_of_the_wrong_shape_are_refused() {
-        let raw = RawValue::from_string(r#"{"labels":["x"]}"#.into()).unwrap();
-        assert!(with_pull_label(&raw).is_err());
+        let blank = Checkpoint::read(Some(r#"{"versions":{"":""}}"#)).unwrap();
+        assert!(known_versions(&blank).is_err());
     }
 }

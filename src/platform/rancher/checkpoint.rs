@@ -1,0 +1,170 @@
+//! What the journal keeps of a Rancher upgrade: its steps, and with them the versions of
+//! the launch configs before our upgrade, which tell a resumed job whether Rancher applied
+//! an upgrade whose answer it never saw.
+
+use std::collections::BTreeMap;
+
+use super::matching::Targets;
+use super::{LaunchConfigView, Service};
+
+/// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
+const PRIMARY: &str = "";
+
+/// The steps of a Rancher upgrade, as the journal records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Nothing sent to Rancher yet.
+    Planned,
+    /// Finishing an upgrade someone left in `upgraded`, before ours.
+    FinishingPrevious,
+    /// Our upgrade is being (or has been) posted.
+    Upgrading,
+    /// Rancher reached `upgraded` with our launch config; `finishupgrade` is being posted.
+    Finishing,
+    /// A failed upgrade is being rolled back.
+    RollingBack,
+    /// A failed upgrade is being cancelled.
+    Cancelling,
+}
+
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Planned,
+        Step::FinishingPrevious,
+        Step::Upgrading,
+        Step::Finishing,
+        Step::RollingBack,
+        Step::Cancelling,
+    ];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => crate::journal::PLANNED,
+            Self::FinishingPrevious => "finishing-previous",
+            Self::Upgrading => "upgrading",
+            Self::Finishing => "finishing",
+            Self::RollingBack => "rolling-back",
+            Self::Cancelling => "cancelling",
+        }
+    }
+
+    pub(super) fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| step.as_str() == name)
+    }
+}
+
+/// The `version` of each launch config about to be upgraded (`""` for the primary, the
+/// sidekick's name otherwise). Rancher gives every upgraded launch config a new version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(super) struct Versions(BTreeMap<String, String>);
+
+impl Versions {
+    /// Whether every version is known: only then can a resumed job tell whether Rancher
+    /// applied an upgrade whose answer it never saw.
+    pub(super) fn all_known(&self) -> bool {
+        !self.0.is_empty() && self.0.values().all(|version| !version.is_empty())
+    }
+}
+
+/// What the journal keeps with a step: the versions before our upgrade, and the reason a
+/// recovery was started for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct Checkpoint {
+    /// The versions before our upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) versions: Option<Versions>,
+    /// Why a recovery was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+}
+
+impl Checkpoint {
+    pub(super) fn read(text: Option<&str>) -> Result<Self, String> {
+        match text {
+            None => Ok(Self::default()),
+            Some(text) => serde_json::from_str(text)
+                .map_err(|err| format!("the journal's checkpoint is unreadable: {err}")),
+        }
+    }
+
+    pub(super) fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The versions of the launch configs about to be upgraded.
+pub(super) fn versions_of(service: &Service, targets: &Targets) -> Versions {
+    let mut versions = BTreeMap::new();
+    if targets.primary {
+        versions.insert(
+            PRIMARY.to_owned(),
+            primary_version(service).unwrap_or_default(),
+        );
+    }
+    for (name, version) in sidekick_versions(service) {
+        if targets.sidekicks.contains(&name) {
+            versions.insert(name, version);
+        }
+    }
+    Versions(versions)
+}
+
+/// Whether Rancher gave any of the recorded launch configs a new version: then it applied
+/// an upgrade since they were recorded.
+pub(super) fn versions_changed(service: &Service, before: &Versions) -> bool {
+    let sidekicks: BTreeMap<String, String> = sidekick_versions(service).collect();
+    before.0.iter().any(|(name, version)| {
+        let now = if name == PRIMARY {
+            primary_version(service).unwrap_or_default()
+        } else {
+            sidekicks.get(name).cloned().unwrap_or_default()
+        };
+        now != *version
+    })
+}
+
+fn primary_version(service: &Service) -> Option<String> {
+    let raw = service.launch_config.as_deref()?;
+    LaunchConfigView::read(raw).ok()?.version
+}
+
+fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)> + '_ {
+    service
+        .secondary_launch_configs
+        .iter()
+        .flatten()
+        .filter_map(|raw| {
+            let view = LaunchConfigView::read(raw).ok()?;
+            Some((view.name?, view.version.unwrap_or_default()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_versions_are_never_taken_for_a_record() {
+        assert!(!Versions::default().all_known());
+        assert!(!Versions([(PRIMARY.to_owned(), String::new())].into()).all_known());
+        assert!(Versions([(PRIMARY.to_owned(), "3".to_owned())].into()).all_known());
+    }
+
+    #[test]
+    fn a_checkpoint_reads_back_what_was_written() {
+        let checkpoint = Checkpoint {
+            versions: Some(Versions([(PRIMARY.to_owned(), "5".to_owned())].into())),
+            reason: Some("stuck".into()),
+        };
+        assert_eq!(
+            Checkpoint::read(Some(&checkpoint.to_json())),
+            Ok(checkpoint)
+        );
+        assert_eq!(Checkpoint::read(None), Ok(Checkpoint::default()));
+        assert!(Checkpoint::read(Some("[1]")).is_err());
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+    }
+}
