@@ -91,3 +91,6 @@ impl Deployer {
             .find(|platform| platform.target() == target)
     }
 }
+
+#[cfg(test)]
+mod tests;
