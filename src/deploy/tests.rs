@@ -215,7 +215,10 @@ async fn a_job_whose_runs_are_used_up_ends_every_unit_and_reports_it() {
     assert_eq!(units.len(), 1, "the unit gets its outcome line");
     assert_eq!(units[0].outcome.end, UnitEnd::Failed);
     let reason = units[0].outcome.reason.as_deref().unwrap();
-    assert!(reason.contains("unreachable") && reason.contains("gave up"), "{reason}");
+    assert!(
+        reason.contains("unreachable") && reason.contains("gave up"),
+        "{reason}"
+    );
     assert_eq!(outcome.failed, 1);
     let page = UnitPage {
         limit: 10,
@@ -233,7 +236,10 @@ async fn pushes_of_one_image_are_deployed_in_the_order_they_came() {
     running.journal.start_job(first).await.unwrap();
     let second = running.push().await;
     assert_ne!(first, second, "a push during a running job follows it");
-    let ended = [running.next_job().await.1.job, running.next_job().await.1.job];
+    let ended = [
+        running.next_job().await.1.job,
+        running.next_job().await.1.job,
+    ];
     assert_eq!(ended, [first, second]);
     assert_eq!(*running.platform.drove_for.lock().unwrap(), [first, second]);
 }

@@ -16,6 +16,7 @@ mod paging;
 mod rancher_tls;
 mod real_fixtures;
 mod reliability;
+mod scheduling;
 mod tls_proxy;
 mod upgrade;
 mod webhook;
