@@ -11,6 +11,7 @@ mod health;
 mod limits;
 mod logging;
 mod matching;
+mod migration;
 mod oversized_answers;
 mod paging;
 mod rancher_tls;
