@@ -11,8 +11,8 @@ use super::Deployer;
 use super::dispatch::Pause;
 use crate::domain::{Outcome, TargetKind, UnitEnd, UnitRef};
 use crate::events::{JobOutcome, UnitOutcome};
-use crate::journal::{NewUnit, PLANNED, PendingJob, UnitRecord};
-use crate::platform::{Candidate, Plan, Platform, Progress, ScanError, ScanSummary, UnitWork};
+use crate::journal::{PendingJob, UnitRecord};
+use crate::platform::{Candidate, Plan, Platform, Progress, ScanError, ScanSummary};
 
 /// What a run has found out about the job as a whole.
 #[derive(Default)]
@@ -79,40 +79,24 @@ impl Deployer {
     }
 
     /// Drives again a unit the journal has without an end.
-    fn resume(
-        self: &Arc<Self>,
-        job: &PendingJob,
-        record: UnitRecord,
-        units: &mut JoinSet<Progress>,
-    ) {
-        let work = UnitWork {
-            job: job.id,
-            unit: record.unit(),
-            name: record.name,
-            step: record.step,
-            checkpoint: record.checkpoint,
-        };
-        match self.platform(work.unit.target) {
+    fn resume(self: &Arc<Self>, job: &PendingJob, unit: UnitRecord, units: &mut JoinSet<Progress>) {
+        match self.platform(unit.target) {
             Some(platform) => {
-                let drive = Arc::clone(self).drive_unit(
-                    Arc::clone(platform),
-                    work,
-                    None,
-                    job.image.clone(),
-                );
+                let drive =
+                    Arc::clone(self).drive_unit(Arc::clone(platform), job.clone(), unit, None);
                 units.spawn(drive);
             }
             None => {
                 let reason = format!(
                     "the {} target is not configured any more (AUTOREDEPLOY_TARGETS)",
-                    work.unit.target
+                    unit.target
                 );
-                let outcome = Outcome::failed(reason);
                 let deployer = Arc::clone(self);
-                let image = job.image.clone();
+                let job = job.clone();
                 units.spawn(async move {
+                    let outcome = Outcome::failed(reason);
                     deployer
-                        .end_unit(&work, &image, outcome, Instant::now())
+                        .end_unit(&job, &unit, outcome, Instant::now())
                         .await
                 });
             }
@@ -198,33 +182,24 @@ impl Deployer {
         if candidates.is_empty() {
             return Ok(());
         }
-        let planned = candidates
-            .iter()
-            .map(|candidate| NewUnit {
-                unit: candidate.unit.clone(),
-                name: candidate.name.clone(),
-                ended: match &candidate.plan {
-                    Plan::Deploy(_) => None,
-                    Plan::Skip(reason) => Some(Outcome::skipped(reason.clone())),
-                },
-            })
+        let mut planned: HashMap<UnitRef, UnitRecord> = self
+            .journal
+            .plan_units(job.id, &candidates)
+            .await?
+            .into_iter()
+            .map(|record| (record.unit(), record))
             .collect();
-        self.journal.plan_units(job.id, planned).await?;
         for candidate in candidates {
+            let Some(record) = planned.remove(&candidate.unit) else {
+                continue;
+            };
             match candidate.plan {
                 Plan::Deploy(prefetched) => {
-                    let work = UnitWork {
-                        job: job.id,
-                        unit: candidate.unit,
-                        name: candidate.name,
-                        step: PLANNED.to_owned(),
-                        checkpoint: None,
-                    };
                     let drive = Arc::clone(self).drive_unit(
                         Arc::clone(platform),
-                        work,
+                        job.clone(),
+                        record,
                         Some(prefetched),
-                        job.image.clone(),
                     );
                     units.spawn(drive);
                 }

@@ -9,10 +9,10 @@ use super::*;
 use crate::config::JobRetrySettings;
 use crate::domain::{ImageRef, PushEvent, SourceKind, TargetKind, UnitEnd, UnitRef};
 use crate::events::{DeployEvent, JobOutcome, UnitOutcome};
+use crate::journal::UnitRecord;
 use crate::journal::{JobId, Journal, UnitPage};
 use crate::platform::{
     BoxFuture, Candidate, Plan, Prefetched, Progress, Scan, ScanError, ScanSummary, StepLog,
-    UnitWork,
 };
 use crate::shutdown::Shutdown;
 
@@ -33,8 +33,8 @@ struct TestPlatform {
     behaviour: Behaviour,
     scans: AtomicUsize,
     drives: AtomicUsize,
-    /// The order in which jobs drove the unit.
-    drove_for: Mutex<Vec<JobId>>,
+    /// The steps the unit was driven from, in order.
+    drove_from: Mutex<Vec<String>>,
 }
 
 struct OnePage {
@@ -86,13 +86,13 @@ impl Platform for TestPlatform {
 
     fn drive<'a>(
         &'a self,
-        work: &'a UnitWork,
+        unit: &'a UnitRecord,
         _: Option<Prefetched>,
         _: &'a ImageRef,
         _: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
         self.drives.fetch_add(1, Ordering::SeqCst);
-        self.drove_for.lock().unwrap().push(work.job);
+        self.drove_from.lock().unwrap().push(unit.step.clone());
         Box::pin(async move {
             match self.behaviour {
                 Behaviour::UnitUpgraded => Progress::Ended(crate::domain::Outcome::upgraded()),
@@ -125,7 +125,7 @@ fn start(behaviour: Behaviour, runs: u32) -> Running {
         behaviour,
         scans: AtomicUsize::new(0),
         drives: AtomicUsize::new(0),
-        drove_for: Mutex::new(Vec::new()),
+        drove_from: Mutex::new(Vec::new()),
     });
     let reporter = OutcomeReporter::new(64);
     let events = reporter.subscribe();
@@ -241,5 +241,8 @@ async fn pushes_of_one_image_are_deployed_in_the_order_they_came() {
         running.next_job().await.1.job,
     ];
     assert_eq!(ended, [first, second]);
-    assert_eq!(*running.platform.drove_for.lock().unwrap(), [first, second]);
+    assert_eq!(
+        *running.platform.drove_from.lock().unwrap(),
+        ["planned", "planned"]
+    );
 }

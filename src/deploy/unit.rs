@@ -6,9 +6,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::Deployer;
-use crate::domain::{ImageRef, Outcome};
+use crate::domain::Outcome;
 use crate::events::UnitOutcome;
-use crate::platform::{Platform, Prefetched, Progress, StepLog, UnitWork};
+use crate::journal::{PendingJob, UnitRecord};
+use crate::platform::{Platform, Prefetched, Progress, StepLog};
 
 impl Deployer {
     /// Waits for the unit's turn and a slot, has its platform drive it, and records and
@@ -21,12 +22,13 @@ impl Deployer {
     pub(super) async fn drive_unit(
         self: Arc<Self>,
         platform: Arc<dyn Platform>,
-        work: UnitWork,
+        job: PendingJob,
+        unit: UnitRecord,
         prefetched: Option<Prefetched>,
-        image: ImageRef,
     ) -> Progress {
+        let unit_ref = unit.unit();
         let started = Instant::now();
-        let turn_at_once = self.turns.try_take(&work.unit);
+        let turn_at_once = self.turns.try_take(&unit_ref);
         // A slot is never held while waiting for a turn: always the turn first, then a slot.
         let slot_at_once = match &turn_at_once {
             Some(_) => Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
@@ -42,7 +44,7 @@ impl Deployer {
                 let waited = async {
                     let turn = match turn {
                         Some(turn) => turn,
-                        None => self.turns.take(&work.unit).await,
+                        None => self.turns.take(&unit_ref).await,
                     };
                     let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
                     (turn, slot)
@@ -57,15 +59,13 @@ impl Deployer {
                 (turn, slot, None)
             }
         };
-        let log = StepLog::new(self.journal.clone(), work.job, work.unit.clone());
-        let progress = platform.drive(&work, prefetched, &image, &log).await;
+        let log = StepLog::new(self.journal.clone(), job.id, unit_ref);
+        let progress = platform.drive(&unit, prefetched, &job.image, &log).await;
         match progress {
-            Progress::Ended(outcome) => self.end_unit(&work, &image, outcome, started).await,
+            Progress::Ended(outcome) => self.end_unit(&job, &unit, outcome, started).await,
             Progress::Refused(reason) => {
-                match self
-                    .end_unit(&work, &image, Outcome::failed(reason.clone()), started)
-                    .await
-                {
+                let outcome = Outcome::failed(reason.clone());
+                match self.end_unit(&job, &unit, outcome, started).await {
                     Progress::Ended(_) => Progress::Refused(reason),
                     other => other,
                 }
@@ -78,22 +78,20 @@ impl Deployer {
     /// driven again later, and its platform finds the same end from where it stands.
     pub(super) async fn end_unit(
         &self,
-        work: &UnitWork,
-        image: &ImageRef,
+        job: &PendingJob,
+        unit: &UnitRecord,
         outcome: Outcome,
         started: Instant,
     ) -> Progress {
-        if let Err(error) = self.journal.end_unit(work.job, &work.unit, &outcome).await {
-            return Progress::Later(format!(
-                "{error}; the end of {} was not recorded",
-                work.unit
-            ));
+        let unit_ref = unit.unit();
+        if let Err(error) = self.journal.end_unit(job.id, &unit_ref, &outcome).await {
+            return Progress::Later(format!("{error}; the end of {unit_ref} was not recorded"));
         }
         self.reporter.report_unit(UnitOutcome {
-            job: work.job,
-            unit: work.unit.clone(),
-            name: work.name.clone(),
-            image: image.clone(),
+            job: job.id,
+            unit: unit_ref,
+            name: unit.name.clone(),
+            image: job.image.clone(),
             outcome: outcome.clone(),
             duration: started.elapsed(),
         });

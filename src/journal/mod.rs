@@ -25,7 +25,8 @@ pub use records::{
     UnitRecord, job_detail, list_jobs,
 };
 
-use crate::domain::{Outcome, PushEvent, TargetKind, UnitRef};
+use crate::domain::{Outcome, PushEvent, TargetKind, UnitEnd, UnitRef};
+use crate::platform::{Candidate, Plan};
 use reader::Reader;
 use writer::Writer;
 
@@ -61,17 +62,6 @@ pub enum AcceptError {
     /// The push could not be written.
     #[error(transparent)]
     Journal(#[from] JournalError),
-}
-
-/// A unit a scan found, to be recorded: planned, or ended at once (skipped).
-#[derive(Debug, Clone)]
-pub struct NewUnit {
-    /// Which unit.
-    pub unit: UnitRef,
-    /// Its name.
-    pub name: String,
-    /// Its end, for a unit that is not deployed.
-    pub ended: Option<Outcome>,
 }
 
 /// The step every unit starts at.
@@ -256,14 +246,28 @@ impl Journal {
             .await
     }
 
-    /// Records units the job concerns, each planned or already ended, in one transaction
-    /// (a page's worth costs one write to disk). Returns how many were new: a resumed walk
-    /// or a unit listed twice finds some already there, and leaves them as they are.
-    pub async fn plan_units(&self, job: JobId, units: Vec<NewUnit>) -> Result<usize, JournalError> {
+    /// Records the units a scan found, each planned, or ended at once when it is to be
+    /// skipped, in one transaction (a page's worth costs one write to disk). Returns the
+    /// records of those that were new: a unit the journal has already is left as it is.
+    pub async fn plan_units(
+        &self,
+        job: JobId,
+        candidates: &[Candidate],
+    ) -> Result<Vec<UnitRecord>, JournalError> {
+        let units: Vec<(UnitRef, String, Option<Outcome>)> = candidates
+            .iter()
+            .map(|candidate| {
+                let ended = match &candidate.plan {
+                    Plan::Deploy(_) => None,
+                    Plan::Skip(reason) => Some(Outcome::skipped(reason.clone())),
+                };
+                (candidate.unit.clone(), candidate.name.clone(), ended)
+            })
+            .collect();
         self.writer
             .call(move |db| {
                 let now = now_ms();
-                let mut new = 0;
+                let mut new = Vec::new();
                 let mut insert = db.prepare_cached(
                     "INSERT OR IGNORE INTO job_units (job_id, target, unit_id, name, step, end_state, reason, planned_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
@@ -271,24 +275,37 @@ impl Journal {
                 let mut step = db.prepare_cached(
                     "INSERT INTO unit_steps (unit_seq, step, at, detail) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                for planned in &units {
-                    let (name, end, reason) = match &planned.ended {
-                        Some(outcome) => (outcome.end.as_str(), Some(outcome.end.as_str()), outcome.reason.as_deref()),
+                for (unit, name, ended) in units {
+                    let (step_name, end, reason) = match &ended {
+                        Some(outcome) => (outcome.end.as_str(), Some(outcome.end), outcome.reason.clone()),
                         None => (PLANNED, None, None),
                     };
                     let inserted = insert.execute(params![
                         job.0,
-                        planned.unit.target.as_str(),
-                        planned.unit.id,
-                        planned.name,
+                        unit.target.as_str(),
+                        unit.id,
                         name,
-                        end,
+                        step_name,
+                        end.map(UnitEnd::as_str),
                         reason,
                         now
                     ])?;
                     if inserted == 1 {
-                        step.execute(params![db.last_insert_rowid(), name, now, reason])?;
-                        new += 1;
+                        let seq = db.last_insert_rowid();
+                        step.execute(params![seq, step_name, now, reason])?;
+                        new.push(UnitRecord {
+                            seq,
+                            target: unit.target,
+                            id: unit.id,
+                            name,
+                            step: step_name.to_owned(),
+                            end,
+                            reason,
+                            checkpoint: None,
+                            planned_at: records::Time(now),
+                            updated_at: records::Time(now),
+                            steps: Vec::new(),
+                        });
                     }
                 }
                 Ok(new)

@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::{ImageRef, SourceKind, UnitEnd};
+use crate::platform::Prefetched;
 
 fn push(image: &str) -> PushEvent {
     PushEvent {
@@ -15,6 +16,18 @@ fn rancher(id: &str) -> UnitRef {
     UnitRef {
         target: TargetKind::Rancher,
         id: id.into(),
+    }
+}
+
+/// A unit a scan found, to be deployed.
+fn planned(id: &str, name: &str) -> Candidate {
+    Candidate {
+        unit: rancher(id),
+        name: name.into(),
+        plan: Plan::Deploy(Prefetched {
+            copy: Box::new(()),
+            asked_at: tokio::time::Instant::now(),
+        }),
     }
 }
 
@@ -89,13 +102,10 @@ async fn steps_survive_a_reopen_and_tell_where_a_unit_stood() {
         let journal = Journal::open(dir.path()).unwrap();
         let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
         journal.start_job(job).await.unwrap();
-        let web = || NewUnit {
-            unit: rancher("1s1"),
-            name: "web".into(),
-            ended: None,
-        };
-        assert_eq!(journal.plan_units(job, vec![web()]).await.unwrap(), 1);
-        assert_eq!(journal.plan_units(job, vec![web()]).await.unwrap(), 0);
+        let web = [planned("1s1", "web")];
+        let new = journal.plan_units(job, &web).await.unwrap();
+        assert_eq!((new.len(), new[0].step.as_str()), (1, "planned"));
+        assert!(journal.plan_units(job, &web).await.unwrap().is_empty());
         journal
             .record_step(
                 job,
@@ -106,12 +116,12 @@ async fn steps_survive_a_reopen_and_tell_where_a_unit_stood() {
             )
             .await
             .unwrap();
-        let kept = NewUnit {
+        let kept = Candidate {
             unit: rancher("1s2"),
             name: "kept".into(),
-            ended: Some(Outcome::skipped("label is \"false\"")),
+            plan: Plan::Skip("label is \"false\"".into()),
         };
-        journal.plan_units(job, vec![kept]).await.unwrap();
+        journal.plan_units(job, &[kept]).await.unwrap();
         job
     };
     let journal = Journal::open(dir.path()).unwrap();
@@ -141,14 +151,10 @@ async fn a_large_job_is_shown_a_page_of_units_at_a_time() {
     let journal = Journal::open(dir.path()).unwrap();
     let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
     journal.start_job(job).await.unwrap();
-    let units = (0..25)
-        .map(|n| NewUnit {
-            unit: rancher(&format!("1s{n}")),
-            name: format!("web-{n}"),
-            ended: None,
-        })
+    let units: Vec<Candidate> = (0..25)
+        .map(|n| planned(&format!("1s{n}"), &format!("web-{n}")))
         .collect();
-    journal.plan_units(job, units).await.unwrap();
+    journal.plan_units(job, &units).await.unwrap();
     let mut seen = Vec::new();
     let mut after = None;
     loop {
@@ -174,13 +180,8 @@ async fn giving_up_ends_every_unfinished_unit_as_failed() {
     let journal = Journal::open(dir.path()).unwrap();
     let job = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
     journal.start_job(job).await.unwrap();
-    let planned = |id: &str| NewUnit {
-        unit: rancher(id),
-        name: id.into(),
-        ended: None,
-    };
     journal
-        .plan_units(job, vec![planned("1s1"), planned("1s2")])
+        .plan_units(job, &[planned("1s1", "1s1"), planned("1s2", "1s2")])
         .await
         .unwrap();
     journal

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use tokio::time::Instant;
 
 use crate::domain::{ImageRef, Outcome, TargetKind, UnitRef};
-use crate::journal::{JobId, Journal, JournalError};
+use crate::journal::{JobId, Journal, JournalError, UnitRecord};
 
 /// A future a platform returns; boxed, so that platforms can be held as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -35,13 +35,13 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Starts a walk through the platform's workloads for `image`.
     fn scan(&self, image: &ImageRef) -> Box<dyn Scan>;
 
-    /// Carries one unit from the step last recorded (`unit.step`, `unit.checkpoint`) to an
-    /// end, recording each step through `log` before taking it. `prefetched` is what the
+    /// Carries one unit from the step the journal last recorded (`unit.step`, with
+    /// `unit.checkpoint`) to an end, recording each step through `log` before taking it. `prefetched` is what the
     /// scan read of the unit moments ago, given only when nothing had to wait since: it may
     /// stand in for a fresh read.
     fn drive<'a>(
         &'a self,
-        unit: &'a UnitWork,
+        unit: &'a UnitRecord,
         prefetched: Option<Prefetched>,
         image: &'a ImageRef,
         log: &'a StepLog,
@@ -110,7 +110,7 @@ pub enum Plan {
 /// made it. It is dropped as soon as the unit has to wait for anything.
 pub struct Prefetched {
     /// The platform's own copy.
-    pub copy: Box<dyn Any + Send>,
+    pub copy: Box<dyn Any + Send + Sync>,
     /// When it was asked for: the copy is at least as recent.
     pub asked_at: Instant,
 }
@@ -121,21 +121,6 @@ impl fmt::Debug for Prefetched {
             .field("asked_at", &self.asked_at)
             .finish_non_exhaustive()
     }
-}
-
-/// A unit of a job, as the journal has it, handed to its platform to drive.
-#[derive(Debug, Clone)]
-pub struct UnitWork {
-    /// The job.
-    pub job: JobId,
-    /// Which unit.
-    pub unit: UnitRef,
-    /// Its name, for people.
-    pub name: String,
-    /// The platform's last recorded step (`planned` before any).
-    pub step: String,
-    /// The platform's checkpoint recorded with that step, if any.
-    pub checkpoint: Option<String>,
 }
 
 /// How driving a unit stopped.

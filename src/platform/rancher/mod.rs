@@ -28,7 +28,8 @@ pub use wire::{
 
 use crate::config::{MatchSettings, RancherTarget};
 use crate::domain::{ImageRef, TargetKind};
-use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog, UnitWork};
+use crate::journal::UnitRecord;
+use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
 use crate::shutdown::ShutdownSignal;
 use matching::Targets;
 use upgrade::Upgrader;
@@ -102,7 +103,7 @@ impl Platform for RancherPlatform {
 
     fn drive<'a>(
         &'a self,
-        unit: &'a UnitWork,
+        unit: &'a UnitRecord,
         prefetched: Option<Prefetched>,
         image: &'a ImageRef,
         log: &'a StepLog,

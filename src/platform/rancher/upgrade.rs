@@ -14,7 +14,8 @@ use super::request::upgrade_request;
 use super::{Listed, RancherClient, RancherError, Service};
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
 use crate::domain::{ImageRef, Outcome, UnitEnd};
-use crate::platform::{Progress, StepLog, UnitWork};
+use crate::journal::UnitRecord;
+use crate::platform::{Progress, StepLog};
 use crate::shutdown::ShutdownSignal;
 
 /// Upgrades services, one call of [`Upgrader::drive`] per service.
@@ -60,14 +61,14 @@ impl From<RancherError> for Halt {
 
 /// Where one service's upgrade is recorded, and what it is about.
 struct Upgrade<'a> {
-    work: &'a UnitWork,
+    work: &'a UnitRecord,
     log: &'a StepLog,
     pushed: &'a ImageRef,
 }
 
 impl Upgrade<'_> {
     fn id(&self) -> &str {
-        &self.work.unit.id
+        &self.work.id
     }
 
     /// Writes the step; nothing is sent to Rancher for a step that could not be recorded,
@@ -112,7 +113,7 @@ impl Upgrader {
     /// would be, and saves a round trip. Otherwise the service is read again first.
     pub async fn drive(
         &self,
-        work: &UnitWork,
+        work: &UnitRecord,
         listed: Option<Listed>,
         pushed: &ImageRef,
         log: &StepLog,
