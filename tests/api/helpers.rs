@@ -8,7 +8,7 @@ use autoredeploy::startup::Application;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::fake_rancher::{self, FakeRancher};
+use crate::support::fake_rancher::{self, FakeRancher};
 
 pub const WEBHOOK_KEY: &str = "test-webhook-key-5d1f0c9a7e3b";
 

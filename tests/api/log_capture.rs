@@ -18,8 +18,8 @@ use serde_json::Value;
 use tracing_subscriber::filter::{LevelFilter, dynamic_filter_fn};
 use tracing_subscriber::prelude::*;
 
-use crate::fake_rancher;
 use crate::helpers::WEBHOOK_KEY;
+use crate::support::fake_rancher;
 
 /// Log lines that carried a secret, from any test of this process.
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());

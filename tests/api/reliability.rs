@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde_json::Value;
 use warp::http::StatusCode;
 
-use crate::fake_rancher::{Behaviour, FakeRancher, service};
-use crate::flaky_proxy::FlakyProxy;
 use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::{Behaviour, FakeRancher, service};
+use crate::support::flaky_proxy::FlakyProxy;
 
-fn environment() -> Vec<crate::fake_rancher::ServiceSpec> {
+fn environment() -> Vec<crate::support::fake_rancher::ServiceSpec> {
     vec![
         service("web-1", "docker:myorg/web:latest"),
         service("web-2", "docker:myorg/web:latest"),
