@@ -1,5 +1,6 @@
 //! Starts the real server on port 0 against a fake Rancher, with request helpers.
 
+use std::io::Write;
 use std::time::Duration;
 
 use autoredeploy::config::Settings;
@@ -75,6 +76,25 @@ impl Drop for TestApp {
             crate::log_capture::assert_no_secret_logged();
         }
     }
+}
+
+/// What a test does when something it needs is missing from this machine: under CI (the
+/// `CI` variable is set) it fails, saying what is missing; elsewhere it prints a `SKIPPED`
+/// line the test harness does not swallow, and the caller returns without checking
+/// anything.
+pub fn skip_unless_ci(missing: &str) {
+    // The test harness names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {missing} (CI is set, so this cannot be skipped)");
+    }
+    // Straight to the process's stderr: `eprintln!` is captured, and hidden, for passing
+    // tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {test}: {missing}; nothing was checked (under CI this fails) ***\n"
+    );
 }
 
 /// An HTTP client for the tests; the TLS provider must be chosen before any client is built.
