@@ -117,6 +117,17 @@ impl FakeRancher {
         self.world.lock().unwrap().faults.held.is_some()
     }
 
+    /// Waits until the held request has arrived and is parked.
+    pub async fn wait_until_holding(&self) {
+        for _ in 0..2000 {
+            if self.is_holding() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the held request never arrived");
+    }
+
     /// Lets the parked request go on (`apply`) or answers it 502 without applying it.
     pub fn release(&self, apply: bool) {
         if let Some(held) = self.world.lock().unwrap().faults.held.take() {
