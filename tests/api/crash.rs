@@ -139,7 +139,7 @@ impl Binary {
     /// Once the binary has exited: checks that its log carried no secret.
     async fn audit_log(self) {
         self.log_reader.await.unwrap();
-        log_capture::assert_no_secret_logged();
+        log_capture::assert_no_secret_logged_by_this_test();
     }
 }
 

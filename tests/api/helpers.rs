@@ -69,11 +69,11 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
 }
 
 impl Drop for TestApp {
-    /// Checks that nothing this test (or any other of this process) did put a secret in the
-    /// log.
+    /// Checks that nothing this test did put a secret in the log (see
+    /// [`log_capture`](crate::log_capture) for what counts as this test's).
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            crate::log_capture::assert_no_secret_logged();
+            crate::log_capture::assert_no_secret_logged_by_this_test();
         }
     }
 }
