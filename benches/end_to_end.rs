@@ -20,14 +20,15 @@
 //! the binary under a wrapper (it is stopped with SIGTERM, so the wrapper writes its
 //! report), and `BENCH_BINARY` names another build of it, such as one with symbols.
 
-#[allow(dead_code)]
-#[path = "../tests/api/fake_rancher.rs"]
-mod fake_rancher;
+// The bench uses only part of the integration tests' support code.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fake_rancher::{Behaviour, FakeRancher, ServiceSpec, service};
+use support::fake_rancher::{self, Behaviour, FakeRancher, ServiceSpec, service};
 use tokio::process::{Child, Command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");

@@ -9,9 +9,9 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
-use crate::fake_rancher::{self, FakeRancher, service};
 use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
 use crate::log_capture;
+use crate::support::fake_rancher::{self, FakeRancher, service};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");
 /// Bound on waiting for the binary to start, stop, or finish a job.
@@ -139,7 +139,7 @@ impl Binary {
     /// Once the binary has exited: checks that its log carried no secret.
     async fn audit_log(self) {
         self.log_reader.await.unwrap();
-        log_capture::assert_no_secret_logged();
+        log_capture::assert_no_secret_logged_by_this_test();
     }
 }
 
@@ -151,7 +151,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn environment() -> Vec<crate::fake_rancher::ServiceSpec> {
+fn environment() -> Vec<crate::support::fake_rancher::ServiceSpec> {
     vec![
         service("web-1", "docker:myorg/web:latest"),
         service("web-2", "docker:myorg/web:latest"),

@@ -3,8 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::fake_rancher::{ACCESS_KEY, Behaviour, FakeRancher, PROJECT_ID, SECRET_KEY, service};
 use crate::helpers::http_client;
+use crate::support::fake_rancher::{
+    ACCESS_KEY, Behaviour, FakeRancher, PROJECT_ID, SECRET_KEY, service,
+};
 
 async fn call(
     rancher: &FakeRancher,

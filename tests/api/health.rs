@@ -1,5 +1,5 @@
-use crate::fake_rancher::FakeRancher;
 use crate::helpers::spawn_app;
+use crate::support::fake_rancher::FakeRancher;
 
 #[tokio::test]
 async fn health_answers_without_a_key_and_costs_rancher_nothing() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::fake_rancher::FakeRancher;
 use crate::helpers::{TestApp, WEBHOOK_KEY, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::FakeRancher;
 
 /// Bound on waiting for something that must happen, so a broken build fails instead of
 /// hanging; never a measure of speed.

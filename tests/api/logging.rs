@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use crate::fake_rancher::{self, FakeRancher, service};
 use crate::helpers::{WEBHOOK_KEY, push_body, spawn_app, spawn_app_with};
 use crate::log_capture::capture_this_thread;
+use crate::support::fake_rancher::{self, FakeRancher, service};
 
 #[tokio::test]
 async fn every_outcome_is_one_line_and_no_secret_is_written() {

@@ -1,12 +1,13 @@
 //! Integration tests: the real server on port 0 against a fake Rancher v1 server.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod crash;
-mod fake_rancher;
 mod fake_rancher_behaviour;
 mod helpers;
 mod log_capture;
 
-mod flaky_proxy;
 mod health;
 mod limits;
 mod logging;
@@ -18,6 +19,5 @@ mod rancher_tls;
 mod real_fixtures;
 mod reliability;
 mod scheduling;
-mod tls_proxy;
 mod upgrade;
 mod webhook;

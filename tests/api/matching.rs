@@ -1,5 +1,5 @@
-use crate::fake_rancher::{FakeRancher, service};
 use crate::helpers::{named, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::{FakeRancher, service};
 
 const LABEL: &str = "tech.manas.service.autoredeploy";
 const DIGEST: &str = "sha256:4c5f3b4f6d8e2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b";

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::fake_rancher::{FakeRancher, service};
 use crate::helpers::spawn_app_with;
+use crate::support::fake_rancher::{FakeRancher, service};
 
 #[tokio::test]
 async fn the_jobs_of_a_0_1_0_journal_resume_after_the_upgrade() {

@@ -14,8 +14,8 @@ use autoredeploy::platform::rancher::{RancherClient, RancherError, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::fake_rancher;
 use crate::helpers::WEBHOOK_KEY;
+use crate::support::fake_rancher;
 
 /// Bytes of body an endless answer sends before it stalls: more than twice the 16 MiB bound
 /// plus what the sockets of both ends can buffer, yet little enough for a client without a

@@ -1,5 +1,5 @@
-use crate::fake_rancher::{Behaviour, FakeRancher, ServiceSpec, service};
 use crate::helpers::{named, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::{Behaviour, FakeRancher, ServiceSpec, service};
 
 fn environment(size: usize, matching_at_end: usize) -> Vec<ServiceSpec> {
     (0..size)
@@ -129,7 +129,7 @@ fn mixed_environment(size: usize) -> Vec<ServiceSpec> {
                 0 => service(&name, "docker:myorg/worker:stable"),
                 1 => service(&name, "docker:myorg/worker:stable")
                     .label("tech.manas.service.autoredeploy", "false"),
-                2 => crate::fake_rancher::dns_service(&name),
+                2 => crate::support::fake_rancher::dns_service(&name),
                 _ => service(&name, &format!("docker:myorg/other-{}:stable", i % 5)),
             }
         })
@@ -216,7 +216,7 @@ async fn an_environment_scoped_key_uses_the_short_collection() {
 #[tokio::test]
 async fn a_page_cut_off_midway_is_read_again_and_counted_once() {
     let rancher = FakeRancher::start(mixed_environment(2500)).await;
-    let proxy = crate::flaky_proxy::FlakyProxy::start(rancher.address).await;
+    let proxy = crate::support::flaky_proxy::FlakyProxy::start(rancher.address).await;
     let mut app = spawn_app_with(&rancher, &[("RANCHER_HOST", &proxy.host())]).await;
     // The first connection carries the first page (2500 services, about 9 MB): it breaks
     // after a few hundred services have been handed out.

@@ -1,8 +1,8 @@
 //! autoredeploy against a Rancher served over https with a certificate from a private CA.
 
-use crate::fake_rancher::{FakeRancher, service};
 use crate::helpers::{named, spawn_app_with};
-use crate::tls_proxy::TlsProxy;
+use crate::support::fake_rancher::{FakeRancher, service};
+use crate::support::tls_proxy::TlsProxy;
 
 #[tokio::test]
 async fn a_rancher_behind_a_private_ca_is_trusted_through_rancher_ca_file() {

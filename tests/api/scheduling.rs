@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::fake_rancher::{FakeRancher, service};
 use crate::helpers::{named, spawn_app_with};
+use crate::support::fake_rancher::{FakeRancher, service};
 
 /// A job paused because Rancher could not be reached holds its image: a later push of the
 /// same image follows it and never overtakes it (0.1.0 deployed push 2, then push 1).

@@ -2,8 +2,8 @@ use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use crate::fake_rancher::{FakeRancher, dns_service, external_service, service};
 use crate::helpers::{named, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::{FakeRancher, dns_service, external_service, service};
 
 const PULL_LABEL: &str = "io.rancher.container.pull_image";
 

@@ -1,8 +1,8 @@
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fake_rancher::{FakeRancher, service};
 use crate::helpers::{WEBHOOK_KEY, named, push_body, spawn_app, spawn_app_with};
+use crate::support::fake_rancher::{FakeRancher, service};
 
 #[tokio::test]
 async fn rejected_requests_get_precise_statuses_and_cost_rancher_nothing() {

@@ -1,0 +1,9 @@
+//! Support code shared by the integration tests (`tests/api`) and the end-to-end bench
+//! (`benches/end_to_end.rs`): a fake Rancher v1 server and the proxies put in front of it.
+//!
+//! Both pull it in with `#[path = ".../tests/support/mod.rs"] mod support;`. Having no
+//! `main.rs`, this folder is no test target of its own.
+
+pub mod fake_rancher;
+pub mod flaky_proxy;
+pub mod tls_proxy;
