@@ -1,23 +1,27 @@
-//! autoredeploy turns "a new image was pushed" into "the Rancher services that run that image
-//! are upgraded".
+//! autoredeploy turns "a new image was pushed" into "every workload that runs that image is
+//! redeployed": today the services of a Rancher 1.x environment, each target through the
+//! same platform-neutral core.
 //!
 //! The modules follow the data path, and data flows one way through them:
 //!
-//! * [`config`] reads and validates the environment into [`config::Settings`].
-//! * [`intake`] is the HTTP surface: it authenticates a registry webhook, limits and parses
-//!   its body into a [`domain::PushEvent`] and writes it to the [`journal`]; it also serves
-//!   the job history.
-//! * [`journal`] is the durable queue and record: jobs, the services they plan, each step.
-//! * [`deployer`] runs the journal's jobs (and resumes interrupted ones): the [`planner`]
-//!   pages through Rancher's services and decides, with [`matching`], which ones to upgrade;
-//!   the [`upgrader`] drives each of them through Rancher's in-service upgrade, recording
-//!   every step before taking it.
-//! * [`rancher`] is the only module that speaks Rancher's API; its wire types stay inside it.
-//! * [`outcome`] is what happened to each service: one log line each, and a stream that
-//!   tests and later consumers can subscribe to.
+//! * [`config`] reads and validates the environment into [`config::Settings`], including
+//!   which targets are on.
+//! * [`intake`] is the HTTP surface: it authenticates a sender, limits and parses its body
+//!   with that sender's [`intake::sources`] module into [`domain::PushEvent`]s, and writes
+//!   them to the [`journal`]; it also serves the job history.
+//! * [`journal`] is the durable queue and record: jobs, each target's scan, the units they
+//!   plan, every step with its platform's checkpoint; its schema is versioned and migrated.
+//! * [`deploy`] runs the journal's jobs (and resumes interrupted ones) on every configured
+//!   [`platform`], knowing each only through the [`platform::Platform`] trait.
+//! * [`platform`] holds the targets, one module each: [`platform::rancher`] is the only
+//!   module that speaks Rancher's API, and its wire types stay inside it.
+//! * [`domain`] holds the values every stage shares: image references, pushes, units and
+//!   the ends every platform shares.
+//! * [`events`] is what happened to each unit and each push: one log line each, and a
+//!   stream that tests and later consumers can subscribe to.
 //! * [`startup`] wires everything together around a listener the caller binds,
 //!   [`shutdown`] carries the signal to stop between two steps, [`telemetry`] sets up
-//!   logging, and [`history`] prints the journal for `autoredeploy jobs`.
+//!   logging, [`healthcheck`] and [`jobs_command`] are the binary's other commands.
 
 pub mod config;
 pub mod deploy;

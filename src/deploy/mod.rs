@@ -2,14 +2,14 @@
 //! pushes), on every configured platform. It knows nothing of any platform but the
 //! [`Platform`] trait.
 //!
-//! * [`dispatch`] takes jobs from the journal in order: jobs for different images run side
+//! * `dispatch` takes jobs from the journal in order: jobs for different images run side
 //!   by side, a job for an image waits until every earlier job for it has ended (paused
 //!   ones included), and a job that cannot be carried on for now is run again later, at
 //!   most `AUTOREDEPLOY_JOB_RETRIES` times, then given up with every unit's end recorded.
-//! * [`job`] carries one job: it resumes the units the journal holds, scans each platform,
+//! * `job` carries one job: it resumes the units the journal holds, scans each platform,
 //!   records each page's units in one write, and ends the job once every unit has an end.
-//! * [`unit`] drives one unit: its turn, a slot, its platform's upgrade, its end.
-//! * [`turns`] gives each unit to one job at a time.
+//! * `unit` drives one unit: its turn, a slot, its platform's upgrade, its end.
+//! * `turns` gives each unit to one job at a time.
 
 mod dispatch;
 mod job;
