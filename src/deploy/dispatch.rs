@@ -27,6 +27,12 @@ pub(super) enum Pause {
     Interrupted,
 }
 
+impl From<crate::journal::JournalError> for Pause {
+    fn from(error: crate::journal::JournalError) -> Self {
+        Pause::Later(error.to_string())
+    }
+}
+
 /// A job whose last run did not reach its end.
 #[derive(Debug, Clone)]
 struct Paused {
@@ -67,7 +73,7 @@ impl Deployer {
         let mut jobs = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, PendingJob> = HashMap::new();
         let mut paused: HashMap<JobId, Paused> = HashMap::new();
-        loop {
+        while !deployer.shutdown.is_triggered() {
             match deployer.journal.runnable().await {
                 Ok(runnable) => {
                     let ids = running.values().map(|job| job.id).collect();
@@ -95,7 +101,7 @@ impl Deployer {
                 Some(ended) = jobs.join_next_with_id(), if !jobs.is_empty() => {
                     let (task, result) = match ended {
                         Ok((task, result)) => (task, result),
-                        Err(error) if error.is_cancelled() => continue,
+                        Err(error) if error.is_cancelled() => (error.id(), Err(Pause::Interrupted)),
                         Err(error) => {
                             let reason = format!("the job's task ended abnormally: {error}");
                             tracing::error!(%reason, "a deploy job panicked; it counts as a failed run");
@@ -108,13 +114,19 @@ impl Deployer {
                             paused.remove(&job.id);
                         }
                         Err(Pause::Later(reason)) => {
-                            let runs = paused.get(&job.id).map_or(0, |p| p.runs) + 1;
-                            // The last run gives up at once; the others wait.
-                            let pause = if runs >= deployer.job_retry.runs {
-                                Duration::ZERO
-                            } else {
+                            let before = paused.get(&job.id);
+                            let runs = before.map_or(0, |p| p.runs) + 1;
+                            let limit = deployer.job_retry.runs;
+                            let (pause, reason) = if runs < limit {
                                 tracing::warn!(job = %job.id, image = %job.image, %reason, retry_in_s = deployer.job_retry.pause.as_secs(), "job paused; it goes on where it stopped");
-                                deployer.job_retry.pause
+                                (deployer.job_retry.pause, reason)
+                            } else if runs == limit {
+                                // The last run: the job is given up at once.
+                                (Duration::ZERO, reason)
+                            } else {
+                                tracing::error!(job = %job.id, image = %job.image, error = %reason, "cannot record that the job is given up; trying again");
+                                let last_run = before.map_or(reason, |p| p.reason.clone());
+                                (deployer.job_retry.pause, last_run)
                             };
                             paused.insert(job.id, Paused { runs, until: Instant::now() + pause, reason });
                             deployer.wake_later(pause);

@@ -31,17 +31,16 @@ impl Deployer {
     /// Carries `job` as far as it goes now. `Ok` once it has ended (recorded and reported).
     pub(super) async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<(), Pause> {
         let started = Instant::now();
-        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
         let mut units = JoinSet::new();
         let mut known = HashSet::new();
-        for record in self.journal.units(job.id).await.map_err(later)? {
+        for record in self.journal.units(job.id).await? {
             known.insert(record.unit());
             if record.end.is_none() {
                 self.resume(job, record, &mut units);
             }
         }
         let mut run = RunState::default();
-        let scans = self.journal.scans(job.id).await.map_err(later)?;
+        let scans = self.journal.scans(job.id).await?;
         for platform in &self.platforms {
             let target = platform.target().as_str();
             if scans
@@ -224,13 +223,9 @@ impl Deployer {
         scanned: HashMap<TargetKind, ScanSummary>,
         started: Instant,
     ) -> Result<(), Pause> {
-        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
-        let scans = self.journal.scans(job.id).await.map_err(later)?;
+        let scans = self.journal.scans(job.id).await?;
         let error = error.or_else(|| scans.iter().find_map(|scan| scan.error.clone()));
-        self.journal
-            .finish_job(job.id, error.clone())
-            .await
-            .map_err(later)?;
+        self.journal.finish_job(job.id, error.clone()).await?;
         // Targets scanned in an earlier run count with what the journal kept of them.
         let mut total = ScanSummary::default();
         for scan in &scans {
@@ -254,17 +249,8 @@ impl Deployer {
     /// Ends a job whose runs are used up: every unit without an end is recorded failed
     /// with `reason` and reported, and so is the job.
     pub(super) async fn give_up(&self, job: &PendingJob, reason: String) -> Result<(), Pause> {
-        let later = |error: crate::journal::JournalError| Pause::Later(error.to_string());
         let started = Instant::now();
-        let unfinished = self
-            .journal
-            .fail_unfinished(job.id, reason.clone())
-            .await
-            .map_err(later)?;
-        self.journal
-            .finish_job(job.id, Some(reason.clone()))
-            .await
-            .map_err(later)?;
+        let unfinished = self.journal.give_up(job.id, reason.clone()).await?;
         for record in unfinished {
             self.reporter.report_unit(UnitOutcome {
                 job: job.id,

@@ -48,7 +48,7 @@ impl Intake {
         }
     }
 
-    /// One job with every service's steps, timings and errors.
+    /// One job with a page of its units (`?limit=`, `?after=<seq>`), each with its steps.
     pub(super) async fn job(
         &self,
         id: &str,

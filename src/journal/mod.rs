@@ -51,6 +51,9 @@ pub enum JournalError {
     /// The journal thread has stopped.
     #[error("journal: the journal thread has stopped")]
     Closed,
+    /// A job was to be ended while one of its units has no end.
+    #[error("journal: job {0} still has units without an end, so it is not ended")]
+    Unfinished(JobId),
 }
 
 /// Why a push was not accepted.
@@ -232,18 +235,24 @@ impl Journal {
     }
 
     /// Ends a job; `error` says why it failed as a whole (a scan stopped for good, the
-    /// platform refused the credentials).
+    /// platform refused the credentials). A job with a unit that has no end is not ended:
+    /// that would leave the unit without an outcome for ever.
     pub async fn finish_job(&self, job: JobId, error: Option<String>) -> Result<(), JournalError> {
         self.writer
             .call(move |db| {
                 let state = if error.is_some() { "failed" } else { "done" };
-                db.execute(
-                    "UPDATE jobs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
+                let ended = db.execute(
+                    "UPDATE jobs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM job_units WHERE job_id = ?1 AND end_state IS NULL)",
                     params![job.0, state, now_ms(), error],
-                )
-                .map(drop)
+                )?;
+                Ok(ended)
             })
             .await
+            .and_then(|ended| match ended {
+                0 => Err(JournalError::Unfinished(job)),
+                _ => Ok(()),
+            })
     }
 
     /// Records the units a scan found, each planned, or ended at once when it is to be
@@ -359,9 +368,9 @@ impl Journal {
             .await
     }
 
-    /// Ends every unit of `job` that has no end yet as failed with `reason`; returns them
-    /// as they were before.
-    pub async fn fail_unfinished(
+    /// Gives a job up: every unit of it without an end is ended failed with `reason`, and
+    /// the job failed with it, in one transaction. Returns those units as they were.
+    pub async fn give_up(
         &self,
         job: JobId,
         reason: String,
@@ -373,10 +382,14 @@ impl Journal {
                     .filter(|unit| unit.end.is_none())
                     .collect();
                 let now = now_ms();
-                let outcome = Outcome::failed(reason);
+                let outcome = Outcome::failed(reason.clone());
                 for unit in &unfinished {
                     records::end_unit(db, unit.seq, &outcome, now)?;
                 }
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
+                    params![job.0, now, reason],
+                )?;
                 Ok(unfinished)
             })
             .await

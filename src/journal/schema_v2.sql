@@ -53,6 +53,7 @@ INSERT INTO job_units (job_id, target, unit_id, name, step, end_state, reason, c
             WHEN 'upgraded' THEN 'finishing'
             WHEN 'canceling' THEN 'cancelling'
             WHEN 'finished' THEN 'upgraded'
+            WHEN 'left-upgraded' THEN 'upgraded'
             WHEN 'canceled' THEN 'cancelled'
             ELSE step
         END,
@@ -86,6 +87,7 @@ INSERT INTO unit_steps (unit_seq, step, at, detail)
             WHEN 'upgraded' THEN 'finishing'
             WHEN 'canceling' THEN 'cancelling'
             WHEN 'finished' THEN 'upgraded'
+            WHEN 'left-upgraded' THEN 'upgraded'
             WHEN 'canceled' THEN 'cancelled'
             ELSE s.step
         END,
@@ -93,6 +95,23 @@ INSERT INTO unit_steps (unit_seq, step, at, detail)
     FROM service_steps s
     JOIN job_units u ON u.job_id = s.job_id AND u.target = 'rancher' AND u.unit_id = s.service_id
     ORDER BY s.rowid;
+
+-- 0.1.0 could end a job while some of its services had no end (it gave up on the job, or
+-- its scan stopped for good): those end failed now, so every unit of an ended job has an
+-- end, and the scan of a failed job is over.
+INSERT INTO unit_steps (unit_seq, step, at, detail)
+    SELECT u.seq, 'failed', COALESCE(j.finished_at, u.updated_at),
+        'the job ended in release 0.1.0 before this service did'
+    FROM job_units u JOIN jobs j ON j.id = u.job_id
+    WHERE u.end_state IS NULL AND j.state IN ('done', 'failed');
+UPDATE job_units SET end_state = 'failed', step = 'failed',
+        reason = 'the job ended in release 0.1.0 before this service did',
+        updated_at = COALESCE((SELECT finished_at FROM jobs WHERE jobs.id = job_units.job_id), updated_at)
+    WHERE end_state IS NULL
+        AND job_id IN (SELECT id FROM jobs WHERE state IN ('done', 'failed'));
+UPDATE job_scans SET complete = 1,
+        error = (SELECT error FROM jobs WHERE jobs.id = job_scans.job_id)
+    WHERE complete = 0 AND job_id IN (SELECT id FROM jobs WHERE state = 'failed');
 
 DROP TABLE service_steps;
 DROP TABLE job_services;

@@ -188,10 +188,7 @@ async fn giving_up_ends_every_unfinished_unit_as_failed() {
         .end_unit(job, &rancher("1s1"), &Outcome::upgraded())
         .await
         .unwrap();
-    let failed = journal
-        .fail_unfinished(job, "gave up".into())
-        .await
-        .unwrap();
+    let failed = journal.give_up(job, "gave up".into()).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].id, "1s2");
     let units = journal.units(job).await.unwrap();
@@ -393,6 +390,32 @@ async fn a_journal_of_release_0_1_0_is_upgraded_in_place_and_its_jobs_resume() {
         migrations::version_of(&db).unwrap(),
         migrations::CURRENT_VERSION
     );
+}
+
+#[tokio::test]
+async fn services_0_1_0_left_without_an_end_in_an_ended_job_end_failed() {
+    // 0.1.0 gave a job up with its service still `upgrading`.
+    let dir = journal_of_release_0_1_0();
+    let db = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    db.execute(
+        "UPDATE job_services SET step = 'upgrading', reason = NULL WHERE service_id = '1s11'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let journal = Journal::open(dir.path()).unwrap();
+    let given_up = journal.job(JobId(2), ALL_UNITS).await.unwrap().unwrap();
+    assert_eq!(given_up.summary.state, JobState::Failed);
+    assert_eq!((given_up.summary.pending, given_up.summary.failed), (0, 1));
+    let unit = &given_up.units[0];
+    assert_eq!(unit.end, Some(UnitEnd::Failed));
+    assert!(
+        unit.reason.as_deref().unwrap().contains("0.1.0"),
+        "{unit:?}"
+    );
+    assert_eq!(unit.steps.last().unwrap().step, "failed");
+    let scan = &given_up.scans[0];
+    assert!(scan.complete && scan.error.as_deref().unwrap().contains("unreadable"));
 }
 
 #[test]

@@ -242,7 +242,8 @@ impl Upgrader {
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 if Instant::now() >= deadline {
                     return Err(Halt::failed(format!(
-                        "before the upgrade: the service was left in upgraded again and again                          for {} s (RANCHER_UPGRADE_TIMEOUT_S); someone else is upgrading it",
+                        "before the upgrade: the service was left in upgraded again and again \
+                         for {} s (RANCHER_UPGRADE_TIMEOUT_S); someone else is upgrading it",
                         self.settings.timeout.as_secs()
                     )));
                 }
@@ -256,7 +257,8 @@ impl Upgrader {
                     .map_err(not_ours)?;
             } else if service.state == "inactive" {
                 return Err(Halt::skipped(
-                    "the service is inactive (stopped), and finishing an upgrade would start it;                      it keeps its launch config until it is started again",
+                    "the service is inactive (stopped), and finishing an upgrade would start it; \
+                     it keeps its launch config until it is started again",
                 ));
             } else if service.actions.upgrade {
                 return Ok((service, judged));
@@ -308,7 +310,8 @@ impl Upgrader {
             "upgraded" if ours => {}
             "upgraded" => {
                 return Err(Halt::failed(
-                    "the service is in upgraded with launch configs that are not ours                      (someone else upgraded it); it is left for them to finish",
+                    "the service is in upgraded with launch configs that are not ours \
+                     (someone else upgraded it); it is left for them to finish",
                 ));
             }
             // Finished already: by us before a restart, or by someone in Rancher.
@@ -501,7 +504,9 @@ fn known_versions(checkpoint: &Checkpoint) -> Result<&Versions, Halt> {
     match &checkpoint.versions {
         Some(versions) if versions.all_known() => Ok(versions),
         _ => Err(Halt::failed(
-            "resumed without a record of the launch-config versions, so it cannot be told              whether the upgrade reached Rancher; it is not posted again blind: check the              service in Rancher",
+            "resumed without a record of the launch-config versions, so it cannot be told \
+             whether the upgrade reached Rancher; it is not posted again blind: check the \
+             service in Rancher",
         )),
     }
 }
