@@ -97,6 +97,10 @@ impl OutcomeReporter {
                 %job, target, unit_id = %id, unit = %name, %image, result, reason, duration_ms,
                 "skipped"
             ),
+            UnitEnd::UpToDate => tracing::info!(
+                %job, target, unit_id = %id, unit = %name, %image, result, duration_ms,
+                "up to date"
+            ),
             _ => tracing::info!(
                 %job, target, unit_id = %id, unit = %name, %image, result, reason, duration_ms,
                 "upgraded"

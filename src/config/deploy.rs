@@ -11,7 +11,7 @@ use super::vars::{DeployVars, parse_or};
 /// How jobs are run, the same for every target.
 #[derive(Debug, Clone)]
 pub struct DeploySettings {
-    /// How many services are upgraded at the same time, across all pushes and targets
+    /// How many units are upgraded at the same time, across all pushes and targets
     /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
     pub max_concurrent_upgrades: usize,
     /// How many jobs may wait to be started (`AUTOREDEPLOY_QUEUE_SIZE`).
@@ -23,8 +23,9 @@ pub struct DeploySettings {
     pub shutdown_grace: Duration,
 }
 
-/// Runs again of a job stopped because Rancher stayed unreachable beyond the request
-/// retries (or the journal could not be written): it goes on where it stopped.
+/// Runs again of a job whose run could not reach its end (a target unreachable beyond
+/// the request retries, the journal unwritable, a run that panicked): it goes on where it
+/// stopped, and is given up after the last run.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRetrySettings {
     /// Pause before the next run (`AUTOREDEPLOY_JOB_RETRY_S`).

@@ -16,31 +16,13 @@
 use super::ConfigError;
 use super::rancher::{self, RancherTarget};
 use super::vars::{ConnectionVars, RancherVars, list};
+use crate::domain::TargetKind;
 
 /// The targets in use; each is `None` when it is not.
 #[derive(Debug, Clone)]
 pub struct TargetSettings {
     /// Services of a Rancher 1.x (Cattle) environment.
     pub rancher: Option<RancherTarget>,
-}
-
-/// A target this version can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// Rancher 1.x services.
-    Rancher,
-}
-
-impl Target {
-    /// Every target this version can drive.
-    const ALL: [Self; 1] = [Self::Rancher];
-
-    /// The name `AUTOREDEPLOY_TARGETS` gives it.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Rancher => "rancher",
-        }
-    }
 }
 
 /// Targets planned for later versions: naming one says so, rather than calling it unknown.
@@ -53,7 +35,7 @@ pub(super) fn validate(
 ) -> Result<TargetSettings, ConfigError> {
     let named = named(names.as_deref())?;
     let rancher_used = match &named {
-        Some(named) => named.contains(&Target::Rancher),
+        Some(named) => named.contains(&TargetKind::Rancher),
         None => switches_rancher_on(&rancher.connection),
     };
     if !rancher_used {
@@ -72,15 +54,18 @@ pub(super) fn validate(
 }
 
 /// The targets `AUTOREDEPLOY_TARGETS` names, or `None` when it is unset.
-fn named(value: Option<&str>) -> Result<Option<Vec<Target>>, ConfigError> {
+fn named(value: Option<&str>) -> Result<Option<Vec<TargetKind>>, ConfigError> {
     let Some(value) = value else {
         return Ok(None);
     };
-    let available = quoted(Target::ALL.iter().map(|target| target.name()));
+    let available = quoted(TargetKind::ALL.iter().map(|target| target.as_str()));
     let planned = quoted(PLANNED.into_iter());
     let mut targets = Vec::new();
     for name in list(Some(value)) {
-        match Target::ALL.into_iter().find(|target| target.name() == name) {
+        match TargetKind::ALL
+            .into_iter()
+            .find(|target| target.as_str() == name)
+        {
             Some(target) if !targets.contains(&target) => targets.push(target),
             Some(_) => {}
             None if PLANNED.contains(&name) => {

@@ -42,7 +42,7 @@ impl Deployer {
         let mut run = RunState::default();
         let scans = self.journal.scans(job.id).await?;
         for platform in &self.platforms {
-            let target = platform.target().as_str();
+            let target = platform.target();
             if scans
                 .iter()
                 .any(|scan| scan.target == target && scan.complete)
@@ -229,8 +229,9 @@ impl Deployer {
         // Targets scanned in an earlier run count with what the journal kept of them.
         let mut total = ScanSummary::default();
         for scan in &scans {
-            let summary = TargetKind::parse(&scan.target)
-                .and_then(|target| scanned.get(&target).cloned())
+            let summary = scanned
+                .get(&scan.target)
+                .cloned()
                 .unwrap_or_else(|| ScanSummary {
                     pages: scan.pages.unwrap_or_default() as usize,
                     listed: scan.listed.unwrap_or_default() as usize,

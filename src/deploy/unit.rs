@@ -54,7 +54,7 @@ impl Deployer {
                     () = self.shutdown.triggered() => return Progress::Interrupted,
                 };
                 let Ok(slot) = slot else {
-                    return Progress::Later("the upgrade slots are closed".into());
+                    unreachable!("the upgrade slots are never closed")
                 };
                 (turn, slot, None)
             }

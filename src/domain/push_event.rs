@@ -35,7 +35,7 @@ impl fmt::Display for SourceKind {
 /// "A new version of this image was pushed": what every inbound webhook format becomes.
 ///
 /// The deploy core and the platforms only ever see this type, never a sender's payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PushEvent {
     /// The pushed image, normalised, always with a tag and never with a digest.
     pub image: ImageRef,
@@ -48,4 +48,45 @@ pub struct PushEvent {
     /// Where the sender wants to be told the result (Docker Hub's `callback_url`). It may
     /// carry a token: it is kept, never logged or shown.
     pub callback_url: Option<url::Url>,
+}
+
+impl fmt::Debug for PushEvent {
+    /// Everything but the callback URL, which may carry a token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushEvent")
+            .field("image", &self.image)
+            .field("digest", &self.digest)
+            .field("source", &self.source)
+            .field("pusher", &self.pusher)
+            .field(
+                "callback_url",
+                &self.callback_url.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_callback_url_is_never_shown() {
+        let push = PushEvent {
+            image: ImageRef::parse("myorg/web").unwrap(),
+            digest: None,
+            source: SourceKind::DockerHub,
+            pusher: None,
+            callback_url: Some(
+                "https://registry.hub.docker.com/u/x/hook/secret-token/"
+                    .parse()
+                    .unwrap(),
+            ),
+        };
+        let shown = format!("{push:?}");
+        assert!(
+            !shown.contains("secret-token") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 }

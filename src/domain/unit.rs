@@ -2,7 +2,9 @@ use std::fmt;
 
 /// A platform autoredeploy deploys to. Its name is used in `AUTOREDEPLOY_TARGETS`, in the
 /// journal and in `/jobs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// Services of a Rancher 1.x (Cattle) environment.

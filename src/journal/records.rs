@@ -130,7 +130,7 @@ pub struct JobSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ScanRecord {
     /// The target scanned.
-    pub target: String,
+    pub target: TargetKind,
     /// Whether the walk reached its end (or stopped for good, then with `error`).
     pub complete: bool,
     /// Pages read.
@@ -246,7 +246,8 @@ pub(super) fn scans_of(db: &Connection, job: JobId) -> rusqlite::Result<Vec<Scan
     )?;
     let rows = statement.query_map(params![job.0], |row| {
         Ok(ScanRecord {
-            target: row.get(0)?,
+            target: parsed(row.get_ref(0)?, "target", TargetKind::parse)
+                .map_err(|err| from_sql(0, err))?,
             complete: row.get(1)?,
             pages: row.get(2)?,
             listed: row.get(3)?,

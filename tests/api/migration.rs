@@ -15,7 +15,9 @@ async fn the_jobs_of_a_0_1_0_journal_resume_after_the_upgrade() {
         .collect();
     services.extend([
         service("web-planned", "docker:myorg/web:latest"),
-        service("web-upgrading", "docker:myorg/web:latest"),
+        // Its primary and its sidekick were recorded; Rancher had applied that upgrade.
+        service("web-upgrading", "docker:myorg/web:latest")
+            .sidekick("log-shipper", "docker:myorg/web:latest"),
         service("web-upgraded", "docker:myorg/web:latest")
             .state("upgraded")
             .launch_config_field("version", json!("8")),

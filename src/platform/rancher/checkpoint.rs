@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::matching::Targets;
+use super::matching::{self, Targets};
 use super::{LaunchConfigView, Service};
+use crate::domain::ImageRef;
 
 /// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
 const PRIMARY: &str = "";
@@ -67,8 +68,8 @@ impl Versions {
     }
 }
 
-/// What the journal keeps with a step: the versions before our upgrade, and the reason a
-/// recovery was started for.
+/// What the journal keeps with a step: the versions before our upgrade or, once a recovery
+/// has started, the reason it started for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Checkpoint {
     /// The versions before our upgrade.
@@ -124,6 +125,34 @@ pub(super) fn versions_changed(service: &Service, before: &Versions) -> bool {
     })
 }
 
+/// Whether every recorded launch config is still part of the service and runs an image
+/// that `pushed` updates: with [`versions_changed`], that the upgrade Rancher applied is
+/// ours, not someone else's to another image (a sidekick that disappeared is not ours).
+pub(super) fn recorded_configs_run(
+    service: &Service,
+    before: &Versions,
+    pushed: &ImageRef,
+) -> bool {
+    let views: Vec<LaunchConfigView> = service
+        .secondary_launch_configs
+        .iter()
+        .flatten()
+        .filter_map(|raw| LaunchConfigView::read(raw).ok())
+        .collect();
+    let primary = service
+        .launch_config
+        .as_deref()
+        .and_then(|raw| LaunchConfigView::read(raw).ok());
+    before.0.keys().all(|name| {
+        let view = if name == PRIMARY {
+            primary.as_ref()
+        } else {
+            views.iter().find(|view| view.name.as_deref() == Some(name))
+        };
+        view.is_some_and(|view| matching::runs(view, pushed))
+    })
+}
+
 fn primary_version(service: &Service) -> Option<String> {
     let raw = service.launch_config.as_deref()?;
     LaunchConfigView::read(raw).ok()?.version
@@ -149,6 +178,46 @@ mod tests {
         assert!(!Versions::default().all_known());
         assert!(!Versions([(PRIMARY.to_owned(), String::new())].into()).all_known());
         assert!(Versions([(PRIMARY.to_owned(), "3".to_owned())].into()).all_known());
+    }
+
+    fn service(primary_image: &str, sidekick: Option<&str>) -> Service {
+        let sidekicks: Vec<serde_json::Value> = sidekick
+            .map(|image| serde_json::json!({ "name": "shipper", "imageUuid": image, "version": "2" }))
+            .into_iter()
+            .collect();
+        let document = serde_json::json!({
+            "id": "1s1",
+            "launchConfig": { "imageUuid": primary_image, "version": "6" },
+            "secondaryLaunchConfigs": sidekicks,
+        });
+        Service::decode(document.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_applied_upgrade_is_ours_only_if_the_recorded_configs_run_the_pushed_image() {
+        let pushed = ImageRef::parse("myorg/web").unwrap();
+        let before = Versions([(PRIMARY.to_owned(), "5".to_owned())].into());
+        let ours = service("docker:myorg/web:latest", None);
+        assert!(versions_changed(&ours, &before));
+        assert!(recorded_configs_run(&ours, &before, &pushed));
+        let someone_elses = service("docker:myorg/web:canary", None);
+        assert!(!recorded_configs_run(&someone_elses, &before, &pushed));
+        let with_sidekick = Versions(
+            [
+                (PRIMARY.to_owned(), "5".to_owned()),
+                ("shipper".to_owned(), "1".to_owned()),
+            ]
+            .into(),
+        );
+        assert!(recorded_configs_run(
+            &service("docker:myorg/web:latest", Some("docker:myorg/web:latest")),
+            &with_sidekick,
+            &pushed
+        ));
+        assert!(
+            !recorded_configs_run(&ours, &with_sidekick, &pushed),
+            "a sidekick that disappeared is not ours"
+        );
     }
 
     #[test]

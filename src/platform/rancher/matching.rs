@@ -112,7 +112,8 @@ pub fn judge(service: &Service, pushed: &ImageRef, rule: &MatchSettings) -> Verd
     }
 }
 
-fn runs(view: &LaunchConfigView, pushed: &ImageRef) -> bool {
+/// Whether the launch config runs an image that `pushed` updates.
+pub(super) fn runs(view: &LaunchConfigView, pushed: &ImageRef) -> bool {
     view.image_uuid
         .as_deref()
         .and_then(|uuid| image_of_uuid(uuid).ok())

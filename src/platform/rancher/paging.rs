@@ -8,6 +8,8 @@
 //! first page that has no `next` (or no entries); pages beyond it are abandoned. A server
 //! whose markers are not offsets is walked one page after the other.
 
+use std::collections::BTreeSet;
+
 use super::{PAGE_SIZE, PageEnd};
 
 /// Entries each page after the first shares with the one before (at most a tenth of a page).
@@ -42,8 +44,12 @@ pub(super) enum Walk {
         next: u64,
         last: Option<u64>,
     },
-    /// Each page names the next one; `None` after the last.
-    ByMarker { next: Option<String> },
+    /// Each page names the next one (`None` after the last); the markers followed so far,
+    /// so that a server that sends the walk round in circles is refused.
+    ByMarker {
+        next: Option<String>,
+        seen: BTreeSet<String>,
+    },
 }
 
 /// What the end of a page means for the walk.
@@ -86,7 +92,7 @@ impl Walk {
                     *next += *step;
                 }
             }
-            Walk::ByMarker { next } => {
+            Walk::ByMarker { next, .. } => {
                 if reading == 0
                     && let Some(marker) = next.take()
                 {
@@ -120,7 +126,10 @@ impl Walk {
         match self {
             Walk::Start | Walk::FirstPage => {
                 *self = match &end.next_marker {
-                    _ if is_last => Walk::ByMarker { next: None },
+                    _ if is_last => Walk::ByMarker {
+                        next: None,
+                        seen: BTreeSet::new(),
+                    },
                     // Offsets only when the marker is the offset just past this page, as
                     // Rancher's are.
                     Some(marker) => match offset_of(marker) {
@@ -139,9 +148,13 @@ impl Walk {
                         }
                         _ => Walk::ByMarker {
                             next: Some(marker.clone()),
+                            seen: BTreeSet::new(),
                         },
                     },
-                    None => Walk::ByMarker { next: None },
+                    None => Walk::ByMarker {
+                        next: None,
+                        seen: BTreeSet::new(),
+                    },
                 };
                 Ok(Advance::Continue)
             }
@@ -166,11 +179,16 @@ impl Walk {
                 }
                 Ok(Advance::Continue)
             }
-            Walk::ByMarker { next } => {
-                if !is_last && end.next_marker.as_deref() == marker {
+            Walk::ByMarker { next, seen } => {
+                if let Some(marker) = marker {
+                    seen.insert(marker.to_owned());
+                }
+                if !is_last
+                    && let Some(following) = &end.next_marker
+                    && seen.contains(following)
+                {
                     return Err(format!(
-                        "pagination.next points to the same page again ({})",
-                        marker.unwrap_or_default()
+                        "pagination.next points back to a page read already ({following})"
                     ));
                 }
                 *next = if is_last {
@@ -275,13 +293,27 @@ mod tests {
         let error = walk
             .advance(Some("opaque-3"), None, 100, &end(Some("opaque-3")))
             .unwrap_err();
-        assert!(error.contains("same page again"), "{error}");
+        assert!(error.contains("read already"), "{error}");
         let mut short = Walk::Start;
         short.requests(0, 8);
         // A marker that is an offset but not the end of this page is not trusted as one.
         short.advance(None, None, 100, &end(Some("m50"))).unwrap();
         assert_eq!(markers(&short.requests(0, 8)), ["m50"]);
         assert!(short.requests(1, 8).is_empty());
+    }
+
+    #[test]
+    fn a_server_that_sends_the_walk_round_in_circles_is_refused() {
+        let mut walk = Walk::Start;
+        walk.requests(0, 8);
+        walk.advance(None, None, 100, &end(Some("a"))).unwrap();
+        walk.requests(0, 8);
+        walk.advance(Some("a"), None, 100, &end(Some("b"))).unwrap();
+        walk.requests(0, 8);
+        let error = walk
+            .advance(Some("b"), None, 100, &end(Some("a")))
+            .unwrap_err();
+        assert!(error.contains("read already (a)"), "{error}");
     }
 
     #[test]

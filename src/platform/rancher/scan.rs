@@ -16,7 +16,7 @@ use crate::config::MatchSettings;
 use crate::domain::{ImageRef, TargetKind, UnitRef};
 use crate::platform::{BoxFuture, Candidate, Plan, Prefetched, Scan, ScanError, ScanSummary};
 
-/// one walk through the environment for one pushed image: the pages the paging rules ask for are
+/// One walk through the environment for one pushed image: the pages the paging rules ask for are
 /// read concurrently, at most `list_window` at a time, each judged entry by entry as it
 /// arrives.
 #[derive(Debug)]

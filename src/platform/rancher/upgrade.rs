@@ -8,7 +8,9 @@
 
 use tokio::time::Instant;
 
-use super::checkpoint::{Checkpoint, Step, Versions, versions_changed, versions_of};
+use super::checkpoint::{
+    Checkpoint, Step, Versions, recorded_configs_run, versions_changed, versions_of,
+};
 use super::matching::{self, Targets, Verdict};
 use super::request::upgrade_request;
 use super::{Listed, RancherClient, RancherError, Service};
@@ -137,7 +139,6 @@ impl Upgrader {
                 let recovery = Recovery {
                     policy: self.settings.on_failure,
                     reason,
-                    versions: checkpoint.versions,
                     resumed: false,
                 };
                 self.recover(&upgrade, recovery).await
@@ -205,7 +206,6 @@ impl Upgrader {
                         .reason
                         .clone()
                         .unwrap_or_else(|| "the upgrade failed before a restart".into()),
-                    versions: checkpoint.versions.clone(),
                     resumed: true,
                 };
                 self.recover(upgrade, recovery).await
@@ -305,7 +305,8 @@ impl Upgrader {
         if service.is_transitioning() || service.transition_failed() {
             service = self.wait_settled(id, self.deadline()).await?;
         }
-        let ours = versions_changed(&service, before);
+        let ours = versions_changed(&service, before)
+            && recorded_configs_run(&service, before, upgrade.pushed);
         match service.state.as_str() {
             "upgraded" if ours => {}
             "upgraded" => {
@@ -349,7 +350,6 @@ impl Upgrader {
         let Recovery {
             policy,
             reason,
-            versions,
             resumed,
         } = recovery;
         let (step, in_progress, state_after, end, done) = match policy {
@@ -390,7 +390,7 @@ impl Upgrader {
             }
             self.check_shutdown()?;
             let checkpoint = Checkpoint {
-                versions,
+                versions: None,
                 reason: Some(reason.clone()),
             };
             upgrade
@@ -493,8 +493,6 @@ struct Recovery {
     policy: OnFailure,
     /// What went wrong.
     reason: String,
-    /// The versions before our upgrade, kept in the checkpoint.
-    versions: Option<Versions>,
     /// Resumed after a restart from a recorded recovery step.
     resumed: bool,
 }
