@@ -11,6 +11,7 @@ mod collection;
 mod error;
 mod link;
 mod paging;
+mod recovery;
 mod wire;
 
 pub mod matching;

@@ -12,6 +12,7 @@ use super::checkpoint::{
     Checkpoint, Step, Versions, recorded_configs_run, versions_changed, versions_of,
 };
 use super::matching::{self, Targets, Verdict};
+use super::recovery::Recovery;
 use super::request::upgrade_request;
 use super::{Listed, RancherClient, RancherError, Service};
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
@@ -24,7 +25,7 @@ use crate::shutdown::ShutdownSignal;
 #[derive(Debug, Clone)]
 pub struct Upgrader {
     /// Rancher API.
-    client: RancherClient,
+    pub(super) client: RancherClient,
     /// Strategy, polling, timeouts and what to do on failure.
     settings: UpgradeSettings,
     /// Used to check again that a service still runs the image.
@@ -34,7 +35,7 @@ pub struct Upgrader {
 }
 
 /// Why an upgrade stopped before its end.
-enum Halt {
+pub(super) enum Halt {
     /// The upgrade is stuck or Rancher reported an error: `RANCHER_UPGRADE_ON_FAILURE` applies.
     Stuck(String),
     /// Nothing more to do now.
@@ -42,7 +43,7 @@ enum Halt {
 }
 
 impl Halt {
-    fn failed(reason: impl Into<String>) -> Self {
+    pub(super) fn failed(reason: impl Into<String>) -> Self {
         Self::Stop(Progress::Ended(Outcome::failed(reason)))
     }
 
@@ -62,20 +63,20 @@ impl From<RancherError> for Halt {
 }
 
 /// Where one service's upgrade is recorded, and what it is about.
-struct Upgrade<'a> {
+pub(super) struct Upgrade<'a> {
     work: &'a UnitRecord,
     log: &'a StepLog,
     pushed: &'a ImageRef,
 }
 
 impl Upgrade<'_> {
-    fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         &self.work.id
     }
 
     /// Writes the step; nothing is sent to Rancher for a step that could not be recorded,
     /// and the unit is resumed later from the last step that was.
-    async fn record(
+    pub(super) async fn record(
         &self,
         step: Step,
         detail: Option<String>,
@@ -344,81 +345,6 @@ impl Upgrader {
         Ok(Outcome::upgraded())
     }
 
-    /// A stuck or failed upgrade: roll back, cancel or leave it, as `recovery.policy` says.
-    async fn recover(&self, upgrade: &Upgrade<'_>, recovery: Recovery) -> Result<Outcome, Halt> {
-        let id = upgrade.id();
-        let Recovery {
-            policy,
-            reason,
-            resumed,
-        } = recovery;
-        let (step, in_progress, state_after, end, done) = match policy {
-            OnFailure::Leave => {
-                return Ok(Outcome::because(
-                    UnitEnd::Left,
-                    format!("{reason}; left as it is (RANCHER_UPGRADE_ON_FAILURE=leave)"),
-                ));
-            }
-            OnFailure::Rollback => (
-                Step::RollingBack,
-                "rolling-back",
-                "active",
-                UnitEnd::RolledBack,
-                "rolled back to the previous launch config",
-            ),
-            OnFailure::Cancel => (
-                Step::Cancelling,
-                "canceling-upgrade",
-                "canceled-upgrade",
-                UnitEnd::Cancelled,
-                "cancelled; the service is left in canceled-upgrade",
-            ),
-        };
-        let service = self.client.service(id).await?;
-        let available = match step {
-            Step::RollingBack => service.actions.rollback,
-            _ => service.actions.cancelupgrade,
-        };
-        let ended_before_a_restart =
-            resumed && service.state == state_after && !service.is_transitioning();
-        if service.state != in_progress && !ended_before_a_restart {
-            if !available {
-                return Err(Halt::failed(format!(
-                    "{reason}; RANCHER_UPGRADE_ON_FAILURE could not be applied in state {}",
-                    service.state
-                )));
-            }
-            self.check_shutdown()?;
-            let checkpoint = Checkpoint {
-                versions: None,
-                reason: Some(reason.clone()),
-            };
-            upgrade
-                .record(step, Some(reason.clone()), Some(&checkpoint))
-                .await?;
-            match step {
-                Step::RollingBack => self.client.rollback(id).await?,
-                _ => self.client.cancel_upgrade(id).await?,
-            };
-        }
-        let service = self
-            .wait_settled(id, self.deadline())
-            .await
-            .map_err(|halt| match halt {
-                Halt::Stuck(more) => {
-                    Halt::failed(format!("{reason}; recovering failed too: {more}"))
-                }
-                other => other,
-            })?;
-        if service.state != state_after {
-            return Err(Halt::failed(format!(
-                "{reason}; recovering ended in state {}",
-                service.state
-            )));
-        }
-        Ok(Outcome::because(end, format!("{reason}; {done}")))
-    }
-
     /// The targets on a fresh copy of the service, or why it is no longer to be upgraded.
     fn judge(&self, service: &Service, pushed: &ImageRef) -> Result<Targets, Halt> {
         match matching::judge(service, pushed, &self.rule) {
@@ -433,11 +359,11 @@ impl Upgrader {
         }
     }
 
-    fn deadline(&self) -> Instant {
+    pub(super) fn deadline(&self) -> Instant {
         Instant::now() + self.settings.timeout
     }
 
-    fn check_shutdown(&self) -> Result<(), Halt> {
+    pub(super) fn check_shutdown(&self) -> Result<(), Halt> {
         if self.shutdown.is_triggered() {
             Err(Halt::Stop(Progress::Interrupted))
         } else {
@@ -447,7 +373,7 @@ impl Upgrader {
 
     /// Polls until the service stops transitioning, at the latest until `deadline`; a
     /// shutdown ends the wait at once. A timeout or an error reported by Rancher is `Stuck`.
-    async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Halt> {
+    pub(super) async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Halt> {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -485,16 +411,6 @@ impl Upgrader {
             tracing::debug!(service_id = %id, state = %service.state, "waiting for Rancher");
         }
     }
-}
-
-/// What to do about a failed upgrade, and why.
-struct Recovery {
-    /// Roll back, cancel or leave.
-    policy: OnFailure,
-    /// What went wrong.
-    reason: String,
-    /// Resumed after a restart from a recorded recovery step.
-    resumed: bool,
 }
 
 /// The recorded versions, or why a resumed upgrade must not be posted again blind.
