@@ -11,9 +11,10 @@ use super::vars::{DeployVars, parse_or};
 /// How jobs are run, the same for every target.
 #[derive(Debug, Clone)]
 pub struct DeploySettings {
-    /// How many units are upgraded at the same time, across all pushes and targets
-    /// (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
-    pub max_concurrent_upgrades: usize,
+    /// How many units may have an upgrade in progress at the same time (from the upgrade
+    /// request to the unit's end), across all pushes and targets; `None`, the default, sets
+    /// no bound (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`).
+    pub max_concurrent_upgrades: Option<usize>,
     /// How many jobs may wait to be started (`AUTOREDEPLOY_QUEUE_SIZE`).
     pub queue_size: usize,
     /// How jobs that cannot be carried on for now are run again.
@@ -48,12 +49,17 @@ pub(super) struct DeploySection {
 pub(super) fn validate(vars: DeployVars) -> Result<DeploySection, ConfigError> {
     Ok(DeploySection {
         deploy: DeploySettings {
-            max_concurrent_upgrades: parse_or(
-                "AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES",
-                vars.autoredeploy_max_concurrent_upgrades,
-                16,
-                1..=1024,
-            )?,
+            max_concurrent_upgrades: vars
+                .autoredeploy_max_concurrent_upgrades
+                .map(|value| {
+                    parse_or(
+                        "AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES",
+                        Some(value),
+                        0,
+                        1..=100_000,
+                    )
+                })
+                .transpose()?,
             queue_size: parse_or(
                 "AUTOREDEPLOY_QUEUE_SIZE",
                 vars.autoredeploy_queue_size,

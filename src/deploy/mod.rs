@@ -40,8 +40,9 @@ pub struct Deployer {
     reporter: OutcomeReporter,
     /// Rung when a push is accepted.
     wake: Arc<Notify>,
-    /// Bounds the number of units being deployed at once, across all jobs.
-    upgrade_slots: Arc<Semaphore>,
+    /// Bounds the number of units being deployed at once, across all jobs, when the
+    /// operator asked for a bound.
+    upgrade_slots: Option<Arc<Semaphore>>,
     /// One job at a time per unit.
     turns: UnitTurns,
     /// Stops taking jobs, and lets running ones stop between two steps.
@@ -61,8 +62,8 @@ pub struct DeployerParts {
     pub reporter: OutcomeReporter,
     /// Rung when a push is accepted.
     pub wake: Arc<Notify>,
-    /// Most units deployed at once.
-    pub max_concurrent: usize,
+    /// Most units deployed at once; `None` for no bound.
+    pub max_concurrent: Option<usize>,
     /// The shutdown signal.
     pub shutdown: ShutdownSignal,
     /// How jobs that cannot be carried on for now are run again.
@@ -77,7 +78,9 @@ impl Deployer {
             journal: parts.journal,
             reporter: parts.reporter,
             wake: parts.wake,
-            upgrade_slots: Arc::new(Semaphore::new(parts.max_concurrent)),
+            upgrade_slots: parts
+                .max_concurrent
+                .map(|most| Arc::new(Semaphore::new(most))),
             turns: UnitTurns::default(),
             shutdown: parts.shutdown,
             job_retry: parts.job_retry,

@@ -136,7 +136,7 @@ fn start(behaviour: Behaviour, runs: u32) -> Running {
         journal: journal.clone(),
         reporter,
         wake: Arc::clone(&wake),
-        max_concurrent: 4,
+        max_concurrent: Some(4),
         shutdown: signal,
         job_retry: JobRetrySettings {
             pause: Duration::from_millis(20),

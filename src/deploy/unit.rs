@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::Deployer;
@@ -31,7 +32,7 @@ impl Deployer {
         let turn_at_once = self.turns.try_take(&unit_ref);
         // A slot is never held while waiting for a turn: always the turn first, then a slot.
         let slot_at_once = match &turn_at_once {
-            Some(_) => Arc::clone(&self.upgrade_slots).try_acquire_owned().ok(),
+            Some(_) => self.try_slot(),
             None => None,
         };
         let (_turn, _slot, prefetched) = match (turn_at_once, slot_at_once) {
@@ -46,15 +47,11 @@ impl Deployer {
                         Some(turn) => turn,
                         None => self.turns.take(&unit_ref).await,
                     };
-                    let slot = Arc::clone(&self.upgrade_slots).acquire_owned().await;
-                    (turn, slot)
+                    (turn, self.slot().await)
                 };
                 let (turn, slot) = tokio::select! {
                     held = waited => held,
                     () = self.shutdown.triggered() => return Progress::Interrupted,
-                };
-                let Ok(slot) = slot else {
-                    unreachable!("the upgrade slots are never closed")
                 };
                 (turn, slot, None)
             }
@@ -71,6 +68,23 @@ impl Deployer {
                 }
             }
             other => other,
+        }
+    }
+
+    /// A slot if one is free now (`Some(None)` when slots are not bounded).
+    fn try_slot(&self) -> Option<Option<OwnedSemaphorePermit>> {
+        match &self.upgrade_slots {
+            None => Some(None),
+            Some(slots) => Arc::clone(slots).try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    /// A slot, once one is free (`None` when slots are not bounded).
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slots = Arc::clone(self.upgrade_slots.as_ref()?);
+        match slots.acquire_owned().await {
+            Ok(permit) => Some(permit),
+            Err(_) => unreachable!("the upgrade slots are never closed"),
         }
     }
 

@@ -426,6 +426,25 @@ async fn no_more_services_are_upgraded_at_once_than_allowed() {
 }
 
 #[tokio::test]
+async fn by_default_every_matching_service_is_upgraded_at_once() {
+    // More than the sixteen of 0.1.0's default bound.
+    let services = (0..20)
+        .map(|i| service(&format!("web-{i}"), "docker:myorg/web:latest"))
+        .collect();
+    let rancher = FakeRancher::start(services).await;
+    // Each upgrade takes long enough that a service waiting for a slot would show.
+    rancher.set_upgrade_time(std::time::Duration::from_millis(500));
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded").len(), 20);
+    assert_eq!(
+        rancher.most_upgrading_at_once(),
+        19,
+        "the last upgrade found the nineteen others still upgrading"
+    );
+}
+
+#[tokio::test]
 async fn a_service_changed_while_waiting_for_its_turn_is_upgraded_with_the_change() {
     let rancher = FakeRancher::start(vec![
         service("first", "docker:myorg/web:latest"),
