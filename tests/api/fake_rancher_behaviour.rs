@@ -215,3 +215,71 @@ async fn an_injected_latency_delays_every_answer() {
     let answered = rancher.requests()[0].at;
     assert!(answered.duration_since(sent) >= latency);
 }
+
+#[tokio::test]
+async fn collections_are_filtered_as_cattle_filters_them() {
+    let rancher = FakeRancher::start(vec![
+        service("web", "docker:nginx"),
+        service("api", "docker:nginx").state("upgraded"),
+        service("stopped", "docker:nginx").state("inactive"),
+    ])
+    .await;
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = |query: &'static str| call(&rancher, reqwest::Method::GET, query, None);
+    let (_, page) = get("services?state=upgraded").await;
+    assert_eq!(names(&page), ["api"]);
+    assert_eq!(
+        page["filters"]["state"],
+        json!([{ "modifier": "eq", "value": "upgraded" }])
+    );
+    let (_, page) = get("services?state_ne=active&state_ne=inactive").await;
+    assert_eq!(names(&page), ["api"], "repeated parameters are AND-ed");
+    let (_, page) = get("services?state=active&state_ne=active").await;
+    assert_eq!(
+        names(&page),
+        ["api", "stopped"],
+        "one modifier per field: the last"
+    );
+    let (_, page) = get("services?imageUuid=docker:redis&limit=10").await;
+    assert_eq!(names(&page).len(), 3, "unknown parameters are ignored");
+    assert_eq!(page["filters"]["state"], Value::Null);
+
+    rancher.remove("1s1");
+    let (_, page) = get("services?state=removed").await;
+    assert_eq!(
+        names(&page),
+        ["web"],
+        "a removed service is listed as removed"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_filters_lists_everything() {
+    let rancher = FakeRancher::start_with(
+        vec![
+            service("web", "docker:nginx"),
+            service("api", "docker:nginx"),
+        ],
+        Behaviour {
+            ignore_filters: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let (_, page) = call(
+        &rancher,
+        reqwest::Method::GET,
+        "services?state=upgraded",
+        None,
+    )
+    .await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page["filters"]["state"], Value::Null);
+}

@@ -1,7 +1,10 @@
 //! The service collection as Rancher pages it: `limit` defaulting to 100 and clamped to the
 //! server's maximum, offset markers (or opaque ones, or ignored ones, as the behaviour says),
 //! `next` as the request URL with only `marker` replaced, and each service rendered with the
-//! links and actions of its state.
+//! links and actions of its state. Collection filters work as Cattle's do: `field` or
+//! `field_modifier` (`eq`, `ne`) on `id`, `name`, `kind` and `state`; repeated parameters of
+//! one field and modifier are AND-ed; a field given with two modifiers keeps the last one
+//! (Cattle keys its conditions by field); unknown parameters are ignored.
 
 use std::sync::Arc;
 
@@ -40,12 +43,20 @@ impl World {
             })
             .filter(|_| !self.behaviour.ignore_markers)
             .unwrap_or(0);
-        let listed = self.services.len() - self.purged;
+        let filters = if self.behaviour.ignore_filters {
+            Filters::default()
+        } else {
+            Filters::of(&pairs)
+        };
+        let matching: Vec<usize> = (self.purged..self.services.len())
+            .filter(|&index| filters.admit(&self.services[index].document.map))
+            .collect();
+        let listed = matching.len();
         let end = (offset + limit).min(listed);
         let offset = offset.min(end);
-        let data: Vec<Arc<Vec<u8>>> = self.services[self.purged..][offset..end]
-            .iter_mut()
-            .map(|s| s.rendered(base))
+        let data: Vec<Arc<Vec<u8>>> = matching[offset..end]
+            .iter()
+            .map(|&index| self.services[index].rendered(base))
             .collect();
         let partial = offset + limit < listed;
         let next = partial.then(|| {
@@ -76,7 +87,7 @@ impl World {
             "sortLinks": { "name": format!("{base}/v1/{tail}?sort=name") },
             "pagination": { "first": null, "previous": null, "next": next, "limit": limit, "total": null, "partial": partial },
             "sort": null,
-            "filters": { "name": null, "state": null, "kind": null },
+            "filters": filters.shown(),
             "createDefaults": {},
         });
         let envelope = serde_json::to_vec(&envelope).unwrap();
@@ -98,6 +109,73 @@ impl World {
         page.push(b']');
         page.extend_from_slice(&envelope[at + placeholder.len()..]);
         page
+    }
+}
+
+/// The fields a collection of services can be filtered on here.
+const FILTERED_FIELDS: [&str; 4] = ["id", "name", "kind", "state"];
+
+/// The filters of one request: per field, one modifier and the values it is AND-ed over.
+#[derive(Default)]
+struct Filters(std::collections::BTreeMap<String, (String, Vec<String>)>);
+
+impl Filters {
+    fn of(pairs: &[(String, String)]) -> Self {
+        let mut filters = Self::default();
+        for (name, value) in pairs {
+            let (field, modifier) = match name.rsplit_once('_') {
+                Some((field, modifier)) if ["eq", "ne"].contains(&modifier) => (field, modifier),
+                _ => (name.as_str(), "eq"),
+            };
+            if !FILTERED_FIELDS.contains(&field) {
+                continue;
+            }
+            let entry = filters
+                .0
+                .entry(field.to_owned())
+                .or_insert_with(|| (modifier.to_owned(), Vec::new()));
+            if entry.0 != modifier {
+                *entry = (modifier.to_owned(), Vec::new());
+            }
+            entry.1.push(value.clone());
+        }
+        filters
+    }
+
+    /// Whether a service document passes every filter.
+    fn admit(&self, document: &Map<String, Value>) -> bool {
+        self.0.iter().all(|(field, (modifier, values))| {
+            let actual = match field.as_str() {
+                "kind" => document.get("type"),
+                other => document.get(other),
+            }
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+            values.iter().all(|value| {
+                let equal = actual == value.to_ascii_lowercase();
+                if modifier == "ne" { !equal } else { equal }
+            })
+        })
+    }
+
+    /// The `filters` member of the answer: every field, `null` where no filter applies.
+    fn shown(&self) -> Value {
+        let shown: Map<String, Value> = FILTERED_FIELDS
+            .iter()
+            .map(|field| {
+                let applied = self.0.get(*field).map(|(modifier, values)| {
+                    Value::Array(
+                        values
+                            .iter()
+                            .map(|value| json!({ "modifier": modifier, "value": value }))
+                            .collect(),
+                    )
+                });
+                (field.to_string(), applied.unwrap_or(Value::Null))
+            })
+            .collect();
+        Value::Object(shown)
     }
 }
 

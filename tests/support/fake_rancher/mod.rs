@@ -57,6 +57,9 @@ pub struct Behaviour {
     /// The `marker` parameter is ignored: every page is the first one, as from a broken
     /// proxy that drops query parameters.
     pub ignore_markers: bool,
+    /// Collection filters (`state=…`, `state_ne=…`) are ignored, as by a server or proxy
+    /// that does not know them: the whole collection is listed.
+    pub ignore_filters: bool,
 }
 
 impl Default for Behaviour {
@@ -68,6 +71,7 @@ impl Default for Behaviour {
             latency: Duration::ZERO,
             opaque_markers: false,
             ignore_markers: false,
+            ignore_filters: false,
         }
     }
 }
@@ -113,6 +117,18 @@ impl FakeRancher {
         let mut world = self.world.lock().unwrap();
         let index = world.index_of(id).expect("no such service");
         world.services[index].document.edit()["launchConfig"][field] = value;
+    }
+
+    /// Removes a service, as a user deleting it in Rancher would: from now on it is
+    /// `removed`, and still listed and readable in that state, as Cattle keeps it.
+    pub fn remove(&self, id: &str) {
+        let mut world = self.world.lock().unwrap();
+        let index = world.index_of(id).expect("no such service");
+        world.busy.retain(|&busy| busy != index);
+        world.services[index].pending = None;
+        let document = world.services[index].document.edit();
+        document["state"] = Value::from("removed");
+        document["transitioning"] = Value::from("no");
     }
 
     /// Changes how long finishing an upgrade takes from now on.
