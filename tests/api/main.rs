@@ -15,6 +15,7 @@ mod matching;
 mod migration;
 mod oversized_answers;
 mod paging;
+mod polling;
 mod rancher_tls;
 mod real_fixtures;
 mod reliability;

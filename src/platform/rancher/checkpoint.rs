@@ -5,11 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::matching::{self, Targets};
-use super::{LaunchConfigView, Service};
+use super::state::{PRIMARY, ServiceState};
 use crate::domain::ImageRef;
-
-/// Key of the primary launch config in [`Versions`]; sidekicks go by their names.
-const PRIMARY: &str = "";
 
 /// The steps of a Rancher upgrade, as the journal records them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,78 +92,48 @@ impl Checkpoint {
 }
 
 /// The versions of the launch configs about to be upgraded.
-pub(super) fn versions_of(service: &Service, targets: &Targets) -> Versions {
-    let mut versions = BTreeMap::new();
-    if targets.primary {
-        versions.insert(
-            PRIMARY.to_owned(),
-            primary_version(service).unwrap_or_default(),
-        );
-    }
-    for (name, version) in sidekick_versions(service) {
-        if targets.sidekicks.contains(&name) {
-            versions.insert(name, version);
-        }
-    }
-    Versions(versions)
+pub(super) fn versions_of(service: &ServiceState, targets: &Targets) -> Versions {
+    let keys = targets
+        .primary
+        .then_some(PRIMARY)
+        .into_iter()
+        .chain(targets.sidekicks.iter().map(String::as_str));
+    Versions(
+        keys.map(|key| (key.to_owned(), version_of(service, key)))
+            .collect(),
+    )
 }
 
 /// Whether Rancher gave any of the recorded launch configs a new version: then it applied
 /// an upgrade since they were recorded.
-pub(super) fn versions_changed(service: &Service, before: &Versions) -> bool {
-    let sidekicks: BTreeMap<String, String> = sidekick_versions(service).collect();
-    before.0.iter().any(|(name, version)| {
-        let now = if name == PRIMARY {
-            primary_version(service).unwrap_or_default()
-        } else {
-            sidekicks.get(name).cloned().unwrap_or_default()
-        };
-        now != *version
-    })
+pub(super) fn versions_changed(service: &ServiceState, before: &Versions) -> bool {
+    before
+        .0
+        .iter()
+        .any(|(key, version)| version_of(service, key) != *version)
 }
 
 /// Whether every recorded launch config is still part of the service and runs an image
 /// that `pushed` updates: with [`versions_changed`], that the upgrade Rancher applied is
 /// ours, not someone else's to another image (a sidekick that disappeared is not ours).
 pub(super) fn recorded_configs_run(
-    service: &Service,
+    service: &ServiceState,
     before: &Versions,
     pushed: &ImageRef,
 ) -> bool {
-    let views: Vec<LaunchConfigView> = service
-        .secondary_launch_configs
-        .iter()
-        .flatten()
-        .filter_map(|raw| LaunchConfigView::read(raw).ok())
-        .collect();
-    let primary = service
-        .launch_config
-        .as_deref()
-        .and_then(|raw| LaunchConfigView::read(raw).ok());
-    before.0.keys().all(|name| {
-        let view = if name == PRIMARY {
-            primary.as_ref()
-        } else {
-            views.iter().find(|view| view.name.as_deref() == Some(name))
-        };
-        view.is_some_and(|view| matching::runs(view, pushed))
+    before.0.keys().all(|key| {
+        service
+            .launch_config(key)
+            .is_some_and(|config| matching::runs_image(config.image_uuid.as_deref(), pushed))
     })
 }
 
-fn primary_version(service: &Service) -> Option<String> {
-    let raw = service.launch_config.as_deref()?;
-    LaunchConfigView::read(raw).ok()?.version
-}
-
-fn sidekick_versions(service: &Service) -> impl Iterator<Item = (String, String)> + '_ {
+/// The version of launch config `key`, empty when it has none (or is gone).
+fn version_of(service: &ServiceState, key: &str) -> String {
     service
-        .secondary_launch_configs
-        .iter()
-        .flatten()
-        .filter_map(|raw| {
-            let view = LaunchConfigView::read(raw).ok()?;
-            Some((view.name?, view.version.unwrap_or_default()))
-        })
+        .launch_config(key)
+        .and_then(|config| config.version.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -180,7 +147,7 @@ mod tests {
         assert!(Versions([(PRIMARY.to_owned(), "3".to_owned())].into()).all_known());
     }
 
-    fn service(primary_image: &str, sidekick: Option<&str>) -> Service {
+    fn service(primary_image: &str, sidekick: Option<&str>) -> ServiceState {
         let sidekicks: Vec<serde_json::Value> = sidekick
             .map(|image| serde_json::json!({ "name": "shipper", "imageUuid": image, "version": "2" }))
             .into_iter()
@@ -190,7 +157,7 @@ mod tests {
             "launchConfig": { "imageUuid": primary_image, "version": "6" },
             "secondaryLaunchConfigs": sidekicks,
         });
-        Service::decode(document.to_string().as_bytes()).unwrap()
+        ServiceState::decode(document.to_string().as_bytes()).unwrap()
     }
 
     #[test]

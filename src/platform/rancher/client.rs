@@ -8,9 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
-use super::RancherError;
 use super::collection::{CollectionSplitter, MAX_ENTRY};
 use super::wire::{PageEnd, Service, SkippedEntry, UpgradeRequest, decode_entry};
+use super::{RancherError, ServiceState};
 use crate::config::RancherSettings;
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
@@ -118,9 +118,27 @@ impl RancherClient {
         marker: Option<&str>,
         mut entry: impl FnMut(usize, Result<Service, SkippedEntry>),
     ) -> Result<PageEnd, RancherError> {
+        self.list_entries(&[], marker, |position, raw| {
+            entry(position, decode_entry(raw))
+        })
+        .await
+    }
+
+    /// Reads one page of the service collection narrowed by collection `filters` (such as
+    /// `("state_ne", "active")`), handing each entry's JSON to `entry` as it arrives, with
+    /// its position in the page; a page whose reading fails is read again from its start.
+    pub async fn list_entries(
+        &self,
+        filters: &[(&str, &str)],
+        marker: Option<&str>,
+        mut entry: impl FnMut(usize, &[u8]),
+    ) -> Result<PageEnd, RancherError> {
         let mut url = self.services_url.clone();
         {
             let mut query = url.query_pairs_mut();
+            for (name, value) in filters {
+                query.append_pair(name, value);
+            }
             query.append_pair("limit", &PAGE_SIZE.to_string());
             if let Some(marker) = marker {
                 query.append_pair("marker", marker);
@@ -138,7 +156,7 @@ impl RancherClient {
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
                 let mut hand_out = |raw: &[u8]| {
-                    entry(position, decode_entry(raw));
+                    entry(position, raw);
                     position += 1;
                 };
                 while let Some(chunk) = response
@@ -175,12 +193,27 @@ impl RancherClient {
         Service::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
     }
 
+    /// Reads one service's state, without its launch configs.
+    pub async fn service_state(&self, id: &str) -> Result<ServiceState, RancherError> {
+        let what = format!("reading service {id}");
+        let body = self
+            .send(
+                Method::GET,
+                self.service_url(id),
+                None,
+                &what,
+                &AtomicBool::new(false),
+            )
+            .await?;
+        ServiceState::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+    }
+
     /// Starts an in-service upgrade. Rancher answers with the service, already `upgrading`.
     pub async fn upgrade(
         &self,
         id: &str,
         request: &UpgradeRequest,
-    ) -> Result<Service, RancherError> {
+    ) -> Result<ServiceState, RancherError> {
         let body = serde_json::to_vec(request).map_err(|err| RancherError::Decode {
             what: format!("encoding the upgrade of service {id}"),
             reason: err.to_string(),
@@ -189,21 +222,26 @@ impl RancherClient {
     }
 
     /// Completes an upgrade that reached `upgraded`: old containers are removed.
-    pub async fn finish_upgrade(&self, id: &str) -> Result<Service, RancherError> {
+    pub async fn finish_upgrade(&self, id: &str) -> Result<ServiceState, RancherError> {
         self.action(id, "finishupgrade", b"{}".to_vec()).await
     }
 
     /// Rolls a failed upgrade back to the previous launch config.
-    pub async fn rollback(&self, id: &str) -> Result<Service, RancherError> {
+    pub async fn rollback(&self, id: &str) -> Result<ServiceState, RancherError> {
         self.action(id, "rollback", b"{}".to_vec()).await
     }
 
     /// Cancels an upgrade in progress; the service ends in `canceled-upgrade`.
-    pub async fn cancel_upgrade(&self, id: &str) -> Result<Service, RancherError> {
+    pub async fn cancel_upgrade(&self, id: &str) -> Result<ServiceState, RancherError> {
         self.action(id, "cancelupgrade", b"{}".to_vec()).await
     }
 
-    async fn action(&self, id: &str, action: &str, body: Vec<u8>) -> Result<Service, RancherError> {
+    async fn action(
+        &self,
+        id: &str,
+        action: &str,
+        body: Vec<u8>,
+    ) -> Result<ServiceState, RancherError> {
         let mut url = self.service_url(id);
         if let Ok(mut segments) = url.path_segments_mut() {
             // Rancher's own action links end the path with a slash: `…/1s6/?action=upgrade`.
@@ -216,9 +254,8 @@ impl RancherClient {
             .send(Method::POST, url, Some(body), &what, &retried)
             .await;
         match answer {
-            Ok(answer) => {
-                Service::decode(&answer).map_err(|reason| RancherError::Decode { what, reason })
-            }
+            Ok(answer) => ServiceState::decode(&answer)
+                .map_err(|reason| RancherError::Decode { what, reason }),
             // An earlier attempt may have been applied with only its answer lost (a proxy's
             // 504, a dropped connection): the action is then no longer available. The service
             // as it is now tells the caller where things stand.
@@ -231,7 +268,7 @@ impl RancherClient {
                     action,
                     "the action is no longer available after a retry; reading the service to see whether an earlier attempt was applied"
                 );
-                self.service(id).await
+                self.service_state(id).await
             }
             Err(error) => Err(error),
         }

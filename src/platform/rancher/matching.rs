@@ -112,10 +112,13 @@ pub fn judge(service: &Service, pushed: &ImageRef, rule: &MatchSettings) -> Verd
     }
 }
 
-/// Whether the launch config runs an image that `pushed` updates.
-pub(super) fn runs(view: &LaunchConfigView, pushed: &ImageRef) -> bool {
-    view.image_uuid
-        .as_deref()
+fn runs(view: &LaunchConfigView, pushed: &ImageRef) -> bool {
+    runs_image(view.image_uuid.as_deref(), pushed)
+}
+
+/// Whether a launch config of `image_uuid` runs an image that `pushed` updates.
+pub(super) fn runs_image(image_uuid: Option<&str>, pushed: &ImageRef) -> bool {
+    image_uuid
         .and_then(|uuid| image_of_uuid(uuid).ok())
         .is_some_and(|image| image.is_updated_by(pushed))
 }

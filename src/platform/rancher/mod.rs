@@ -12,6 +12,8 @@ mod error;
 mod link;
 mod paging;
 mod recovery;
+mod state;
+mod watch;
 mod wire;
 
 pub mod matching;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 pub use client::{PAGE_SIZE, RancherClient};
 pub use error::RancherError;
+pub use state::ServiceState;
 pub use wire::{
     LaunchConfigView, PageEnd, Service, ServicePage, SkippedEntry, UpgradeRequest, decode_entry,
 };

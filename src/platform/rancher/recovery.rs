@@ -4,6 +4,7 @@
 
 use super::checkpoint::{Checkpoint, Step};
 use super::upgrade::{Halt, Upgrade, Upgrader};
+use super::watch::Sighting;
 use crate::config::OnFailure;
 use crate::domain::{Outcome, UnitEnd};
 
@@ -52,7 +53,7 @@ impl Upgrader {
                 "cancelled; the service is left in canceled-upgrade",
             ),
         };
-        let service = self.client.service(id).await?;
+        let service = self.client.service_state(id).await?;
         let available = match step {
             Step::RollingBack => service.actions.rollback,
             _ => service.actions.cancelupgrade,
@@ -79,7 +80,7 @@ impl Upgrader {
                 _ => self.client.cancel_upgrade(id).await?,
             };
         }
-        let service = self
+        let settled = self
             .wait_settled(id, self.deadline())
             .await
             .map_err(|halt| match halt {
@@ -88,10 +89,13 @@ impl Upgrader {
                 }
                 other => other,
             })?;
-        if service.state != state_after {
+        let state = match settled {
+            Sighting::Active => "active".to_owned(),
+            Sighting::Listed(service) => service.state,
+        };
+        if state != state_after {
             return Err(Halt::failed(format!(
-                "{reason}; recovering ended in state {}",
-                service.state
+                "{reason}; recovering ended in state {state}"
             )));
         }
         Ok(Outcome::because(end, format!("{reason}; {done}")))

@@ -14,7 +14,8 @@ use super::checkpoint::{
 use super::matching::{self, Targets, Verdict};
 use super::recovery::Recovery;
 use super::request::upgrade_request;
-use super::{Listed, RancherClient, RancherError, Service};
+use super::watch::{Sighting, StateWatch};
+use super::{Listed, RancherClient, RancherError, Service, ServiceState};
 use crate::config::{MatchSettings, OnFailure, UpgradeSettings};
 use crate::domain::{ImageRef, Outcome, UnitEnd};
 use crate::journal::UnitRecord;
@@ -32,6 +33,8 @@ pub struct Upgrader {
     rule: MatchSettings,
     /// Stops the work between two steps.
     shutdown: ShutdownSignal,
+    /// Reads the states of the services waiting for Rancher, all with one request a poll.
+    watch: StateWatch,
 }
 
 /// Why an upgrade stopped before its end.
@@ -54,6 +57,12 @@ impl Halt {
 
 impl From<RancherError> for Halt {
     fn from(error: RancherError) -> Self {
+        Halt::from(&error)
+    }
+}
+
+impl From<&RancherError> for Halt {
+    fn from(error: &RancherError) -> Self {
         match error.status() {
             Some(401 | 403) => Halt::Stop(Progress::Refused(error.to_string())),
             _ if error.is_retryable() => Halt::Stop(Progress::Later(error.to_string())),
@@ -101,11 +110,13 @@ impl Upgrader {
         rule: MatchSettings,
         shutdown: ShutdownSignal,
     ) -> Self {
+        let watch = StateWatch::new(client.clone(), settings.poll_interval);
         Self {
             client,
             settings,
             rule,
             shutdown,
+            watch,
         }
     }
 
@@ -174,12 +185,14 @@ impl Upgrader {
             Step::Upgrading => {
                 let before = known_versions(checkpoint)?;
                 let service = self.client.service(id).await?;
-                if versions_changed(&service, before) {
+                let state = ServiceState::of(&service);
+                if versions_changed(&state, before) {
                     tracing::info!(
                         service_id = id,
                         "resuming: Rancher had applied the upgrade; following it"
                     );
-                    self.follow_upgrade(upgrade, step, service, before).await
+                    drop(service);
+                    self.follow_upgrade(upgrade, step, state, before).await
                 } else {
                     tracing::info!(
                         service_id = id,
@@ -191,8 +204,8 @@ impl Upgrader {
             }
             Step::Finishing => {
                 let before = known_versions(checkpoint)?;
-                let service = self.client.service(id).await?;
-                self.follow_upgrade(upgrade, step, service, before).await
+                let state = self.client.service_state(id).await?;
+                self.follow_upgrade(upgrade, step, state, before).await
             }
             Step::RollingBack | Step::Cancelling => {
                 // A recovery resumes with the policy it was started with, whatever the
@@ -236,10 +249,10 @@ impl Upgrader {
                 None => self.judge(&service, upgrade.pushed)?,
             };
             if service.is_transitioning() {
-                service = self
-                    .wait_settled(&service.id, deadline)
+                self.wait_settled(&service.id, deadline)
                     .await
                     .map_err(not_ours)?;
+                service = self.client.service(&service.id).await?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 if Instant::now() >= deadline {
                     return Err(Halt::failed(format!(
@@ -251,11 +264,13 @@ impl Upgrader {
                 tracing::info!(service_id = %service.id, service = service.display_name(), "finishing the upgrade left in upgraded first");
                 self.check_shutdown()?;
                 upgrade.record(Step::FinishingPrevious, None, None).await?;
-                self.client.finish_upgrade(&service.id).await?;
-                service = self
-                    .wait_settled(&service.id, deadline)
-                    .await
-                    .map_err(not_ours)?;
+                let finishing = self.client.finish_upgrade(&service.id).await?;
+                if finishing.is_transitioning() {
+                    self.wait_settled(&service.id, deadline)
+                        .await
+                        .map_err(not_ours)?;
+                }
+                service = self.client.service(&service.id).await?;
             } else if service.state == "inactive" {
                 return Err(Halt::skipped(
                     "the service is inactive (stopped), and finishing an upgrade would start it; \
@@ -277,7 +292,7 @@ impl Upgrader {
         targets: &Targets,
     ) -> Result<Outcome, Halt> {
         let request = upgrade_request(service, targets, &self.settings).map_err(Halt::failed)?;
-        let versions = versions_of(service, targets);
+        let versions = versions_of(&ServiceState::of(service), targets);
         self.check_shutdown()?;
         let checkpoint = Checkpoint {
             versions: Some(versions.clone()),
@@ -299,12 +314,16 @@ impl Upgrader {
         &self,
         upgrade: &Upgrade<'_>,
         from: Step,
-        mut service: Service,
+        mut service: ServiceState,
         before: &Versions,
     ) -> Result<Outcome, Halt> {
         let id = upgrade.id();
         if service.is_transitioning() || service.transition_failed() {
-            service = self.wait_settled(id, self.deadline()).await?;
+            service = match self.wait_settled(id, self.deadline()).await? {
+                Sighting::Listed(state) => state,
+                // Active already: whose launch configs it runs says whether it was ours.
+                Sighting::Active => self.client.service_state(id).await?,
+            };
         }
         let ours = versions_changed(&service, before)
             && recorded_configs_run(&service, before, upgrade.pushed);
@@ -334,12 +353,18 @@ impl Upgrader {
         if from != Step::Finishing {
             upgrade.record(Step::Finishing, None, None).await?;
         }
-        self.client.finish_upgrade(id).await?;
-        let service = self.wait_settled(id, self.deadline()).await?;
-        if service.state != "active" {
+        let finishing = self.client.finish_upgrade(id).await?;
+        let state = if finishing.is_transitioning() || finishing.transition_failed() {
+            match self.wait_settled(id, self.deadline()).await? {
+                Sighting::Active => return Ok(Outcome::upgraded()),
+                Sighting::Listed(state) => state.state,
+            }
+        } else {
+            finishing.state
+        };
+        if state != "active" {
             return Err(Halt::failed(format!(
-                "finishing the upgrade ended in state {} instead of active",
-                service.state
+                "finishing the upgrade ended in state {state} instead of active"
             )));
         }
         Ok(Outcome::upgraded())
@@ -371,22 +396,24 @@ impl Upgrader {
         }
     }
 
-    /// Polls until the service stops transitioning, at the latest until `deadline`; a
-    /// shutdown ends the wait at once. A timeout or an error reported by Rancher is `Stuck`.
-    pub(super) async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Service, Halt> {
+    /// Waits until the service stops transitioning, at the latest until `deadline`, as the
+    /// watch's polls see it; a shutdown ends the wait at once. A timeout or an error
+    /// reported by Rancher is `Stuck`.
+    pub(super) async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Sighting, Halt> {
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            let seen = tokio::select! {
+                seen = self.watch.next(id) => seen,
                 () = self.shutdown.triggered() => return Err(Halt::Stop(Progress::Interrupted)),
-            }
-            let service = match self.client.service(id).await {
-                Ok(service) => service,
+            };
+            let service = match seen {
+                Ok(Sighting::Listed(service)) => service,
+                Ok(Sighting::Active) => return Ok(Sighting::Active),
                 // Rancher restarting: keep polling until the deadline.
                 Err(error) if error.is_retryable() && Instant::now() < deadline => {
                     tracing::warn!(service_id = %id, %error, "cannot read the service; polling on");
                     continue;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(Halt::from(&*error)),
             };
             if service.transition_failed() {
                 return Err(Halt::Stuck(format!(
@@ -399,7 +426,7 @@ impl Upgrader {
                 )));
             }
             if !service.is_transitioning() {
-                return Ok(service);
+                return Ok(Sighting::Listed(service));
             }
             if Instant::now() >= deadline {
                 return Err(Halt::Stuck(format!(

@@ -25,8 +25,19 @@ impl Recorded {
             .map(|(_, v)| v.into_owned())
     }
 
+    /// A request for the whole collection, page by page (a scan).
     pub fn is_list(&self) -> bool {
-        self.method == "GET" && self.path.ends_with("/services")
+        self.method == "GET" && self.path.ends_with("/services") && !self.is_filtered()
+    }
+
+    /// A request for the collection narrowed by a filter on the state (a poll of waiting
+    /// services).
+    pub fn is_poll(&self) -> bool {
+        self.method == "GET" && self.path.ends_with("/services") && self.is_filtered()
+    }
+
+    fn is_filtered(&self) -> bool {
+        url::form_urlencoded::parse(self.query.as_bytes()).any(|(k, _)| k.starts_with("state"))
     }
 }
 
