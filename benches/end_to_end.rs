@@ -3,19 +3,20 @@
 //! an injected latency.
 //!
 //! Run with `cargo bench --bench end_to_end` (all cases) or
-//! `cargo bench --bench end_to_end -- 10000:20` (N:latency-in-ms cases). For each case it
-//! reports the medians over several runs of:
+//! `cargo bench --bench end_to_end -- 10000:20` (N:latency-in-ms cases). autoredeploy runs
+//! with its default settings; `BENCH_UPGRADES=<n>` sets `AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES`
+//! and `BENCH_POLL_MS=<ms>` sets `RANCHER_UPGRADE_POLL_MS`. For each case it reports the
+//! medians over several runs of:
 //!
 //! - the time from sending the webhook request to Rancher answering the last upgrade
-//!   request, next to the lower bound (first page, one window of the other pages, one
-//!   upgrade round trip) and the target (three times the bound);
-//! - the list requests Rancher received;
+//!   request, and the same for an ideal client written here (one page of 3000, the other
+//!   pages at once, every upgrade at once) against its own fake Rancher in the same run;
+//! - the time to Rancher answering the last `finishupgrade`, and to the job's end;
+//! - every request Rancher received for the push (pages, upgrades, finishes, polls, reads);
 //! - autoredeploy's peak resident memory (`VmHWM`) over the whole job, and its resident
 //!   memory when idle before the push;
 //! - its CPU time over the whole job, per listed service.
 //!
-//! Every matching service is upgraded at once (`AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES=M`), as
-//! the lower bound assumes; `BENCH_UPGRADES=16` runs with the default instead.
 //! `BENCH_LOG=debug` shows autoredeploy's log. `BENCH_WRAP="valgrind --tool=massif"` runs
 //! the binary under a wrapper (it is stopped with SIGTERM, so the wrapper writes its
 //! report), and `BENCH_BINARY` names another build of it, such as one with symbols.
@@ -52,20 +53,16 @@ impl Case {
     fn runs(&self) -> usize {
         if self.services >= 100_000 { 3 } else { 5 }
     }
-
-    /// First page, then one window of the other pages, then one upgrade round trip.
-    fn lower_bound(&self) -> Duration {
-        let pages = self.services.div_ceil(PAGE);
-        let round_trips = if pages > 1 { 3 } else { 2 };
-        self.latency * round_trips
-    }
 }
 
 /// What one run measured.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     to_last_upgrade: Duration,
-    list_requests: usize,
+    ideal_to_last_upgrade: Duration,
+    to_last_finish: Duration,
+    to_job_end: Duration,
+    requests: usize,
     peak_rss_kib: u64,
     idle_rss_kib: u64,
     cpu: Duration,
@@ -113,15 +110,9 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-async fn start_binary(
-    rancher: &FakeRancher,
-    case: Case,
-    data: &std::path::Path,
-) -> (Child, String) {
+async fn start_binary(rancher: &FakeRancher, data: &std::path::Path) -> (Child, String) {
     let port = free_port();
     let log = std::env::var("BENCH_LOG").ok();
-    let upgrades_at_once =
-        std::env::var("BENCH_UPGRADES").unwrap_or_else(|_| case.matching().min(1024).to_string());
     let binary = std::env::var("BENCH_BINARY").unwrap_or_else(|_| BINARY.to_owned());
     let mut command = match std::env::var("BENCH_WRAP") {
         Ok(wrapper) => {
@@ -142,8 +133,14 @@ async fn start_binary(
         .env("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID)
         .env("RANCHER_API_KEY", fake_rancher::ACCESS_KEY)
         .env("RANCHER_API_SECRET", fake_rancher::SECRET_KEY)
-        .env("RANCHER_UPGRADE_POLL_MS", "100")
-        .env("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", upgrades_at_once)
+        .envs(
+            [
+                ("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "BENCH_UPGRADES"),
+                ("RANCHER_UPGRADE_POLL_MS", "BENCH_POLL_MS"),
+            ]
+            .into_iter()
+            .filter_map(|(setting, told)| Some((setting, std::env::var(told).ok()?))),
+        )
         .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
         .stdin(Stdio::null())
         .stdout(if log.is_some() {
@@ -171,7 +168,7 @@ async fn run_once(case: Case) -> Run {
     };
     let rancher = FakeRancher::start_with(environment(case.services), behaviour).await;
     let data = tempfile::tempdir().unwrap();
-    let (mut child, address) = start_binary(&rancher, case, data.path()).await;
+    let (mut child, address) = start_binary(&rancher, data.path()).await;
     let pid = child.id().unwrap();
     // Let the start settle before reading the idle figures.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -184,35 +181,21 @@ async fn run_once(case: Case) -> Run {
     wait_until_done(&http, &address, &warm_up).await;
     let cpu_before = cpu_time(pid);
 
+    let before = rancher.requests().len();
     let sent = Instant::now();
     let job = push(&http, &address, "myorg/web").await;
 
     let matching = case.matching();
-    let last_upgrade = loop {
-        let upgrades: Vec<Instant> = rancher
-            .requests()
-            .iter()
-            .filter(|request| request.action().as_deref() == Some("upgrade"))
-            .map(|request| request.at)
-            .collect();
-        if upgrades.len() >= matching {
-            break upgrades.into_iter().max().unwrap();
-        }
-        assert!(
-            sent.elapsed() < PATIENCE,
-            "{} of {matching} upgrades",
-            upgrades.len()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let last_upgrade = last_action_at(&rancher, "upgrade", matching, sent).await;
     wait_until_done(&http, &address, &job).await;
-    let run = Run {
+    let ended = Instant::now();
+    let last_finish = last_action_at(&rancher, "finishupgrade", matching, sent).await;
+    let mut run = Run {
         to_last_upgrade: last_upgrade.duration_since(sent),
-        list_requests: rancher
-            .requests()
-            .iter()
-            .filter(|r| r.is_list() && r.at >= sent)
-            .count(),
+        ideal_to_last_upgrade: Duration::ZERO,
+        to_last_finish: last_finish.duration_since(sent),
+        to_job_end: ended.duration_since(sent),
+        requests: rancher.requests().len() - before,
         peak_rss_kib: status_kib(pid, "VmHWM:"),
         idle_rss_kib,
         cpu: cpu_time(pid) - cpu_before,
@@ -223,7 +206,100 @@ async fn run_once(case: Case) -> Run {
         .status()
         .unwrap();
     let _ = tokio::time::timeout(PATIENCE, child.wait()).await;
+    drop(rancher);
+    run.ideal_to_last_upgrade = ideal_client(case).await;
     run
+}
+
+/// When Rancher answered the last of `count` posts of `action` made since `since`.
+async fn last_action_at(
+    rancher: &FakeRancher,
+    action: &str,
+    count: usize,
+    since: Instant,
+) -> Instant {
+    loop {
+        let answered: Vec<Instant> = rancher
+            .requests()
+            .iter()
+            .filter(|request| request.at >= since && request.action().as_deref() == Some(action))
+            .map(|request| request.at)
+            .collect();
+        if answered.len() >= count {
+            return answered.into_iter().max().unwrap();
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "{} of {count} {action}s",
+            answered.len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The time an ideal client takes, against a fake Rancher of its own holding the same
+/// services, from its first request to Rancher answering its last upgrade: the first page
+/// of 3000, then every other page at once, then every upgrade at once, each with the whole
+/// launch config as listed.
+async fn ideal_client(case: Case) -> Duration {
+    let behaviour = Behaviour {
+        latency: case.latency,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(environment(case.services), behaviour).await;
+    let http = reqwest::Client::new();
+    let collection = format!(
+        "{}/v1/projects/{}/services",
+        rancher.host(),
+        fake_rancher::PROJECT_ID
+    );
+    let page = |offset: Option<usize>| {
+        let mut url = format!("{collection}?limit={PAGE}");
+        if let Some(offset) = offset {
+            url.push_str(&format!("&marker=m{offset}"));
+        }
+        let request = http
+            .get(url)
+            .basic_auth(fake_rancher::ACCESS_KEY, Some(fake_rancher::SECRET_KEY));
+        async move {
+            let page: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            page["data"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let started = Instant::now();
+    let mut services = page(None).await;
+    let mut pages = tokio::task::JoinSet::new();
+    for offset in (PAGE..case.services).step_by(PAGE) {
+        pages.spawn(page(Some(offset)));
+    }
+    while let Some(listed) = pages.join_next().await {
+        services.extend(listed.unwrap());
+    }
+    let mut upgrades = tokio::task::JoinSet::new();
+    for listed in services
+        .iter()
+        .filter(|s| s["launchConfig"]["imageUuid"] == "docker:myorg/web:latest")
+    {
+        let body = serde_json::json!({
+            "inServiceStrategy": {
+                "launchConfig": listed["launchConfig"], "batchSize": 1,
+                "intervalMillis": 2000, "startFirst": false
+            },
+            "toServiceStrategy": null
+        });
+        let id = listed["id"].as_str().unwrap();
+        let request = http
+            .post(format!("{collection}/{id}/?action=upgrade"))
+            .basic_auth(fake_rancher::ACCESS_KEY, Some(fake_rancher::SECRET_KEY))
+            .json(&body);
+        upgrades.spawn(async move { request.send().await.unwrap().status() });
+    }
+    while let Some(status) = upgrades.join_next().await {
+        assert_eq!(status.unwrap(), 202, "the ideal client's upgrade");
+    }
+    last_action_at(&rancher, "upgrade", case.matching(), started)
+        .await
+        .duration_since(started)
 }
 
 /// Pushes `repo_name:latest`; returns the job's number.
@@ -300,36 +376,29 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "| N | M | latency | to last upgrade (median) | lower bound | target (3×) | list requests | peak RSS | idle RSS | CPU per listed service |"
+        "| N | M | latency | to last upgrade | ideal client | ratio | to last finishupgrade | to job end | Rancher requests | peak RSS | idle RSS | CPU per listed service |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for case in cases {
         let runs: Vec<Run> = (0..case.runs())
             .map(|_| runtime.block_on(run_once(case)))
             .collect();
-        let to_last = median(runs.iter().map(|r| r.to_last_upgrade).collect());
-        let lists = median(runs.iter().map(|r| r.list_requests).collect());
+        let ms = |pick: fn(&Run) -> Duration| {
+            median(runs.iter().map(pick).collect()).as_secs_f64() * 1000.0
+        };
+        let (to_last, ideal) = (ms(|r| r.to_last_upgrade), ms(|r| r.ideal_to_last_upgrade));
+        let requests = median(runs.iter().map(|r| r.requests).collect());
         let peak = median(runs.iter().map(|r| r.peak_rss_kib).collect());
         let idle = median(runs.iter().map(|r| r.idle_rss_kib).collect());
         let cpu = median(runs.iter().map(|r| r.cpu).collect());
-        let bound = case.lower_bound();
         println!(
-            "| {} | {} | {} ms | {:.1} ms | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} µs |",
+            "| {} | {} | {} ms | {to_last:.1} ms | {ideal:.1} ms | {:.2} × | {:.1} ms | {:.1} ms | {requests} | {:.1} MiB | {:.1} MiB | {:.1} µs |",
             case.services,
             case.matching(),
             case.latency.as_millis(),
-            to_last.as_secs_f64() * 1000.0,
-            if bound.is_zero() {
-                "—".to_owned()
-            } else {
-                format!("{} ms", bound.as_millis())
-            },
-            if bound.is_zero() {
-                "—".to_owned()
-            } else {
-                format!("{} ms", (bound * 3).as_millis())
-            },
-            lists,
+            to_last / ideal,
+            ms(|r| r.to_last_finish),
+            ms(|r| r.to_job_end),
             peak as f64 / 1024.0,
             idle as f64 / 1024.0,
             cpu.as_secs_f64() * 1e6 / case.services as f64,

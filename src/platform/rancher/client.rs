@@ -209,15 +209,17 @@ impl RancherClient {
     }
 
     /// Starts an in-service upgrade. Rancher answers with the service, already `upgrading`.
+    /// The request is encoded and dropped before it is sent.
     pub async fn upgrade(
         &self,
         id: &str,
-        request: &UpgradeRequest,
+        request: UpgradeRequest,
     ) -> Result<ServiceState, RancherError> {
-        let body = serde_json::to_vec(request).map_err(|err| RancherError::Decode {
+        let body = serde_json::to_vec(&request).map_err(|err| RancherError::Decode {
             what: format!("encoding the upgrade of service {id}"),
             reason: err.to_string(),
         })?;
+        drop(request);
         self.action(id, "upgrade", body).await
     }
 

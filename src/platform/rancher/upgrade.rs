@@ -180,7 +180,7 @@ impl Upgrader {
                     None => (self.client.service(id).await?, None),
                 };
                 let (service, targets) = self.prepare(upgrade, service, targets).await?;
-                self.start_upgrade(upgrade, &service, &targets).await
+                self.start_upgrade(upgrade, service, &targets).await
             }
             Step::Upgrading => {
                 let before = known_versions(checkpoint)?;
@@ -199,7 +199,7 @@ impl Upgrader {
                         "resuming: the upgrade had not reached Rancher; starting it"
                     );
                     let (service, targets) = self.prepare(upgrade, service, None).await?;
-                    self.start_upgrade(upgrade, &service, &targets).await
+                    self.start_upgrade(upgrade, service, &targets).await
                 }
             }
             Step::Finishing => {
@@ -285,14 +285,18 @@ impl Upgrader {
     }
 
     /// Records `upgrading` with the current versions, then posts the upgrade and follows it.
+    ///
+    /// The service document is dropped once the request is built, and the request once it
+    /// is sent: a service waiting for Rancher holds only its state.
     async fn start_upgrade(
         &self,
         upgrade: &Upgrade<'_>,
-        service: &Service,
+        service: Service,
         targets: &Targets,
     ) -> Result<Outcome, Halt> {
-        let request = upgrade_request(service, targets, &self.settings).map_err(Halt::failed)?;
-        let versions = versions_of(&ServiceState::of(service), targets);
+        let request = upgrade_request(&service, targets, &self.settings).map_err(Halt::failed)?;
+        let versions = versions_of(&ServiceState::of(&service), targets);
+        drop(service);
         self.check_shutdown()?;
         let checkpoint = Checkpoint {
             versions: Some(versions.clone()),
@@ -301,9 +305,8 @@ impl Upgrader {
         upgrade
             .record(Step::Upgrading, None, Some(&checkpoint))
             .await?;
-        let answer = self.client.upgrade(&service.id, &request).await?;
-        drop(request);
-        tracing::debug!(service_id = %service.id, "upgrade started");
+        let answer = self.client.upgrade(upgrade.id(), request).await?;
+        tracing::debug!(service_id = %upgrade.id(), "upgrade started");
         self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)
             .await
     }
