@@ -237,6 +237,19 @@ async fn last_action_at(
     }
 }
 
+/// What the ideal client reads of a page: each service's id and launch config, kept raw.
+#[derive(serde::Deserialize)]
+struct IdealPage {
+    data: Vec<IdealEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct IdealEntry {
+    id: String,
+    #[serde(rename = "launchConfig")]
+    launch_config: Option<Box<serde_json::value::RawValue>>,
+}
+
 /// The time an ideal client takes, against a fake Rancher of its own holding the same
 /// services, from its first request to Rancher answering its last upgrade: the first page
 /// of 3000, then every other page at once, then every upgrade at once, each with the whole
@@ -262,8 +275,8 @@ async fn ideal_client(case: Case) -> Duration {
             .get(url)
             .basic_auth(fake_rancher::ACCESS_KEY, Some(fake_rancher::SECRET_KEY));
         async move {
-            let page: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-            page["data"].as_array().cloned().unwrap_or_default()
+            let body = request.send().await.unwrap().bytes().await.unwrap();
+            serde_json::from_slice::<IdealPage>(&body).unwrap().data
         }
     };
     let started = Instant::now();
@@ -276,20 +289,22 @@ async fn ideal_client(case: Case) -> Duration {
         services.extend(listed.unwrap());
     }
     let mut upgrades = tokio::task::JoinSet::new();
-    for listed in services
-        .iter()
-        .filter(|s| s["launchConfig"]["imageUuid"] == "docker:myorg/web:latest")
-    {
+    for listed in services.iter().filter(|s| {
+        s.launch_config.as_ref().is_some_and(|config| {
+            config
+                .get()
+                .contains(r#""imageUuid":"docker:myorg/web:latest""#)
+        })
+    }) {
         let body = serde_json::json!({
             "inServiceStrategy": {
-                "launchConfig": listed["launchConfig"], "batchSize": 1,
+                "launchConfig": listed.launch_config, "batchSize": 1,
                 "intervalMillis": 2000, "startFirst": false
             },
             "toServiceStrategy": null
         });
-        let id = listed["id"].as_str().unwrap();
         let request = http
-            .post(format!("{collection}/{id}/?action=upgrade"))
+            .post(format!("{collection}/{}/?action=upgrade", listed.id))
             .basic_auth(fake_rancher::ACCESS_KEY, Some(fake_rancher::SECRET_KEY))
             .json(&body);
         upgrades.spawn(async move { request.send().await.unwrap().status() });
