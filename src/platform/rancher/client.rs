@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
 use super::collection::{CollectionSplitter, MAX_ENTRY};
-use super::wire::{PageEnd, Service, SkippedEntry, UpgradeRequest, decode_entry};
+use super::wire::{PageEnd, Service, SkippedEntry, decode_entry};
 use super::{RancherError, ServiceState};
 use crate::config::RancherSettings;
 
@@ -208,18 +208,10 @@ impl RancherClient {
         ServiceState::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
     }
 
-    /// Starts an in-service upgrade. Rancher answers with the service, already `upgrading`.
-    /// The request is encoded and dropped before it is sent.
-    pub async fn upgrade(
-        &self,
-        id: &str,
-        request: UpgradeRequest,
-    ) -> Result<ServiceState, RancherError> {
-        let body = serde_json::to_vec(&request).map_err(|err| RancherError::Decode {
-            what: format!("encoding the upgrade of service {id}"),
-            reason: err.to_string(),
-        })?;
-        drop(request);
+    /// Starts an in-service upgrade with `body`, an encoded
+    /// [`UpgradeRequest`](super::UpgradeRequest). Rancher answers with the service, already
+    /// `upgrading`.
+    pub async fn upgrade(&self, id: &str, body: Vec<u8>) -> Result<ServiceState, RancherError> {
         self.action(id, "upgrade", body).await
     }
 

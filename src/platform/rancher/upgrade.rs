@@ -294,7 +294,9 @@ impl Upgrader {
         service: Service,
         targets: &Targets,
     ) -> Result<Outcome, Halt> {
-        let request = upgrade_request(&service, targets, &self.settings).map_err(Halt::failed)?;
+        let body = upgrade_request(&service, targets, &self.settings)
+            .and_then(|request| serde_json::to_vec(&request).map_err(|err| err.to_string()))
+            .map_err(Halt::failed)?;
         let versions = versions_of(&ServiceState::of(&service), targets);
         drop(service);
         self.check_shutdown()?;
@@ -305,7 +307,7 @@ impl Upgrader {
         upgrade
             .record(Step::Upgrading, None, Some(&checkpoint))
             .await?;
-        let answer = self.client.upgrade(upgrade.id(), request).await?;
+        let answer = self.client.upgrade(upgrade.id(), body).await?;
         tracing::debug!(service_id = %upgrade.id(), "upgrade started");
         self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)
             .await
