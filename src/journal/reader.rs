@@ -26,6 +26,9 @@ impl Reader {
     pub(super) fn open(path: &Path) -> rusqlite::Result<Self> {
         let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         connection.busy_timeout(Duration::from_secs(5))?;
+        // The history reads a page of a job at a time: a small page cache serves it, and
+        // the memory stays with the writer, which needs it.
+        connection.execute_batch("PRAGMA cache_size = -256;")?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
         })
