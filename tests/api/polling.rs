@@ -79,3 +79,21 @@ async fn a_server_that_ignores_the_filter_is_polled_service_by_service() {
         "each service was then read on its own"
     );
 }
+
+#[tokio::test]
+async fn a_list_of_several_pages_vouches_only_for_what_it_shows() {
+    // Pages of four: twelve services upgrading at once do not fit in one.
+    let behaviour = Behaviour {
+        max_limit: 4,
+        ..Behaviour::default()
+    };
+    let rancher = FakeRancher::start_with(environment(12), behaviour).await;
+    rancher.set_upgrade_time(Duration::from_millis(300));
+    let mut app = spawn_app(&rancher).await;
+    let (outcomes, _) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(named(&outcomes, "upgraded").len(), 12, "{outcomes:?}");
+    assert!(
+        single_reads(&rancher) > 0,
+        "services past the first page were read on their own"
+    );
+}

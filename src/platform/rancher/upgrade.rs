@@ -265,7 +265,7 @@ impl Upgrader {
                 self.check_shutdown()?;
                 upgrade.record(Step::FinishingPrevious, None, None).await?;
                 let finishing = self.client.finish_upgrade(&service.id).await?;
-                if finishing.is_transitioning() {
+                if finishing.is_transitioning() || finishing.transition_failed() {
                     self.wait_settled(&service.id, deadline)
                         .await
                         .map_err(not_ours)?;
@@ -323,10 +323,12 @@ impl Upgrader {
         before: &Versions,
     ) -> Result<Outcome, Halt> {
         let id = upgrade.id();
-        if service.is_transitioning() || service.transition_failed() {
-            service = match self.wait_settled(id, self.deadline()).await? {
+        let deadline = self.deadline();
+        while service.is_transitioning() || service.transition_failed() {
+            service = match self.wait_settled(id, deadline).await? {
                 Sighting::Listed(state) => state,
-                // Active already: whose launch configs it runs says whether it was ours.
+                // Active: whose launch configs it runs says whether the upgrade was ours
+                // (and a read that finds it still moving waits on).
                 Sighting::Active => self.client.service_state(id).await?,
             };
         }
@@ -406,8 +408,16 @@ impl Upgrader {
     /// reported by Rancher is `Stuck`.
     pub(super) async fn wait_settled(&self, id: &str, deadline: Instant) -> Result<Sighting, Halt> {
         loop {
+            // A poll that does not answer long past the deadline counts as the deadline.
+            let patience = deadline + self.settings.poll_interval * 2;
             let seen = tokio::select! {
                 seen = self.watch.next(id) => seen,
+                () = tokio::time::sleep_until(patience) => {
+                    return Err(Halt::Stuck(format!(
+                        "no answer about it {} s after RANCHER_UPGRADE_TIMEOUT_S",
+                        (self.settings.poll_interval * 2).as_secs()
+                    )));
+                }
                 () = self.shutdown.triggered() => return Err(Halt::Stop(Progress::Interrupted)),
             };
             let service = match seen {

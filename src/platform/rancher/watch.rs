@@ -1,11 +1,13 @@
 //! Watching the services whose upgrades wait for Rancher, all of them with one filtered
 //! collection request per poll instead of one read per service.
 //!
-//! Every poll lists the services that are not `active` (`state_ne=active`): in a healthy
+//! Every poll asks for the services that are not `active` (`state_ne=active`): in a healthy
 //! environment only those being upgraded, finished, rolled back or stopped. A waiting
-//! service found there is seen as it is now; one that is not there is `active`. A server
-//! that ignores the filter (it lists `active` services too) is noticed, and from then on
-//! each waiting service is read on its own, as before.
+//! service found there is seen as it is now; one that is not there is `active` — but only
+//! when that answer was the whole list in one page, read in one go. Whenever the list
+//! cannot vouch for a service (it has more pages, an entry could not be read, the request
+//! failed in a way that says the filter is not understood, the server ignores the filter),
+//! that service is read on its own instead.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,17 +16,22 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{RancherClient, RancherError, ServiceState};
 
 /// What a poll saw of a service.
 #[derive(Debug, Clone)]
 pub enum Sighting {
-    /// It is not `active`: this is how it is now.
+    /// This is how it is now.
     Listed(ServiceState),
-    /// It is `active` (the poll of the services that are not did not show it).
+    /// It is `active`: the list of the services that are not did not show it.
     Active,
 }
+
+/// What a poll tells a waiter: what it saw, or why it saw nothing (shared by every waiter
+/// of that poll).
+pub type Seen = Result<Sighting, Arc<RancherError>>;
 
 /// The filter of every poll: the services that are not `active`.
 const NOT_ACTIVE: [(&str, &str); 1] = [("state_ne", "active")];
@@ -35,12 +42,11 @@ pub struct StateWatch {
     inner: Arc<Inner>,
 }
 
-/// What a poll tells a waiter: what it saw, or why it saw nothing (shared by every waiter
-/// of that poll).
-pub type Seen = Result<Sighting, Arc<RancherError>>;
-
 /// A waiter's answer.
 type Answer = oneshot::Sender<Seen>;
+
+/// The waiters of one poll, by service id.
+type Waiters = HashMap<String, Vec<Answer>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -48,13 +54,19 @@ struct Inner {
     /// Time between two polls.
     interval: Duration,
     /// The services waited on, each with its waiters for the next poll.
-    waiting: Mutex<HashMap<String, Vec<Answer>>>,
-    /// Rung when the first waiter of a poll arrives.
+    waiting: Mutex<Waiters>,
+    /// Rung when a waiter arrives.
     arrived: Notify,
-    /// Whether the poll loop runs.
-    started: AtomicBool,
+    /// The poll loop; started again if it ever ended.
+    task: Mutex<Option<JoinHandle<()>>>,
     /// Whether the server applies the filter (until it shows it does not).
     filters_work: AtomicBool,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl StateWatch {
@@ -66,7 +78,7 @@ impl StateWatch {
                 interval,
                 waiting: Mutex::new(HashMap::new()),
                 arrived: Notify::new(),
-                started: AtomicBool::new(false),
+                task: Mutex::new(None),
                 filters_work: AtomicBool::new(true),
             }),
         }
@@ -74,12 +86,14 @@ impl StateWatch {
 
     /// What the next poll sees of service `id`.
     pub async fn next(&self, id: &str) -> Seen {
-        if !self.inner.started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(Arc::clone(&self.inner).poll_forever());
+        {
+            let mut task = locked(&self.inner.task);
+            if task.as_ref().is_none_or(JoinHandle::is_finished) {
+                *task = Some(tokio::spawn(Arc::clone(&self.inner).poll_forever()));
+            }
         }
         let (answer, seen) = oneshot::channel();
-        self.inner
-            .waiting()
+        locked(&self.inner.waiting)
             .entry(id.to_owned())
             .or_default()
             .push(answer);
@@ -88,123 +102,131 @@ impl StateWatch {
             Ok(result) => result,
             Err(_) => Err(Arc::new(RancherError::Decode {
                 what: format!("watching service {id}"),
-                reason: "the poll loop has stopped".into(),
+                reason: "the poll ended without an answer".into(),
             })),
         }
     }
 }
 
-/// Only what a poll needs to know of an entry it is not watching.
+/// The id of an entry, read leniently.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
+/// What a poll reads of an entry it is not watching.
 #[derive(Deserialize)]
 struct IdAndState {
     id: String,
     #[serde(default)]
-    state: String,
+    state: Option<String>,
 }
 
 impl Inner {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Answer>>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Polls every `interval` while someone waits, each poll answering every waiter.
     async fn poll_forever(self: Arc<Self>) {
         loop {
-            while self.waiting().is_empty() {
+            while locked(&self.waiting).is_empty() {
                 self.arrived.notified().await;
             }
             tokio::time::sleep(self.interval).await;
-            let mut waiters = std::mem::take(&mut *self.waiting());
-            if self.filters_work.load(Ordering::SeqCst)
-                && let Err(error) = self.poll_listed(&mut waiters).await
-            {
-                let error = Arc::new(error);
-                for answer in waiters.into_values().flatten() {
-                    let _ = answer.send(Err(Arc::clone(&error)));
+            let mut waiters = std::mem::take(&mut *locked(&self.waiting));
+            if self.filters_work.load(Ordering::SeqCst) {
+                match self.poll_listed(&mut waiters).await {
+                    Ok(()) => {}
+                    // Rancher unreachable, or the credentials refused: every waiter is told.
+                    Err(error)
+                        if error.is_retryable() || matches!(error.status(), Some(401 | 403)) =>
+                    {
+                        let error = Arc::new(error);
+                        for answer in waiters.into_values().flatten() {
+                            let _ = answer.send(Err(Arc::clone(&error)));
+                        }
+                        continue;
+                    }
+                    // The filtered list cannot be had: read each service on its own.
+                    Err(error) => {
+                        tracing::warn!(%error, "the services waiting for Rancher are read one by one from now on");
+                        self.filters_work.store(false, Ordering::SeqCst);
+                    }
                 }
-                continue;
             }
-            // Services the list could not speak for are read one by one.
-            for (id, answers) in waiters {
-                let seen: Seen = match self.client.service_state(&id).await {
-                    Ok(state) if state.state == "active" => Ok(Sighting::Active),
+            self.read_one_by_one(waiters).await;
+        }
+    }
+
+    /// Reads each waiting service on its own, all at once (the request cap bounds them).
+    async fn read_one_by_one(&self, waiters: Waiters) {
+        let mut reads = JoinSet::new();
+        for (id, answers) in waiters {
+            let client = self.client.clone();
+            reads.spawn(async move {
+                let seen: Seen = match client.service_state(&id).await {
                     Ok(state) => Ok(Sighting::Listed(state)),
                     Err(error) => Err(Arc::new(error)),
                 };
                 for answer in answers {
                     let _ = answer.send(seen.clone());
                 }
-            }
+            });
         }
+        while reads.join_next().await.is_some() {}
     }
 
-    /// Lists the services that are not `active`, page after page, answering the waiters of
-    /// those it shows, and those it does not show as `active`. Waiters left in `waiters`
-    /// are to be read one by one (the server turned out to ignore the filter).
-    async fn poll_listed(
-        &self,
-        waiters: &mut HashMap<String, Vec<Answer>>,
-    ) -> Result<(), RancherError> {
-        let mut marker: Option<String> = None;
+    /// Asks for the services that are not `active` and answers the waiters it shows. When
+    /// the answer was the whole list, read in one go, the waiters it does not show are
+    /// answered `active`; the waiters left in `waiters` are to be read on their own.
+    async fn poll_listed(&self, waiters: &mut Waiters) -> Result<(), RancherError> {
         let mut ignored = false;
         let mut unreadable = Vec::new();
-        loop {
-            let mut offset_seen = 0;
-            let end = self
-                .client
-                .list_entries(&NOT_ACTIVE, marker.as_deref(), |position, raw| {
-                    // A page read again after a failure hands out its first entries again.
-                    if position < offset_seen {
-                        return;
-                    }
-                    offset_seen = position + 1;
-                    let Ok(IdAndState { id, state }) = serde_json::from_slice(raw) else {
-                        return;
-                    };
-                    // An active service in a list of those that are not: the filter was
-                    // ignored, and this list is the whole collection.
-                    if state == "active" {
-                        ignored = true;
-                        return;
-                    }
-                    if !waiters.contains_key(&id) {
-                        return;
-                    }
-                    // An entry that cannot be read here is read again on its own.
-                    let Ok(state) = ServiceState::decode(raw) else {
-                        unreadable.push(id);
-                        return;
-                    };
-                    for answer in waiters.remove(&id).into_iter().flatten() {
-                        let _ = answer.send(Ok(Sighting::Listed(state.clone())));
-                    }
-                })
-                .await?;
-            if ignored {
-                tracing::warn!(
-                    "Rancher ignores the state_ne filter of the service collection: waiting \
-                     services are read one by one from now on"
-                );
-                self.filters_work.store(false, Ordering::SeqCst);
-                return Ok(());
-            }
-            match end.next_marker {
-                Some(next) if marker.as_deref() != Some(next.as_str()) => marker = Some(next),
-                _ => break,
-            }
+        let mut attempts = 0;
+        let end = self
+            .client
+            .list_entries(&NOT_ACTIVE, None, |position, raw| {
+                // A page read again after a failure: its entries may have moved, so what
+                // this poll says of the services it did not show is not to be trusted.
+                if position == 0 {
+                    attempts += 1;
+                }
+                let (id, state) = match serde_json::from_slice::<IdAndState>(raw) {
+                    Ok(entry) => (entry.id, entry.state),
+                    Err(_) => match serde_json::from_slice::<IdOnly>(raw) {
+                        Ok(entry) => (entry.id, None),
+                        Err(_) => return,
+                    },
+                };
+                // An active service in a list of those that are not: the filter was
+                // ignored, and this is the whole collection.
+                if state.as_deref() == Some("active") {
+                    ignored = true;
+                    return;
+                }
+                if !waiters.contains_key(&id) {
+                    return;
+                }
+                let Ok(service) = ServiceState::decode(raw) else {
+                    unreadable.push(id);
+                    return;
+                };
+                for answer in waiters.remove(&id).into_iter().flatten() {
+                    let _ = answer.send(Ok(Sighting::Listed(service.clone())));
+                }
+            })
+            .await?;
+        if ignored {
+            tracing::warn!(
+                "Rancher ignores the state_ne filter of the service collection: the services \
+                 waiting for it are read one by one from now on"
+            );
+            self.filters_work.store(false, Ordering::SeqCst);
+            return Ok(());
         }
-        let read_alone: HashMap<String, Vec<Answer>> = unreadable
-            .iter()
-            .filter_map(|id| waiters.remove_entry(id))
-            .collect();
-        // The rest were not listed: they are active.
-        for answer in std::mem::replace(waiters, read_alone)
-            .into_values()
-            .flatten()
-        {
-            let _ = answer.send(Ok(Sighting::Active));
+        let whole = end.next_marker.is_none() && attempts <= 1 && unreadable.is_empty();
+        if whole {
+            // The rest were not listed: they are active.
+            for answer in std::mem::take(waiters).into_values().flatten() {
+                let _ = answer.send(Ok(Sighting::Active));
+            }
         }
         Ok(())
     }
