@@ -180,21 +180,20 @@ impl RancherClient {
 
     /// Reads one service.
     pub async fn service(&self, id: &str) -> Result<Service, RancherError> {
-        let what = format!("reading service {id}");
-        let body = self
-            .send(
-                Method::GET,
-                self.service_url(id),
-                None,
-                &what,
-                &AtomicBool::new(false),
-            )
-            .await?;
-        Service::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+        self.read(id, Service::decode).await
     }
 
     /// Reads one service's state, without its launch configs.
     pub async fn service_state(&self, id: &str) -> Result<ServiceState, RancherError> {
+        self.read(id, ServiceState::decode).await
+    }
+
+    /// Reads one service and decodes it with `decode`.
+    async fn read<T>(
+        &self,
+        id: &str,
+        decode: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, RancherError> {
         let what = format!("reading service {id}");
         let body = self
             .send(
@@ -205,7 +204,7 @@ impl RancherClient {
                 &AtomicBool::new(false),
             )
             .await?;
-        ServiceState::decode(&body).map_err(|reason| RancherError::Decode { what, reason })
+        decode(&body).map_err(|reason| RancherError::Decode { what, reason })
     }
 
     /// Starts an in-service upgrade with `body`, an encoded
