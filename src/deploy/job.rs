@@ -30,6 +30,8 @@ struct RunState {
 impl Deployer {
     /// Carries `job` as far as it goes now. `Ok` once it has ended (recorded and reported).
     pub(super) async fn run_job(self: &Arc<Self>, job: &PendingJob) -> Result<(), Pause> {
+        // Shared by every unit in flight, which each hold it for their whole upgrade.
+        let job = &Arc::new(job.clone());
         let started = Instant::now();
         let mut units = JoinSet::new();
         let mut known = HashSet::new();
@@ -78,11 +80,20 @@ impl Deployer {
     }
 
     /// Drives again a unit the journal has without an end.
-    fn resume(self: &Arc<Self>, job: &PendingJob, unit: UnitRecord, units: &mut JoinSet<Progress>) {
+    fn resume(
+        self: &Arc<Self>,
+        job: &Arc<PendingJob>,
+        unit: UnitRecord,
+        units: &mut JoinSet<Progress>,
+    ) {
         match self.platform(unit.target) {
             Some(platform) => {
-                let drive =
-                    Arc::clone(self).drive_unit(Arc::clone(platform), job.clone(), unit, None);
+                let drive = Arc::clone(self).drive_unit(
+                    Arc::clone(platform),
+                    Arc::clone(job),
+                    Box::new(unit),
+                    None,
+                );
                 units.spawn(drive);
             }
             None => {
@@ -105,7 +116,7 @@ impl Deployer {
     /// Walks one platform, recording and starting each unit the push concerns.
     async fn scan(
         self: &Arc<Self>,
-        job: &PendingJob,
+        job: &Arc<PendingJob>,
         platform: &Arc<dyn Platform>,
         known: &mut HashSet<UnitRef>,
         units: &mut JoinSet<Progress>,
@@ -173,7 +184,7 @@ impl Deployer {
     /// skipped units.
     async fn plan(
         self: &Arc<Self>,
-        job: &PendingJob,
+        job: &Arc<PendingJob>,
         platform: &Arc<dyn Platform>,
         candidates: Vec<Candidate>,
         units: &mut JoinSet<Progress>,
@@ -196,8 +207,8 @@ impl Deployer {
                 Plan::Deploy(prefetched) => {
                     let drive = Arc::clone(self).drive_unit(
                         Arc::clone(platform),
-                        job.clone(),
-                        record,
+                        Arc::clone(job),
+                        Box::new(record),
                         Some(prefetched),
                     );
                     units.spawn(drive);

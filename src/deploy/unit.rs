@@ -23,8 +23,8 @@ impl Deployer {
     pub(super) async fn drive_unit(
         self: Arc<Self>,
         platform: Arc<dyn Platform>,
-        job: PendingJob,
-        unit: UnitRecord,
+        job: Arc<PendingJob>,
+        unit: Box<UnitRecord>,
         prefetched: Option<Prefetched>,
     ) -> Progress {
         let unit_ref = unit.unit();
@@ -42,16 +42,22 @@ impl Deployer {
             }
             (turn, _) => {
                 drop(prefetched);
-                let waited = async {
-                    let turn = match turn {
-                        Some(turn) => turn,
-                        None => self.turns.take(&unit_ref).await,
+                // Boxed: a unit in flight keeps its future's size for its whole upgrade.
+                let waited = Box::pin(async {
+                    let held = async {
+                        let turn = match turn {
+                            Some(turn) => turn,
+                            None => self.turns.take(&unit_ref).await,
+                        };
+                        (turn, self.slot().await)
                     };
-                    (turn, self.slot().await)
-                };
-                let (turn, slot) = tokio::select! {
-                    held = waited => held,
-                    () = self.shutdown.triggered() => return Progress::Interrupted,
+                    tokio::select! {
+                        held = held => Some(held),
+                        () = self.shutdown.triggered() => None,
+                    }
+                });
+                let Some((turn, slot)) = waited.await else {
+                    return Progress::Interrupted;
                 };
                 (turn, slot, None)
             }

@@ -1,6 +1,17 @@
 use std::fmt;
 
-use oci_spec::distribution::Reference;
+use super::reference_grammar;
+
+/// Docker Hub's registry, as a normalised reference names it.
+const DOCKER_HUB: &str = "docker.io";
+/// Docker Hub's older name, the same registry.
+const DOCKER_HUB_LEGACY: &str = "index.docker.io";
+/// The namespace of Docker Hub's official images, implied by a one-segment name.
+const OFFICIAL_IMAGES: &str = "library";
+/// Longest normalised name (registry, `/`, repository) Docker accepts.
+const NAME_MAX: usize = 255;
+/// The tag a reference names when it names neither tag nor digest.
+const DEFAULT_TAG: &str = "latest";
 
 /// A Docker image reference, normalised the way Docker does it.
 ///
@@ -47,36 +58,37 @@ pub fn excerpt(text: &str) -> String {
 impl ImageRef {
     /// Parses and normalises a Docker image reference.
     pub fn parse(reference: &str) -> Result<Self, ImageRefError> {
-        // Host names compare without case, but the parser recognises Docker Hub's only in
-        // lower case: `dockEr.io/x` would otherwise miss its `library/`.
-        let lowered;
-        let reference = match reference.split_once('/') {
-            Some((host, rest))
-                if (host.contains(['.', ':']) || host.eq_ignore_ascii_case("localhost"))
-                    && host.bytes().any(|b| b.is_ascii_uppercase()) =>
-            {
-                lowered = format!("{}/{rest}", host.to_ascii_lowercase());
-                lowered.as_str()
-            }
-            _ => reference,
+        let written =
+            reference_grammar::split(reference).map_err(|reason| ImageRefError::Invalid {
+                reference: excerpt(reference),
+                reason: reason.to_owned(),
+            })?;
+        // Host names compare without case.
+        let registry = match written.domain.map(str::to_ascii_lowercase) {
+            None => DOCKER_HUB.to_owned(),
+            Some(domain) if domain == DOCKER_HUB_LEGACY => DOCKER_HUB.to_owned(),
+            Some(domain) => domain,
         };
-        let parsed = Reference::try_from(reference).map_err(|err| ImageRefError::Invalid {
-            reference: excerpt(reference),
-            reason: err.to_string(),
-        })?;
-        // The grammar lets an upper-case first segment through as a host name; on Docker Hub
-        // it is a repository path, and those are lower case.
-        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        let repository = if registry == DOCKER_HUB && !written.path.contains('/') {
+            format!("{OFFICIAL_IMAGES}/{}", written.path)
+        } else {
+            written.path.to_owned()
+        };
+        if registry.len() + 1 + repository.len() > NAME_MAX {
             return Err(ImageRefError::Invalid {
                 reference: excerpt(reference),
-                reason: "repository names must be lower case".into(),
+                reason: format!("the name is longer than {NAME_MAX} characters once normalised"),
             });
         }
+        let tag = match (written.tag, written.digest) {
+            (None, None) => Some(DEFAULT_TAG),
+            (tag, _) => tag,
+        };
         Ok(Self {
-            registry: parsed.registry().to_ascii_lowercase(),
-            repository: parsed.repository().to_owned(),
-            tag: parsed.tag().map(str::to_owned),
-            digest: parsed.digest().map(str::to_owned),
+            registry,
+            repository,
+            tag: tag.map(str::to_owned),
+            digest: written.digest.map(str::to_owned),
         })
     }
 
@@ -193,6 +205,19 @@ mod tests {
             pushed("Registry.Example.com/team/app:v1")
                 .is_updated_by(&pushed("registry.example.com/team/app:v1"))
         );
+    }
+
+    #[test]
+    fn names_are_measured_once_normalised() {
+        // Found by fuzzing: a name that fits only before `docker.io/library/` is added
+        // did not parse again once normalised.
+        let longest = "a".repeat(255 - "docker.io/library/".len());
+        assert!(ImageRef::parse(&longest).is_ok());
+        assert!(ImageRef::parse(&format!("{longest}a")).is_err());
+        let on_a_registry = format!("registry.example.com/{}", "b".repeat(234));
+        assert_eq!(on_a_registry.len(), 255);
+        assert!(ImageRef::parse(&on_a_registry).is_ok());
+        assert!(ImageRef::parse(&format!("{on_a_registry}b")).is_err());
     }
 
     #[test]

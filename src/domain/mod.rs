@@ -2,6 +2,7 @@
 
 mod image_ref;
 mod push_event;
+mod reference_grammar;
 mod unit;
 
 pub use image_ref::{ImageRef, ImageRefError, excerpt};

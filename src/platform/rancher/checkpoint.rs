@@ -52,16 +52,37 @@ impl Step {
 }
 
 /// The `version` of each launch config about to be upgraded (`""` for the primary, the
-/// sidekick's name otherwise). Rancher gives every upgraded launch config a new version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub(super) struct Versions(BTreeMap<String, String>);
+/// sidekick's name otherwise), sorted by key. Rancher gives every upgraded launch config a
+/// new version. Journaled as a JSON object; held as a list, which a unit in flight keeps
+/// for the whole upgrade (a map's smallest node is half a kilobyte).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Versions(Vec<(String, String)>);
+
+impl Versions {
+    fn sorted(mut versions: Vec<(String, String)>) -> Self {
+        versions.sort();
+        Self(versions)
+    }
+}
+
+impl serde::Serialize for Versions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, version)| (key, version)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Versions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let versions = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Self(versions.into_iter().collect()))
+    }
+}
 
 impl Versions {
     /// Whether every version is known: only then can a resumed job tell whether Rancher
     /// applied an upgrade whose answer it never saw.
     pub(super) fn all_known(&self) -> bool {
-        !self.0.is_empty() && self.0.values().all(|version| !version.is_empty())
+        !self.0.is_empty() && self.0.iter().all(|(_, version)| !version.is_empty())
     }
 }
 
@@ -98,7 +119,7 @@ pub(super) fn versions_of(service: &ServiceState, targets: &Targets) -> Versions
         .then_some(PRIMARY)
         .into_iter()
         .chain(targets.sidekicks.iter().map(String::as_str));
-    Versions(
+    Versions::sorted(
         keys.map(|key| (key.to_owned(), version_of(service, key)))
             .collect(),
     )
@@ -121,7 +142,7 @@ pub(super) fn recorded_configs_run(
     before: &Versions,
     pushed: &ImageRef,
 ) -> bool {
-    before.0.keys().all(|key| {
+    before.0.iter().all(|(key, _)| {
         service
             .launch_config(key)
             .is_some_and(|config| matching::runs_image(config.image_uuid.as_deref(), pushed))

@@ -24,6 +24,10 @@ const MAX_RESOURCE_ANSWER: usize = MAX_ENTRY;
 /// the error keeps only its status.
 const MAX_ERROR_ANSWER: usize = 64 << 10;
 
+/// Idle connections kept for collection pages between reads: one, so that a push or a poll
+/// does not open a connection, while the walk's other connections close with their buffers.
+const IDLE_LIST_CONNECTIONS: usize = 1;
+
 /// First pause before a retry; later ones grow exponentially, with jitter.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
@@ -33,8 +37,11 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// so the credentials only ever go to the configured host. Redirects are not followed.
 #[derive(Clone)]
 pub struct RancherClient {
-    /// Shared connection pool.
+    /// Connections for single services and actions, whose answers are a few kilobytes.
     http: reqwest::Client,
+    /// Connections for collection pages. A connection keeps a read buffer as large as its
+    /// largest recent reads (up to about 400 KiB) while it idles, so few of these stay open.
+    lists: reqwest::Client,
     /// `<base>/projects/<id>/services` or `<base>/services`.
     services_url: Url,
     /// Basic auth user name.
@@ -54,39 +61,11 @@ impl RancherClient {
     /// Creates a client; fails only if the TLS setup cannot be built.
     pub fn new(settings: &RancherSettings) -> Result<Self, RancherError> {
         crate::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(settings.max_requests);
-        if settings.services_url.scheme() == "http" {
-            // Plain http needs no trusted roots; do not require a CA bundle to start.
-            builder = builder.tls_certs_only(Vec::new());
-        } else {
-            if let Some(pem) = &settings.ca_bundle {
-                let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
-                    RancherError::Transport {
-                        what: "reading RANCHER_CA_FILE".into(),
-                        source: source.without_url(),
-                    }
-                })?;
-                for root in roots {
-                    builder = builder.add_root_certificate(root);
-                }
-            }
-            if settings.insecure_skip_verify {
-                builder = builder.danger_accept_invalid_certs(true);
-            }
-        }
-        let http = builder.build().map_err(|source| RancherError::Transport {
-            what: "setting up https: the system CA certificates are needed (or SSL_CERT_FILE \
-                   naming a PEM bundle)"
-                .into(),
-            source: source.without_url(),
-        })?;
+        let http = http_client(settings, settings.max_requests)?;
+        let lists = http_client(settings, IDLE_LIST_CONNECTIONS)?;
         Ok(Self {
             http,
+            lists,
             services_url: settings.services_url.clone(),
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
@@ -152,7 +131,9 @@ impl RancherClient {
         loop {
             let read = async {
                 let _in_flight = self.request_slot().await;
-                let mut response = self.respond(&Method::GET, &url, None, &what).await?;
+                let mut response = self
+                    .respond(&self.lists, &Method::GET, &url, None, &what)
+                    .await?;
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
                 let mut hand_out = |raw: &[u8]| {
@@ -178,14 +159,17 @@ impl RancherClient {
         }
     }
 
+    // The calls below box their requests: an async caller is as large as its largest
+    // await, and a thousand services in flight each hold theirs for the whole upgrade.
+
     /// Reads one service.
     pub async fn service(&self, id: &str) -> Result<Service, RancherError> {
-        self.read(id, Service::decode).await
+        Box::pin(self.read(id, Service::decode)).await
     }
 
     /// Reads one service's state, without its launch configs.
     pub async fn service_state(&self, id: &str) -> Result<ServiceState, RancherError> {
-        self.read(id, ServiceState::decode).await
+        Box::pin(self.read(id, ServiceState::decode)).await
     }
 
     /// Reads one service and decodes it with `decode`.
@@ -211,22 +195,22 @@ impl RancherClient {
     /// [`UpgradeRequest`](super::UpgradeRequest). Rancher answers with the service, already
     /// `upgrading`.
     pub async fn upgrade(&self, id: &str, body: Vec<u8>) -> Result<ServiceState, RancherError> {
-        self.action(id, "upgrade", body).await
+        Box::pin(self.action(id, "upgrade", body)).await
     }
 
     /// Completes an upgrade that reached `upgraded`: old containers are removed.
     pub async fn finish_upgrade(&self, id: &str) -> Result<ServiceState, RancherError> {
-        self.action(id, "finishupgrade", b"{}".to_vec()).await
+        Box::pin(self.action(id, "finishupgrade", b"{}".to_vec())).await
     }
 
     /// Rolls a failed upgrade back to the previous launch config.
     pub async fn rollback(&self, id: &str) -> Result<ServiceState, RancherError> {
-        self.action(id, "rollback", b"{}".to_vec()).await
+        Box::pin(self.action(id, "rollback", b"{}".to_vec())).await
     }
 
     /// Cancels an upgrade in progress; the service ends in `canceled-upgrade`.
     pub async fn cancel_upgrade(&self, id: &str) -> Result<ServiceState, RancherError> {
-        self.action(id, "cancelupgrade", b"{}".to_vec()).await
+        Box::pin(self.action(id, "cancelupgrade", b"{}".to_vec())).await
     }
 
     async fn action(
@@ -289,7 +273,9 @@ impl RancherClient {
         loop {
             let answer = async {
                 let _in_flight = self.request_slot().await;
-                let response = self.respond(&method, &url, body.as_deref(), what).await?;
+                let response = self
+                    .respond(&self.http, &method, &url, body.as_deref(), what)
+                    .await?;
                 read_at_most(response, MAX_RESOURCE_ANSWER)
                     .await
                     .map_err(|error| match error {
@@ -328,13 +314,13 @@ impl RancherClient {
     /// Makes one attempt: the answer when it is a 2xx, else the error it means.
     async fn respond(
         &self,
+        http: &reqwest::Client,
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
         what: &str,
     ) -> Result<reqwest::Response, RancherError> {
-        let mut request = self
-            .http
+        let mut request = http
             .request(method.clone(), url.clone())
             .basic_auth(&self.access_key, Some(self.secret_key.expose_secret()))
             .header(header::ACCEPT, "application/json");
@@ -379,6 +365,45 @@ impl RancherClient {
         };
         Err(RancherError::from_response(what, status.as_u16(), &body))
     }
+}
+
+/// A connection pool to Rancher keeping at most `max_idle` idle connections; fails only if
+/// the TLS setup cannot be built.
+fn http_client(
+    settings: &RancherSettings,
+    max_idle: usize,
+) -> Result<reqwest::Client, RancherError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(max_idle);
+    if settings.services_url.scheme() == "http" {
+        // Plain http needs no trusted roots; do not require a CA bundle to start.
+        builder = builder.tls_certs_only(Vec::new());
+    } else {
+        if let Some(pem) = &settings.ca_bundle {
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
+                RancherError::Transport {
+                    what: "reading RANCHER_CA_FILE".into(),
+                    source: source.without_url(),
+                }
+            })?;
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        if settings.insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+    }
+    builder.build().map_err(|source| RancherError::Transport {
+        what: "setting up https: the system CA certificates are needed (or SSL_CERT_FILE \
+               naming a PEM bundle)"
+            .into(),
+        source: source.without_url(),
+    })
 }
 
 /// Why an answer's body was not read whole.

@@ -112,9 +112,7 @@ impl Platform for RancherPlatform {
         image: &'a ImageRef,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
-        let listed = prefetched
-            .and_then(|prefetched| prefetched.copy.downcast::<Listed>().ok())
-            .map(|listed| *listed);
+        let listed = prefetched.and_then(|prefetched| prefetched.copy.downcast::<Listed>().ok());
         Box::pin(self.upgrader.drive(unit, listed, image, log))
     }
 }

@@ -128,7 +128,7 @@ impl Upgrader {
     pub async fn drive(
         &self,
         work: &UnitRecord,
-        listed: Option<Listed>,
+        listed: Option<Box<Listed>>,
         pushed: &ImageRef,
         log: &StepLog,
     ) -> Progress {
@@ -169,22 +169,26 @@ impl Upgrader {
         upgrade: &Upgrade<'_>,
         step: Step,
         checkpoint: &Checkpoint,
-        listed: Option<Listed>,
+        listed: Option<Box<Listed>>,
     ) -> Result<Outcome, Halt> {
         let id = upgrade.id();
         match step {
             Step::Planned | Step::FinishingPrevious => {
                 // Rancher replaces launch configs whole: start from a fresh copy.
                 let (service, targets) = match listed {
-                    Some(listed) => (listed.service, Some(listed.targets)),
-                    None => (self.client.service(id).await?, None),
+                    Some(listed) => {
+                        let Listed { service, targets } = *listed;
+                        (Box::new(service), Some(targets))
+                    }
+                    None => (Box::new(self.client.service(id).await?), None),
                 };
-                let (service, targets) = self.prepare(upgrade, service, targets).await?;
+                // Boxed: needed only until the upgrade is posted, not while it is followed.
+                let (service, targets) = Box::pin(self.prepare(upgrade, service, targets)).await?;
                 self.start_upgrade(upgrade, service, &targets).await
             }
             Step::Upgrading => {
                 let before = known_versions(checkpoint)?;
-                let service = self.client.service(id).await?;
+                let service = Box::new(self.client.service(id).await?);
                 let state = ServiceState::of(&service);
                 if versions_changed(&state, before) {
                     tracing::info!(
@@ -198,7 +202,7 @@ impl Upgrader {
                         service_id = id,
                         "resuming: the upgrade had not reached Rancher; starting it"
                     );
-                    let (service, targets) = self.prepare(upgrade, service, None).await?;
+                    let (service, targets) = Box::pin(self.prepare(upgrade, service, None)).await?;
                     self.start_upgrade(upgrade, service, &targets).await
                 }
             }
@@ -234,9 +238,9 @@ impl Upgrader {
     async fn prepare(
         &self,
         upgrade: &Upgrade<'_>,
-        mut service: Service,
+        mut service: Box<Service>,
         mut targets: Option<Targets>,
-    ) -> Result<(Service, Targets), Halt> {
+    ) -> Result<(Box<Service>, Targets), Halt> {
         let deadline = self.deadline();
         // A process that is not ours is not rolled back or cancelled: that is a failure.
         let not_ours = |halt| match halt {
@@ -252,7 +256,7 @@ impl Upgrader {
                 self.wait_settled(&service.id, deadline)
                     .await
                     .map_err(not_ours)?;
-                service = self.client.service(&service.id).await?;
+                *service = self.client.service(&service.id).await?;
             } else if service.state == "upgraded" && service.actions.finishupgrade {
                 if Instant::now() >= deadline {
                     return Err(Halt::failed(format!(
@@ -270,7 +274,7 @@ impl Upgrader {
                         .await
                         .map_err(not_ours)?;
                 }
-                service = self.client.service(&service.id).await?;
+                *service = self.client.service(&service.id).await?;
             } else if service.state == "inactive" {
                 return Err(Halt::skipped(
                     "the service is inactive (stopped), and finishing an upgrade would start it; \
@@ -291,7 +295,7 @@ impl Upgrader {
     async fn start_upgrade(
         &self,
         upgrade: &Upgrade<'_>,
-        service: Service,
+        service: Box<Service>,
         targets: &Targets,
     ) -> Result<Outcome, Halt> {
         let body = upgrade_request(&service, targets, &self.settings)
@@ -307,6 +311,7 @@ impl Upgrader {
         upgrade
             .record(Step::Upgrading, None, Some(&checkpoint))
             .await?;
+        drop(checkpoint);
         let answer = self.client.upgrade(upgrade.id(), body).await?;
         tracing::debug!(service_id = %upgrade.id(), "upgrade started");
         self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)
