@@ -23,6 +23,7 @@
 //!   [`shutdown`] carries the signal to stop between two steps, [`telemetry`] sets up
 //!   logging, [`healthcheck`] and [`jobs_command`] are the binary's other commands.
 
+pub mod allocator;
 pub mod config;
 pub mod deploy;
 pub mod domain;

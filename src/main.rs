@@ -4,14 +4,24 @@ use std::process::ExitCode;
 
 use autoredeploy::config::Settings;
 use autoredeploy::startup::Application;
-use autoredeploy::{healthcheck, jobs_command, telemetry};
+use autoredeploy::{allocator, healthcheck, jobs_command, telemetry};
 
 const USAGE: &str = "usage: autoredeploy [healthcheck | jobs [ID] [--limit N] [--json] | --version]\n\
                      Without arguments it serves the webhook; settings come from environment \
                      variables (see README).";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    allocator::use_one_arena();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("autoredeploy: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     match arguments.first().map(String::as_str) {
         None => serve().await,

@@ -271,8 +271,9 @@ impl RancherClient {
     ) -> Result<Vec<u8>, RancherError> {
         let mut attempts = self.attempts(what);
         loop {
-            let answer = async {
-                let _in_flight = self.request_slot().await;
+            let in_flight = self.request_slot().await;
+            // Boxed once a slot is held: requests queued for a slot stay small.
+            let answer = Box::pin(async {
                 let response = self
                     .respond(&self.http, &method, &url, body.as_deref(), what)
                     .await?;
@@ -285,8 +286,10 @@ impl RancherClient {
                         },
                         BodyError::Transport(source) => transport(what, source),
                     })
-            };
-            match answer.await {
+            })
+            .await;
+            drop(in_flight);
+            match answer {
                 Err(error) if attempts.again_after(&error).await => {
                     retried.store(true, Ordering::Relaxed);
                 }
