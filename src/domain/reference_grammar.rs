@@ -96,37 +96,26 @@ fn check_domain(domain: &str) -> Result<&str, &'static str> {
     if is_path_component(domain) {
         return Ok(domain);
     }
-    const BAD: &str = "the registry is not a host name or [IPv6 address] with an optional port";
-    let (host_ok, port) = match domain.strip_prefix('[') {
-        Some(bracketed) => {
-            let (address, after) = bracketed.split_once(']').ok_or(BAD)?;
-            let address_ok =
-                !address.is_empty() && address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
-            (address_ok, port_after(after).ok_or(BAD)?)
+    // A `:` inside the brackets of an IPv6 address is not the port's.
+    let (host, port) = match domain.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (domain, None),
+    };
+    let host_ok = match host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+    {
+        Some(address) => {
+            !address.is_empty() && address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
         }
-        None => {
-            let (host, port) = match domain.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (domain, None),
-            };
-            (host.split('.').all(is_host_label), port)
-        }
+        None => host.split('.').all(is_host_label),
     };
     let port_ok =
         port.is_none_or(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
     if host_ok && port_ok {
         Ok(domain)
     } else {
-        Err(BAD)
-    }
-}
-
-/// What follows a bracketed address: nothing, or `:` and the port.
-fn port_after(after: &str) -> Option<Option<&str>> {
-    if after.is_empty() {
-        Some(None)
-    } else {
-        after.strip_prefix(':').map(Some)
+        Err("the registry is not a host name or [IPv6 address] with an optional port")
     }
 }
 
