@@ -64,11 +64,15 @@ impl Deployer {
         };
         let log = StepLog::new(self.journal.clone(), job.id, unit_ref);
         let progress = platform.drive(&unit, prefetched, &job.image, &log).await;
+        drop(log);
+        // Boxed: only needed at the end, not while the unit is driven.
         match progress {
-            Progress::Ended(outcome) => self.end_unit(&job, &unit, outcome, started).await,
+            Progress::Ended(outcome) => {
+                Box::pin(self.end_unit(&job, &unit, outcome, started)).await
+            }
             Progress::Refused(reason) => {
                 let outcome = Outcome::failed(reason.clone());
-                match self.end_unit(&job, &unit, outcome, started).await {
+                match Box::pin(self.end_unit(&job, &unit, outcome, started)).await {
                     Progress::Ended(_) => Progress::Refused(reason),
                     other => other,
                 }

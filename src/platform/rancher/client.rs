@@ -8,9 +8,12 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
+use http_body_util::BodyExt;
+
 use super::collection::{CollectionSplitter, MAX_ENTRY};
+use super::page_client::{PageClient, connect_timeout};
 use super::wire::{PageEnd, Service, SkippedEntry, decode_entry};
-use super::{RancherError, ServiceState};
+use super::{RancherError, ServiceState, tls};
 use crate::config::RancherSettings;
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
@@ -22,7 +25,10 @@ const MAX_RESOURCE_ANSWER: usize = MAX_ENTRY;
 
 /// Most of an error answer read (Rancher's are a few hundred bytes); a longer one is cut and
 /// the error keeps only its status.
-const MAX_ERROR_ANSWER: usize = 64 << 10;
+pub(super) const MAX_ERROR_ANSWER: usize = 64 << 10;
+
+/// The `User-Agent` of every request.
+pub(super) const USER_AGENT: &str = concat!("autoredeploy/", env!("CARGO_PKG_VERSION"));
 
 /// Idle connections kept for collection pages between reads: one, so that a push or a poll
 /// does not open a connection, while the walk's other connections close with their buffers.
@@ -39,9 +45,8 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 pub struct RancherClient {
     /// Connections for single services and actions, whose answers are a few kilobytes.
     http: reqwest::Client,
-    /// Connections for collection pages. A connection keeps a read buffer as large as its
-    /// largest recent reads (up to about 400 KiB) while it idles, so few of these stay open.
-    lists: reqwest::Client,
+    /// Connections for collection pages, with bounded read buffers.
+    lists: PageClient,
     /// `<base>/projects/<id>/services` or `<base>/services`.
     services_url: Url,
     /// Basic auth user name.
@@ -50,6 +55,8 @@ pub struct RancherClient {
     secret_key: SecretString,
     /// Pages of the service collection read at the same time.
     list_window: usize,
+    /// Bound on reading one page whole (`RANCHER_REQUEST_TIMEOUT_S`).
+    page_timeout: Duration,
     /// One permit per request in flight, so a burst of upgrades or polls never opens more
     /// connections to Rancher than this.
     requests: Arc<Semaphore>,
@@ -60,9 +67,9 @@ pub struct RancherClient {
 impl RancherClient {
     /// Creates a client; fails only if the TLS setup cannot be built.
     pub fn new(settings: &RancherSettings) -> Result<Self, RancherError> {
-        crate::install_crypto_provider();
-        let http = http_client(settings, settings.max_requests)?;
-        let lists = http_client(settings, IDLE_LIST_CONNECTIONS)?;
+        let tls = tls::client_config(settings)?;
+        let http = http_client(settings, tls.clone())?;
+        let lists = PageClient::new(settings, tls, IDLE_LIST_CONNECTIONS)?;
         Ok(Self {
             http,
             lists,
@@ -70,6 +77,7 @@ impl RancherClient {
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
             list_window: settings.list_window,
+            page_timeout: settings.request_timeout,
             requests: Arc::new(Semaphore::new(settings.max_requests)),
             retry: ExponentialBuilder::new()
                 .with_jitter()
@@ -131,26 +139,39 @@ impl RancherClient {
         loop {
             let read = async {
                 let _in_flight = self.request_slot().await;
-                let mut response = self
-                    .respond(&self.lists, &Method::GET, &url, None, &what)
-                    .await?;
+                let mut body = self.lists.get(&url, &what).await?;
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
                 let mut hand_out = |raw: &[u8]| {
                     entry(position, raw);
                     position += 1;
                 };
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|source| transport(&what, source))?
-                {
-                    splitter
-                        .feed(&chunk, &mut hand_out)
-                        .map_err(|reason| decode(&what, reason))?;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|source| RancherError::Transport {
+                        what: what.clone(),
+                        source: Box::new(source),
+                    })?;
+                    if let Ok(chunk) = frame.into_data() {
+                        splitter
+                            .feed(&chunk, &mut hand_out)
+                            .map_err(|reason| decode(&what, reason))?;
+                    }
                 }
                 let pagination = splitter.finish().map_err(|reason| decode(&what, reason))?;
                 PageEnd::decode(pagination.as_deref()).map_err(|reason| decode(&what, reason))
+            };
+            let read = tokio::time::timeout(self.page_timeout, read);
+            let read = async {
+                read.await.unwrap_or_else(|_| {
+                    Err(RancherError::Transport {
+                        what: what.clone(),
+                        source: format!(
+                            "the page was not read whole within {} s (RANCHER_REQUEST_TIMEOUT_S)",
+                            self.page_timeout.as_secs()
+                        )
+                        .into(),
+                    })
+                })
             };
             match read.await {
                 Err(error) if attempts.again_after(&error).await => {}
@@ -274,9 +295,7 @@ impl RancherClient {
             let in_flight = self.request_slot().await;
             // Boxed once a slot is held: requests queued for a slot stay small.
             let answer = Box::pin(async {
-                let response = self
-                    .respond(&self.http, &method, &url, body.as_deref(), what)
-                    .await?;
+                let response = self.respond(&method, &url, body.as_deref(), what).await?;
                 read_at_most(response, MAX_RESOURCE_ANSWER)
                     .await
                     .map_err(|error| match error {
@@ -317,13 +336,13 @@ impl RancherClient {
     /// Makes one attempt: the answer when it is a 2xx, else the error it means.
     async fn respond(
         &self,
-        http: &reqwest::Client,
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
         what: &str,
     ) -> Result<reqwest::Response, RancherError> {
-        let mut request = http
+        let mut request = self
+            .http
             .request(method.clone(), url.clone())
             .basic_auth(&self.access_key, Some(self.secret_key.expose_secret()))
             .header(header::ACCEPT, "application/json");
@@ -340,73 +359,63 @@ impl RancherClient {
         if status.is_success() {
             return Ok(response);
         }
-        if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("an unnamed location")
-                .to_owned();
-            return Err(RancherError::Redirect {
-                what: what.to_owned(),
-                location,
-            });
-        }
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let body = match read_at_most(response, MAX_ERROR_ANSWER).await {
-            Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                // Cut: a Rancher error document is never this long, so only the status counts.
-                tracing::debug!(
-                    what,
-                    status = status.as_u16(),
-                    "Rancher's error answer is longer than {} KiB; it was not read further",
-                    MAX_ERROR_ANSWER >> 10
-                );
-                Vec::new()
-            }
+            Ok(body) => Some(body),
+            Err(BodyError::TooLarge) => None,
             Err(BodyError::Transport(source)) => return Err(transport(what, source)),
         };
-        Err(RancherError::from_response(what, status.as_u16(), &body))
+        Err(answer_error(what, status.as_u16(), location, body))
     }
 }
 
-/// A connection pool to Rancher keeping at most `max_idle` idle connections; fails only if
-/// the TLS setup cannot be built.
+/// The error an answer that is not a 2xx means: a redirect to `location`, or the error
+/// document in `body` (`None` when it was too long to read).
+pub(super) fn answer_error(
+    what: &str,
+    status: u16,
+    location: Option<String>,
+    body: Option<Vec<u8>>,
+) -> RancherError {
+    if (300..400).contains(&status) {
+        return RancherError::Redirect {
+            what: what.to_owned(),
+            location: location.unwrap_or_else(|| "an unnamed location".to_owned()),
+        };
+    }
+    let body = body.unwrap_or_else(|| {
+        // Cut: a Rancher error document is never this long, so only the status counts.
+        tracing::debug!(
+            what,
+            status,
+            "Rancher's error answer is longer than {} KiB; it was not read further",
+            MAX_ERROR_ANSWER >> 10
+        );
+        Vec::new()
+    });
+    RancherError::from_response(what, status, &body)
+}
+
+/// The connection pool to Rancher for everything but collection pages, connecting with
+/// `tls`.
 fn http_client(
     settings: &RancherSettings,
-    max_idle: usize,
+    mut tls: rustls::ClientConfig,
 ) -> Result<reqwest::Client, RancherError> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.request_timeout)
-        .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(max_idle);
-    if settings.services_url.scheme() == "http" {
-        // Plain http needs no trusted roots; do not require a CA bundle to start.
-        builder = builder.tls_certs_only(Vec::new());
-    } else {
-        if let Some(pem) = &settings.ca_bundle {
-            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
-                RancherError::Transport {
-                    what: "reading RANCHER_CA_FILE".into(),
-                    source: source.without_url(),
-                }
-            })?;
-            for root in roots {
-                builder = builder.add_root_certificate(root);
-            }
-        }
-        if settings.insecure_skip_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-    }
-    builder.build().map_err(|source| RancherError::Transport {
-        what: "setting up https: the system CA certificates are needed (or SSL_CERT_FILE \
-               naming a PEM bundle)"
-            .into(),
-        source: source.without_url(),
-    })
+        .connect_timeout(connect_timeout(settings))
+        .pool_max_idle_per_host(settings.max_requests)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|source| transport("setting up the connections to Rancher", source))
 }
 
 /// Why an answer's body was not read whole.
@@ -460,7 +469,7 @@ impl Attempts<'_> {
 fn transport(what: &str, source: reqwest::Error) -> RancherError {
     RancherError::Transport {
         what: what.to_owned(),
-        source: source.without_url(),
+        source: Box::new(source.without_url()),
     }
 }
 

@@ -1,5 +1,8 @@
 use serde::Deserialize;
 
+/// A client's error, whichever client made the request.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A Rancher request that did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RancherError {
@@ -8,8 +11,8 @@ pub enum RancherError {
     Transport {
         /// What was being done, e.g. `listing services`.
         what: String,
-        /// The client error, stripped of its URL.
-        source: reqwest::Error,
+        /// The client's error, without the URL (which may hold credentials).
+        source: BoxError,
     },
     /// Rancher answered with an error status.
     #[error("{}", describe_api_error(.status, .code.as_deref(), .field_name.as_deref(), .message.as_deref(), .what))]
@@ -57,7 +60,7 @@ pub enum RancherError {
     },
 }
 
-/// The error and its causes, `: `-separated: reqwest's own text ("error sending request")
+/// The error and its causes, `: `-separated: a client's own text ("error sending request")
 /// says little without them.
 fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -70,8 +73,8 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 }
 
 /// The error with its causes, and a hint when Rancher's certificate was not trusted.
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    let text = with_causes(error);
+fn describe_transport_error(error: &BoxError) -> String {
+    let text = with_causes(error.as_ref());
     if text.contains("certificate") {
         format!(
             "{text}; if Rancher's certificate comes from a private CA, name its PEM file in \

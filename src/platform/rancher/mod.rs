@@ -10,9 +10,11 @@ mod client;
 mod collection;
 mod error;
 mod link;
+mod page_client;
 mod paging;
 mod recovery;
 mod state;
+mod tls;
 mod watch;
 mod wire;
 

@@ -91,14 +91,14 @@ impl Upgrade<'_> {
         detail: Option<String>,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), Halt> {
-        self.log
-            .record(step.as_str(), detail, checkpoint.map(Checkpoint::to_json))
-            .await
-            .map_err(|err| {
-                Halt::Stop(Progress::Later(format!(
-                    "{err}; stopped before acting on Rancher"
-                )))
-            })
+        let record = self
+            .log
+            .record(step.as_str(), detail, checkpoint.map(Checkpoint::to_json));
+        Box::pin(record).await.map_err(|err| {
+            Halt::Stop(Progress::Later(format!(
+                "{err}; stopped before acting on Rancher"
+            )))
+        })
     }
 }
 
@@ -153,7 +153,7 @@ impl Upgrader {
                     reason,
                     resumed: false,
                 };
-                self.recover(&upgrade, recovery).await
+                Box::pin(self.recover(&upgrade, recovery)).await
             }
             other => other,
         };
@@ -189,14 +189,14 @@ impl Upgrader {
             Step::Upgrading => {
                 let before = known_versions(checkpoint)?;
                 let service = Box::new(self.client.service(id).await?);
-                let state = ServiceState::of(&service);
+                let state = Box::new(ServiceState::of(&service));
                 if versions_changed(&state, before) {
                     tracing::info!(
                         service_id = id,
                         "resuming: Rancher had applied the upgrade; following it"
                     );
                     drop(service);
-                    self.follow_upgrade(upgrade, step, state, before).await
+                    Box::pin(self.follow_upgrade(upgrade, step, state, before)).await
                 } else {
                     tracing::info!(
                         service_id = id,
@@ -208,8 +208,8 @@ impl Upgrader {
             }
             Step::Finishing => {
                 let before = known_versions(checkpoint)?;
-                let state = self.client.service_state(id).await?;
-                self.follow_upgrade(upgrade, step, state, before).await
+                let state = Box::new(self.client.service_state(id).await?);
+                Box::pin(self.follow_upgrade(upgrade, step, state, before)).await
             }
             Step::RollingBack | Step::Cancelling => {
                 // A recovery resumes with the policy it was started with, whatever the
@@ -226,7 +226,8 @@ impl Upgrader {
                         .unwrap_or_else(|| "the upgrade failed before a restart".into()),
                     resumed: true,
                 };
-                self.recover(upgrade, recovery).await
+                // Boxed, as every rare path: a unit holds its largest one all along.
+                Box::pin(self.recover(upgrade, recovery)).await
             }
         }
     }
@@ -312,10 +313,10 @@ impl Upgrader {
             .record(Step::Upgrading, None, Some(&checkpoint))
             .await?;
         drop(checkpoint);
-        let answer = self.client.upgrade(upgrade.id(), body).await?;
+        let answer = Box::new(self.client.upgrade(upgrade.id(), body).await?);
         tracing::debug!(service_id = %upgrade.id(), "upgrade started");
-        self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)
-            .await
+        // Boxed: what led here is dropped while the upgrade is followed.
+        Box::pin(self.follow_upgrade(upgrade, Step::Upgrading, answer, &versions)).await
     }
 
     /// From a service whose upgrade has been posted (its launch configs had the versions
@@ -324,17 +325,18 @@ impl Upgrader {
         &self,
         upgrade: &Upgrade<'_>,
         from: Step,
-        mut service: ServiceState,
+        mut service: Box<ServiceState>,
         before: &Versions,
     ) -> Result<Outcome, Halt> {
         let id = upgrade.id();
         let deadline = self.deadline();
         while service.is_transitioning() || service.transition_failed() {
-            service = match self.wait_settled(id, deadline).await? {
+            let seen = self.wait_settled(id, deadline).await?;
+            service = match seen {
                 Sighting::Listed(state) => state,
                 // Active: whose launch configs it runs says whether the upgrade was ours
                 // (and a read that finds it still moving waits on).
-                Sighting::Active => self.client.service_state(id).await?,
+                Sighting::Active => Box::new(self.client.service_state(id).await?),
             };
         }
         let ours = versions_changed(&service, before)
@@ -365,15 +367,19 @@ impl Upgrader {
         if from != Step::Finishing {
             upgrade.record(Step::Finishing, None, None).await?;
         }
-        let finishing = self.client.finish_upgrade(id).await?;
-        let state = if finishing.is_transitioning() || finishing.transition_failed() {
-            match self.wait_settled(id, self.deadline()).await? {
-                Sighting::Active => return Ok(Outcome::upgraded()),
-                Sighting::Listed(state) => state.state,
-            }
-        } else {
-            finishing.state
+        drop(service);
+        // Only the state is kept of the answer while Rancher finishes.
+        let (moving, mut state) = {
+            let finishing = self.client.finish_upgrade(id).await?;
+            let moving = finishing.is_transitioning() || finishing.transition_failed();
+            (moving, finishing.state)
         };
+        if moving {
+            state = match self.wait_settled(id, self.deadline()).await? {
+                Sighting::Active => return Ok(Outcome::upgraded()),
+                Sighting::Listed(service) => service.state,
+            };
+        }
         if state != "active" {
             return Err(Halt::failed(format!(
                 "finishing the upgrade ended in state {state} instead of active"

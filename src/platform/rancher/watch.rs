@@ -23,8 +23,8 @@ use super::{RancherClient, RancherError, ServiceState};
 /// What a poll saw of a service.
 #[derive(Debug, Clone)]
 pub enum Sighting {
-    /// This is how it is now.
-    Listed(ServiceState),
+    /// This is how it is now (boxed: a waiting upgrade holds a sighting while it reads more).
+    Listed(Box<ServiceState>),
     /// It is `active`: the list of the services that are not did not show it.
     Active,
 }
@@ -162,7 +162,7 @@ impl Inner {
             let client = self.client.clone();
             reads.spawn(async move {
                 let seen: Seen = match client.service_state(&id).await {
-                    Ok(state) => Ok(Sighting::Listed(state)),
+                    Ok(state) => Ok(Sighting::Listed(Box::new(state))),
                     Err(error) => Err(Arc::new(error)),
                 };
                 for answer in answers {
@@ -209,7 +209,7 @@ impl Inner {
                     return;
                 };
                 for answer in waiters.remove(&id).into_iter().flatten() {
-                    let _ = answer.send(Ok(Sighting::Listed(service.clone())));
+                    let _ = answer.send(Ok(Sighting::Listed(Box::new(service.clone()))));
                 }
             })
             .await?;
