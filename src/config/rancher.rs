@@ -112,7 +112,7 @@ const DEFAULT_LIST_WINDOW: usize = 8;
 
 /// Requests to Rancher in flight at the same time, unless
 /// `RANCHER_MAX_CONCURRENT_REQUESTS` says.
-const DEFAULT_MAX_REQUESTS: usize = 32;
+const DEFAULT_MAX_REQUESTS: usize = 16;
 
 /// Validates the Rancher target's variables.
 pub(super) fn validate(vars: RancherVars) -> Result<RancherTarget, ConfigError> {

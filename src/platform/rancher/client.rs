@@ -413,6 +413,8 @@ fn http_client(
         .timeout(settings.request_timeout)
         .connect_timeout(connect_timeout(settings))
         .pool_max_idle_per_host(settings.max_requests)
+        // Rancher is reached directly, as the page connections reach it.
+        .no_proxy()
         .tls_backend_preconfigured(tls)
         .build()
         .map_err(|source| transport("setting up the connections to Rancher", source))
