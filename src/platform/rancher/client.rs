@@ -137,8 +137,9 @@ impl RancherClient {
         };
         let mut attempts = self.attempts(&what);
         loop {
+            let in_flight = self.request_slot().await;
+            // Bounded from the moment the request can go out, as every other request is.
             let read = async {
-                let _in_flight = self.request_slot().await;
                 let mut body = self.lists.get(&url, &what).await?;
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
@@ -160,9 +161,9 @@ impl RancherClient {
                 let pagination = splitter.finish().map_err(|reason| decode(&what, reason))?;
                 PageEnd::decode(pagination.as_deref()).map_err(|reason| decode(&what, reason))
             };
-            let read = tokio::time::timeout(self.page_timeout, read);
-            let read = async {
-                read.await.unwrap_or_else(|_| {
+            let read = tokio::time::timeout(self.page_timeout, read)
+                .await
+                .unwrap_or_else(|_| {
                     Err(RancherError::Transport {
                         what: what.clone(),
                         source: format!(
@@ -171,9 +172,9 @@ impl RancherClient {
                         )
                         .into(),
                     })
-                })
-            };
-            match read.await {
+                });
+            drop(in_flight);
+            match read {
                 Err(error) if attempts.again_after(&error).await => {}
                 done => return done,
             }
@@ -359,34 +360,33 @@ impl RancherClient {
         if status.is_success() {
             return Ok(response);
         }
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        if status.is_redirection() {
+            return Err(redirected(what, response.headers()));
+        }
         let body = match read_at_most(response, MAX_ERROR_ANSWER).await {
             Ok(body) => Some(body),
             Err(BodyError::TooLarge) => None,
             Err(BodyError::Transport(source)) => return Err(transport(what, source)),
         };
-        Err(answer_error(what, status.as_u16(), location, body))
+        Err(answer_error(what, status.as_u16(), body))
     }
 }
 
-/// The error an answer that is not a 2xx means: a redirect to `location`, or the error
-/// document in `body` (`None` when it was too long to read).
-pub(super) fn answer_error(
-    what: &str,
-    status: u16,
-    location: Option<String>,
-    body: Option<Vec<u8>>,
-) -> RancherError {
-    if (300..400).contains(&status) {
-        return RancherError::Redirect {
-            what: what.to_owned(),
-            location: location.unwrap_or_else(|| "an unnamed location".to_owned()),
-        };
+/// The error of a redirect, which is never followed with the credentials.
+pub(super) fn redirected(what: &str, headers: &header::HeaderMap) -> RancherError {
+    RancherError::Redirect {
+        what: what.to_owned(),
+        location: headers
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("an unnamed location")
+            .to_owned(),
     }
+}
+
+/// The error of an answer that is neither a 2xx nor a redirect, from its error document
+/// (`None` when it was too long to read).
+pub(super) fn answer_error(what: &str, status: u16, body: Option<Vec<u8>>) -> RancherError {
     let body = body.unwrap_or_else(|| {
         // Cut: a Rancher error document is never this long, so only the status counts.
         tracing::debug!(

@@ -22,12 +22,17 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use super::RancherError;
-use super::client::{MAX_ERROR_ANSWER, USER_AGENT, answer_error};
+use super::client::{MAX_ERROR_ANSWER, USER_AGENT, answer_error, redirected};
+use super::error::BoxError;
 use crate::config::RancherSettings;
 
 /// Largest read buffer of a page connection. Reads this large cost no measurable time
 /// against decoding what they bring.
 pub(super) const READ_BUFFER: usize = 64 << 10;
+
+/// Time a connection idles before TCP checks that its peer is still there, and between two
+/// checks.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Connections to Rancher for collection pages.
 #[derive(Clone)]
@@ -41,13 +46,18 @@ impl PageClient {
     /// A pool keeping at most `max_idle` idle connections, connecting with `tls`.
     pub fn new(
         settings: &RancherSettings,
-        tls: rustls::ClientConfig,
+        mut tls: rustls::ClientConfig,
         max_idle: usize,
     ) -> Result<Self, RancherError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout(settings)));
+        // As reqwest does: a pooled connection that a firewall dropped is found out.
+        tcp.set_keepalive(Some(KEEPALIVE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE));
+        // hyper-rustls offers the protocols itself (http/1.1 here).
+        tls.alpn_protocols.clear();
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -79,7 +89,7 @@ impl PageClient {
 
     /// GETs `url`: its body when the answer is a 2xx, else the error it means.
     pub async fn get(&self, url: &Url, what: &str) -> Result<Incoming, RancherError> {
-        let transport = |error: Box<dyn std::error::Error + Send + Sync>| RancherError::Transport {
+        let transport = |error: BoxError| RancherError::Transport {
             what: what.to_owned(),
             source: error,
         };
@@ -102,15 +112,13 @@ impl PageClient {
         if status.is_success() {
             return Ok(response.into_body());
         }
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        if status.is_redirection() {
+            return Err(redirected(what, response.headers()));
+        }
         let body = read_at_most(response.into_body(), MAX_ERROR_ANSWER)
             .await
             .map_err(|error| transport(Box::new(error)))?;
-        Err(answer_error(what, status.as_u16(), location, body))
+        Err(answer_error(what, status.as_u16(), body))
     }
 }
 
