@@ -1,6 +1,6 @@
 //! Answers from Rancher are read with a bound: a hostile or broken server that sends a body
 //! without end, or declares a huge one, makes the request fail with a clear error instead of
-//! exhausting memory or hanging.
+//! exhausting memory or hanging. A redirect is refused before its body is read.
 //!
 //! The server here is a bare TCP listener, so the body can be anything, of any length.
 
@@ -46,6 +46,16 @@ struct OversizedServer {
 
 impl OversizedServer {
     async fn start(status: &'static str, opening: &'static str, framing: Framing) -> Self {
+        Self::start_with_header(status, "", opening, framing).await
+    }
+
+    /// As [`Self::start`], with one more header line (`Name: value`, or empty for none).
+    async fn start_with_header(
+        status: &'static str,
+        header: &'static str,
+        opening: &'static str,
+        framing: Framing,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -68,8 +78,13 @@ impl OversizedServer {
                         Framing::Endless => "Transfer-Encoding: chunked".to_owned(),
                         Framing::Declared => format!("Content-Length: {}", 1u64 << 30),
                     };
+                    let header = if header.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{header}\r\n")
+                    };
                     let answer_head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{framing_header}\r\n\r\n"
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{header}{framing_header}\r\n\r\n"
                     );
                     if stream.write_all(answer_head.as_bytes()).await.is_err() {
                         return;
@@ -133,6 +148,16 @@ impl OversizedServer {
         tokio::time::timeout(DEADLINE, client.service("1s1"))
             .await
             .expect("the client gave up on the oversized answer by itself")
+    }
+
+    /// Reads the first page of services from this server, failing the test if that takes
+    /// past the deadline.
+    async fn list_first_page(&self) -> Result<(), RancherError> {
+        let client = self.client();
+        tokio::time::timeout(DEADLINE, client.list_page(None, |_, _| {}))
+            .await
+            .expect("the client gave up on the oversized answer by itself")
+            .map(drop)
     }
 }
 
@@ -199,4 +224,51 @@ async fn an_error_answer_declared_huge_keeps_its_status_without_its_body() {
         error.to_string(),
         "Rancher answered 404 while reading service 1s1"
     );
+}
+
+#[tokio::test]
+async fn a_page_error_answer_without_end_is_cut_and_keeps_its_status() {
+    let server = OversizedServer::start(
+        "422 Unprocessable Entity",
+        r#"{"type":"error","status":422,"code":"InvalidOption","message":""#,
+        Framing::Endless,
+    )
+    .await;
+    let error = server.list_first_page().await.expect_err("error answer");
+    assert_eq!(error.status(), Some(422), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "Rancher answered 422 while listing services"
+    );
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1, "not retried");
+    assert!(
+        server.written.load(Ordering::SeqCst) < ENDLESS,
+        "the client hung up before the server ran out of body"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_refused_before_its_body_is_read_by_either_client() {
+    // A body declared but never sent: reading it would hang until the test's deadline.
+    let server = OversizedServer::start_with_header(
+        "302 Found",
+        "Location: https://rancher.example.com/v1/services",
+        "",
+        Framing::Declared,
+    )
+    .await;
+    let read = server.read_service().await.expect_err("a redirect");
+    let listed = server.list_first_page().await.expect_err("a redirect");
+    for (error, what) in [(read, "reading service 1s1"), (listed, "listing services")] {
+        assert!(matches!(error, RancherError::Redirect { .. }), "{error:?}");
+        assert!(!error.is_retryable());
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "Rancher redirected ({what}) to https://rancher.example.com/v1/services; set \
+                 RANCHER_HOST to the address Rancher redirects to"
+            )
+        );
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2, "neither retried");
 }
