@@ -9,6 +9,7 @@
 //! the [`StepLog`] it is handed, *before* taking that step: a process killed at any moment
 //! resumes from the checkpoint without doing anything twice.
 
+pub mod engine;
 pub mod rancher;
 
 use std::any::Any;
