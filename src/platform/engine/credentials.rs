@@ -162,14 +162,17 @@ impl DockerConfig {
     /// or `127.0.0.1:5000`), if the file holds some.
     pub fn for_registry(&self, registry: &str) -> Option<&RegistryAuth> {
         let registry = registry.to_ascii_lowercase();
-        let wanted = |host: &str| {
-            host == registry || (is_docker_hub(&registry) && DOCKER_HUB_HOSTS.contains(&host))
-        };
         // Docker's own key for Hub first, then any other key naming the host.
         self.auths
             .iter()
-            .find(|(host, auth)| wanted(host) && auth.server_address == DOCKER_HUB_KEY)
-            .or_else(|| self.auths.iter().find(|(host, _)| wanted(host)))
+            .find(|(host, auth)| {
+                names_registry(host, &registry) && auth.server_address == DOCKER_HUB_KEY
+            })
+            .or_else(|| {
+                self.auths
+                    .iter()
+                    .find(|(host, _)| names_registry(host, &registry))
+            })
             .map(|(_, auth)| auth)
     }
 
@@ -180,10 +183,7 @@ impl DockerConfig {
         match &self.helpers {
             Helpers::None => false,
             Helpers::All => true,
-            Helpers::Hosts(hosts) => hosts.iter().any(|host| {
-                *host == registry
-                    || (is_docker_hub(&registry) && DOCKER_HUB_HOSTS.contains(&host.as_str()))
-            }),
+            Helpers::Hosts(hosts) => hosts.iter().any(|host| names_registry(host, &registry)),
         }
     }
 }
@@ -238,9 +238,10 @@ impl RegistryAuth {
     }
 }
 
-/// Whether `registry` is Docker Hub.
-fn is_docker_hub(registry: &str) -> bool {
-    DOCKER_HUB_HOSTS.contains(&registry)
+/// Whether `host`, from a key of `config.json`, names `registry` (both lowercase): the same
+/// host and port, or Docker Hub under any of its names.
+fn names_registry(host: &str, registry: &str) -> bool {
+    host == registry || (DOCKER_HUB_HOSTS.contains(&host) && DOCKER_HUB_HOSTS.contains(&registry))
 }
 
 /// The host (with its port) a key of `auths` names: a URL loses its scheme and path.

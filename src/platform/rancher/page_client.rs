@@ -28,7 +28,7 @@ use crate::config::RancherSettings;
 
 /// Largest read buffer of a page connection. Reads this large cost no measurable time
 /// against decoding what they bring.
-pub(super) const READ_BUFFER: usize = 64 << 10;
+const READ_BUFFER: usize = 64 << 10;
 
 /// Time a connection idles before TCP checks that its peer is still there, and between two
 /// checks.
