@@ -59,7 +59,7 @@ async fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let application = match Application::new(listener, settings) {
+    let application = match Application::new(listener, settings).await {
         Ok(application) => application,
         Err(err) => {
             tracing::error!("cannot start: {err}");

@@ -14,6 +14,8 @@ use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
 use crate::platform::Platform;
+use crate::platform::containers::ContainersPlatform;
+use crate::platform::engine::EngineError;
 use crate::platform::rancher::{RancherError, RancherPlatform};
 use crate::shutdown::{Shutdown, ShutdownSignal};
 
@@ -35,10 +37,13 @@ pub enum StartupError {
     /// The Rancher client cannot be set up.
     #[error(transparent)]
     Rancher(#[from] RancherError),
+    /// The Docker Engine cannot be used.
+    #[error("DOCKER_HOST: {0}")]
+    Engine(#[from] EngineError),
     /// No target is configured (the settings refuse that already; this guards the wiring).
     #[error(
-        "no target is configured: set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET \
-         (see AUTOREDEPLOY_TARGETS)"
+        "no target is configured: set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET, \
+         or DOCKER_HOST (see AUTOREDEPLOY_TARGETS)"
     )]
     NoTarget,
 }
@@ -52,6 +57,8 @@ pub struct Application {
     settings: Settings,
     /// The configured targets, in the order each job scans them.
     platforms: Vec<Arc<dyn Platform>>,
+    /// The containers target, which also finds containers by name for `/notify`.
+    containers: Option<Arc<ContainersPlatform>>,
     /// Accepted pushes and their progress.
     journal: Journal,
     /// Where outcomes are published.
@@ -65,11 +72,18 @@ pub struct Application {
 impl Application {
     /// Prepares the application: sets up each configured target, then opens the journal
     /// (refusing a data directory that cannot be written).
-    pub fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
+    pub async fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
         let (shutdown, signal) = Shutdown::new();
         let mut platforms: Vec<Arc<dyn Platform>> = Vec::new();
         if let Some(rancher) = &settings.targets.rancher {
             platforms.push(RancherPlatform::start(rancher, signal.clone())?);
+        }
+        let containers = match &settings.targets.containers {
+            Some(target) => Some(ContainersPlatform::start(target, signal.clone()).await?),
+            None => None,
+        };
+        if let Some(containers) = &containers {
+            platforms.push(Arc::clone(containers) as Arc<dyn Platform>);
         }
         if platforms.is_empty() {
             return Err(StartupError::NoTarget);
@@ -79,6 +93,7 @@ impl Application {
             listener,
             settings,
             platforms,
+            containers,
             journal,
             reporter: OutcomeReporter::new(OUTCOME_BUFFER),
             shutdown,
@@ -106,6 +121,7 @@ impl Application {
             listener,
             settings,
             platforms,
+            containers,
             journal,
             reporter,
             shutdown: trigger,
@@ -139,7 +155,7 @@ impl Application {
             max_connections: settings.access.max_connections,
             read_timeout: settings.access.read_timeout,
         };
-        let intake = Intake::new(
+        let mut intake = Intake::new(
             WebhookKey::new(&settings.webhook_keys),
             journal,
             wake,
@@ -147,6 +163,9 @@ impl Application {
             signal,
             &settings.access,
         );
+        if let Some(containers) = containers {
+            intake = intake.with_named_containers(containers);
+        }
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             targets,
@@ -208,7 +227,7 @@ mod tests {
         .unwrap();
         settings.targets.rancher = None;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let refused = Application::new(listener, settings).unwrap_err();
+        let refused = Application::new(listener, settings).await.unwrap_err();
         assert!(matches!(refused, StartupError::NoTarget), "{refused}");
         assert!(std::fs::read_dir(data.path()).unwrap().next().is_none());
     }

@@ -6,7 +6,8 @@
 //!
 //! Each file validates one section: `vars.rs` lists every variable and holds the shared
 //! parsers, `server.rs` the HTTP server, `targets.rs` which targets are used, `rancher.rs`
-//! the Rancher target (connection, opt-in rule, upgrades), `deploy.rs` the jobs and their
+//! the Rancher target (connection, opt-in rule, upgrades), `containers.rs` the
+//! Docker Engine containers target, `deploy.rs` the jobs and their
 //! journal. This file puts the sections together.
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+mod containers;
 mod deploy;
 mod rancher;
 mod server;
@@ -24,6 +26,9 @@ mod vars;
 #[cfg(test)]
 mod tests;
 
+pub use containers::{
+    ContainersTarget, DEFAULT_DOCKER_HOST, EngineEndpoint, EngineSettings, GateSettings,
+};
 pub use deploy::{DeploySettings, JobRetrySettings};
 pub use rancher::{
     DEFAULT_LABEL_NAME, MatchSettings, OnFailure, RancherSettings, RancherTarget, RetrySettings,
@@ -103,7 +108,12 @@ impl Settings {
     /// Validates each section and puts them together.
     fn validate(raw: RawSettings) -> Result<Self, ConfigError> {
         let server = server::validate(raw.server)?;
-        let targets = targets::validate(raw.autoredeploy_targets, raw.rancher)?;
+        let targets = targets::validate(
+            raw.autoredeploy_targets,
+            raw.rancher,
+            raw.engine,
+            raw.containers,
+        )?;
         let deploy = deploy::validate(raw.deploy)?;
         Ok(Settings {
             bind_address: server.listen.ip(),

@@ -3,7 +3,8 @@
 //!
 //! `AUTOREDEPLOY_TARGETS` names the targets to use. Unset, a target is used when its
 //! settings are present: Rancher when `RANCHER_HOST`, `CATTLE_URL`, `RANCHER_API_KEY` or
-//! `RANCHER_API_SECRET` (or `RANCHER_API_SECRET_FILE`) is set. `CATTLE_ACCESS_KEY` and
+//! `RANCHER_API_SECRET` (or `RANCHER_API_SECRET_FILE`) is set; containers when
+//! `DOCKER_HOST` is set. `CATTLE_ACCESS_KEY` and
 //! `CATTLE_SECRET_KEY` alone do not count: Rancher injects them into any container with the
 //! agent-role labels, and without `CATTLE_URL` they say nothing about where Rancher is.
 //!
@@ -14,8 +15,9 @@
 //! operator.
 
 use super::ConfigError;
+use super::containers::{self, ContainersTarget};
 use super::rancher::{self, RancherTarget};
-use super::vars::{ConnectionVars, RancherVars, list};
+use super::vars::{ConnectionVars, ContainersVars, EngineVars, RancherVars, list};
 use crate::domain::TargetKind;
 
 /// The targets in use; each is `None` when it is not.
@@ -23,15 +25,19 @@ use crate::domain::TargetKind;
 pub struct TargetSettings {
     /// Services of a Rancher 1.x (Cattle) environment.
     pub rancher: Option<RancherTarget>,
+    /// Containers of a Docker Engine.
+    pub containers: Option<ContainersTarget>,
 }
 
 /// Targets planned for later versions: naming one says so, rather than calling it unknown.
-const PLANNED: [&str; 2] = ["containers", "swarm"];
+const PLANNED: [&str; 1] = ["swarm"];
 
 /// Decides which targets are used and validates their settings.
 pub(super) fn validate(
     names: Option<String>,
     rancher: RancherVars,
+    engine: EngineVars,
+    containers: ContainersVars,
 ) -> Result<TargetSettings, ConfigError> {
     let named = named(names.as_deref())?;
     let rancher_used = match &named {
@@ -41,16 +47,52 @@ pub(super) fn validate(
     if !rancher_used {
         refuse_unused_rancher(&rancher, named.is_some())?;
     }
+    let containers_used = match &named {
+        Some(named) => named.contains(&TargetKind::Containers),
+        None => engine.docker_host.is_some(),
+    };
+    if !containers_used {
+        refuse_unused_containers(&containers, named.is_some())?;
+    }
     let cattle_without_url = cattle_without_url(&rancher.connection);
     let targets = TargetSettings {
         rancher: rancher_used
             .then(|| rancher::validate(rancher))
             .transpose()?,
+        containers: containers_used
+            .then(|| containers::validate(engine, containers))
+            .transpose()?,
     };
-    if targets.rancher.is_none() {
+    if targets.rancher.is_none() && targets.containers.is_none() {
         return Err(no_target(cattle_without_url));
     }
     Ok(targets)
+}
+
+/// Refuses the containers target's settings while it is not used.
+fn refuse_unused_containers(vars: &ContainersVars, excluded: bool) -> Result<(), ConfigError> {
+    let given = vars.given_names();
+    if given.is_empty() {
+        return Ok(());
+    }
+    let names = given.join(", ");
+    let (is, them) = if given.len() == 1 {
+        ("is", "it")
+    } else {
+        ("are", "them")
+    };
+    let message = if excluded {
+        format!(
+            "{names} {is} set, but AUTOREDEPLOY_TARGETS does not name `containers`: add \
+             `containers` to AUTOREDEPLOY_TARGETS, or remove {them}"
+        )
+    } else {
+        format!(
+            "{names} {is} set, but the containers target is not used: set DOCKER_HOST, or \
+             add `containers` to AUTOREDEPLOY_TARGETS for the default socket, or remove {them}"
+        )
+    };
+    Err(ConfigError(message))
 }
 
 /// The targets `AUTOREDEPLOY_TARGETS` names, or `None` when it is unset.
@@ -60,6 +102,7 @@ fn named(value: Option<&str>) -> Result<Option<Vec<TargetKind>>, ConfigError> {
     };
     let available = quoted(TargetKind::ALL.iter().map(|target| target.as_str()));
     let planned = quoted(PLANNED.into_iter());
+    let planned_are = if PLANNED.len() == 1 { "is" } else { "are" };
     let mut targets = Vec::new();
     for name in list(Some(value)) {
         match TargetKind::ALL
@@ -78,7 +121,7 @@ fn named(value: Option<&str>) -> Result<Option<Vec<TargetKind>>, ConfigError> {
                 return Err(ConfigError::invalid(
                     "AUTOREDEPLOY_TARGETS",
                     &format!(
-                        "comma-separated names of targets: {available} ({planned} are planned \
+                        "comma-separated names of targets: {available} ({planned} {planned_are} planned \
                          for a later version)"
                     ),
                     name,
@@ -143,7 +186,9 @@ fn refuse_unused_rancher(vars: &RancherVars, excluded: bool) -> Result<(), Confi
 fn no_target(cattle_without_url: bool) -> ConfigError {
     let mut message = "no target is configured, so no push could upgrade anything: to upgrade \
                        Rancher 1.x services, set RANCHER_HOST, RANCHER_API_KEY and \
-                       RANCHER_API_SECRET (AUTOREDEPLOY_TARGETS=rancher makes them required)"
+                       RANCHER_API_SECRET (AUTOREDEPLOY_TARGETS=rancher makes them required); \
+                       to redeploy Docker containers, set DOCKER_HOST or \
+                       AUTOREDEPLOY_TARGETS=containers"
         .to_owned();
     if cattle_without_url {
         message.push_str(
@@ -229,7 +274,7 @@ mod tests {
 
     #[test]
     fn planned_targets_are_not_available_yet() {
-        for value in ["containers", "swarm", "rancher,swarm"] {
+        for value in ["swarm", "rancher,swarm"] {
             let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", value)]));
             assert!(
                 refused.contains("AUTOREDEPLOY_TARGETS")
@@ -247,7 +292,8 @@ mod tests {
             refused.contains("AUTOREDEPLOY_TARGETS")
                 && refused.contains("`kubernetes`")
                 && refused.contains("`rancher`")
-                && refused.contains("`containers` and `swarm`"),
+                && refused.contains("`containers`")
+                && refused.contains("`swarm` is planned"),
             "{refused}"
         );
         let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", " , ")]));

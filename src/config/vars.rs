@@ -22,6 +22,12 @@ pub(super) struct RawSettings {
     /// The Rancher target.
     #[serde(flatten)]
     pub rancher: RancherVars,
+    /// Docker's client variables: where the engine is, and the registry credentials.
+    #[serde(flatten)]
+    pub engine: EngineVars,
+    /// The containers target.
+    #[serde(flatten)]
+    pub containers: ContainersVars,
     /// Jobs, their queue and their journal.
     #[serde(flatten)]
     pub deploy: DeployVars,
@@ -204,6 +210,54 @@ pub(super) struct UpgradeVars {
     pub rancher_upgrade_on_failure: Option<String>,
 }
 
+/// Docker's own client variables, read as Docker's tools read them.
+#[derive(Deserialize)]
+pub(super) struct EngineVars {
+    pub docker_host: Option<String>,
+    pub docker_tls_verify: Option<String>,
+    pub docker_cert_path: Option<String>,
+    pub docker_config: Option<String>,
+}
+
+/// The containers target's own variables.
+#[derive(Deserialize)]
+pub(super) struct ContainersVars {
+    pub docker_autoredeploy_default: Option<String>,
+    pub docker_autoredeploy_label_name: Option<String>,
+    pub docker_upgrade_timeout_s: Option<String>,
+    pub docker_upgrade_stable_s: Option<String>,
+}
+
+impl ContainersVars {
+    /// The variables that are set, by name.
+    pub fn given_names(&self) -> Vec<&'static str> {
+        let Self {
+            docker_autoredeploy_default,
+            docker_autoredeploy_label_name,
+            docker_upgrade_timeout_s,
+            docker_upgrade_stable_s,
+        } = self;
+        [
+            (
+                "DOCKER_AUTOREDEPLOY_DEFAULT",
+                docker_autoredeploy_default.is_some(),
+            ),
+            (
+                "DOCKER_AUTOREDEPLOY_LABEL_NAME",
+                docker_autoredeploy_label_name.is_some(),
+            ),
+            (
+                "DOCKER_UPGRADE_TIMEOUT_S",
+                docker_upgrade_timeout_s.is_some(),
+            ),
+            ("DOCKER_UPGRADE_STABLE_S", docker_upgrade_stable_s.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
 /// The variables of jobs, their queue and their journal.
 #[derive(Deserialize)]
 pub(super) struct DeployVars {
@@ -225,6 +279,8 @@ pub(super) fn is_ours(name: &str) -> bool {
         "CATTLE_",
         "AUTOREDEPLOY_",
         "DOCKER_HUB_KEY",
+        "DOCKER_AUTOREDEPLOY_",
+        "DOCKER_UPGRADE_",
     ]
     .iter()
     .any(|prefix| name.starts_with(prefix))

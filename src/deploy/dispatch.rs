@@ -210,6 +210,7 @@ mod tests {
             id: JobId(id),
             image: ImageRef::parse(image).unwrap(),
             resuming,
+            only: None,
         }
     }
 

@@ -45,6 +45,9 @@ impl Deployer {
         let scans = self.journal.scans(job.id).await?;
         for platform in &self.platforms {
             let target = platform.target();
+            if job.only.as_ref().is_some_and(|only| only.target != target) {
+                continue;
+            }
             if scans
                 .iter()
                 .any(|scan| scan.target == target && scan.complete)
@@ -133,6 +136,9 @@ impl Deployer {
                 Ok(Some(candidates)) => {
                     let fresh = candidates
                         .into_iter()
+                        .filter(|candidate| {
+                            job.only.as_ref().is_none_or(|only| *only == candidate.unit)
+                        })
                         .filter(|candidate| known.insert(candidate.unit.clone()))
                         .collect();
                     if let Err(error) = self.plan(job, platform, fresh, units).await {

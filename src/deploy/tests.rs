@@ -162,6 +162,7 @@ impl Running {
             source: SourceKind::DockerHub,
             pusher: None,
             callback_url: None,
+            only: None,
         };
         let job = self.journal.accept(&push, 10).await.unwrap().job;
         self.wake.notify_one();

@@ -7,6 +7,8 @@ use super::ImageRef;
 pub enum SourceKind {
     /// Docker Hub's repository webhook.
     DockerHub,
+    /// `POST /notify/{container}`: redeploy that container (trigger-docker-pull's API).
+    Notify,
 }
 
 impl SourceKind {
@@ -14,6 +16,7 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::DockerHub => "dockerhub",
+            Self::Notify => "notify",
         }
     }
 
@@ -21,6 +24,7 @@ impl SourceKind {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "dockerhub" => Some(Self::DockerHub),
+            "notify" => Some(Self::Notify),
             _ => None,
         }
     }
@@ -48,6 +52,9 @@ pub struct PushEvent {
     /// Where the sender wants to be told the result (Docker Hub's `callback_url`). It may
     /// carry a token: it is kept, never logged or shown.
     pub callback_url: Option<url::Url>,
+    /// The one unit to redeploy, for a request that names it; `None` for a push, which
+    /// concerns every unit running the image.
+    pub only: Option<super::UnitRef>,
 }
 
 impl fmt::Debug for PushEvent {
@@ -58,6 +65,7 @@ impl fmt::Debug for PushEvent {
             .field("digest", &self.digest)
             .field("source", &self.source)
             .field("pusher", &self.pusher)
+            .field("only", &self.only)
             .field(
                 "callback_url",
                 &self.callback_url.as_ref().map(|_| "[redacted]"),
@@ -82,6 +90,7 @@ mod tests {
                     .parse()
                     .unwrap(),
             ),
+            only: None,
         };
         let shown = format!("{push:?}");
         assert!(

@@ -9,16 +9,19 @@ use std::fmt;
 pub enum TargetKind {
     /// Services of a Rancher 1.x (Cattle) environment.
     Rancher,
+    /// Containers of a Docker Engine.
+    Containers,
 }
 
 impl TargetKind {
     /// Every target this release knows, in the order jobs scan them.
-    pub const ALL: [TargetKind; 1] = [TargetKind::Rancher];
+    pub const ALL: [TargetKind; 2] = [TargetKind::Rancher, TargetKind::Containers];
 
     /// The name used in settings, the journal and answers.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rancher => "rancher",
+            Self::Containers => "containers",
         }
     }
 
@@ -34,13 +37,26 @@ impl fmt::Display for TargetKind {
     }
 }
 
-/// One workload on one target: a Rancher service (later a container or a Swarm service).
+/// One workload on one target: a Rancher service or a container.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnitRef {
     /// The platform it lives on.
     pub target: TargetKind,
-    /// Its id on that platform (a Rancher service id such as `1s6`).
+    /// Its id on that platform: a Rancher service id such as `1s6`, a container's name
+    /// (which, unlike its id, outlives its recreation).
     pub id: String,
+}
+
+impl UnitRef {
+    /// The unit written `<target>/<id>`, as [`Display`](fmt::Display) writes it.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (target, id) = text.split_once('/')?;
+        Some(Self {
+            target: TargetKind::parse(target)?,
+            id: id.to_owned(),
+        })
+        .filter(|unit| !unit.id.is_empty())
+    }
 }
 
 impl fmt::Display for UnitRef {

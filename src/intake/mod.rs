@@ -13,6 +13,7 @@ mod auth;
 mod body;
 mod jobs;
 mod limiter;
+mod notify;
 mod replies;
 pub mod server;
 pub mod sources;
@@ -36,6 +37,7 @@ pub use body::BODY_LIMIT;
 
 use crate::config::AccessSettings;
 use crate::journal::Journal;
+use crate::platform::NamedUnits;
 use crate::shutdown::ShutdownSignal;
 use limiter::FailureLimiter;
 use replies::{error_reply, method_not_allowed, unauthorized};
@@ -61,6 +63,8 @@ pub struct Intake {
     allowed_repos: Vec<glob::Pattern>,
     /// Time a client has to send the body once its head has arrived.
     read_timeout: Duration,
+    /// Containers by name, for `/notify/{container}`, when that target is used.
+    named_containers: Option<Arc<dyn NamedUnits>>,
 }
 
 impl Intake {
@@ -84,7 +88,14 @@ impl Intake {
             trusted_proxies: access.trusted_proxies.clone(),
             allowed_repos: access.allowed_repos.clone(),
             read_timeout: access.read_timeout,
+            named_containers: None,
         }
+    }
+
+    /// The same intake, answering `/notify/{container}` with the containers of `named`.
+    pub fn with_named_containers(mut self, named: Arc<dyn NamedUnits>) -> Self {
+        self.named_containers = Some(named);
+        self
     }
 
     /// Refuses a caller that failed to authenticate too often, or one without the key
@@ -166,7 +177,8 @@ impl Intake {
     }
 }
 
-/// All routes: `POST /<path>` of each source (`/autoredeploy` for Docker Hub), `GET /jobs`,
+/// All routes: `POST /<path>` of each source (`/autoredeploy` for Docker Hub),
+/// `POST /notify/{container}`, `GET /jobs`,
 /// `GET /jobs/{id}`, `GET /health`, and JSON errors for everything else.
 pub fn routes(
     intake: Intake,
@@ -197,6 +209,20 @@ pub fn routes(
                     .await
             },
         );
+    let notify = warp::path("notify")
+        .and(
+            warp::path::param::<String>()
+                .or(warp::any().map(String::new))
+                .unify(),
+        )
+        .and(warp::path::end())
+        .and(caller)
+        .and(with_intake.clone())
+        .then(
+            |name: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {
+                intake.notify(&name, method, &query, &headers, remote).await
+            },
+        );
     let jobs = warp::path!("jobs")
         .and(caller)
         .and(with_intake.clone())
@@ -225,6 +251,8 @@ pub fn routes(
         )
     });
     webhook
+        .or(notify)
+        .unify()
         .or(jobs)
         .unify()
         .or(job)

@@ -126,7 +126,7 @@ impl Intake {
     }
 
     /// Journals one push; its part of the `202` answer, or the refusal.
-    async fn accept(&self, client: &str, push: &PushEvent) -> Result<Value, Response> {
+    pub(super) async fn accept(&self, client: &str, push: &PushEvent) -> Result<Value, Response> {
         let image = push.image.to_string();
         match self.journal.accept(push, self.queue_size).await {
             Ok(accepted) => {

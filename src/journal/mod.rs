@@ -152,14 +152,16 @@ impl Journal {
         let source = push.source.as_str();
         let digest = push.digest.clone();
         let callback = push.callback_url.as_ref().map(url::Url::to_string);
+        let only = push.only.as_ref().map(UnitRef::to_string);
         let result = self
             .writer
             .call(move |db| {
                 let now = now_ms();
                 let queued: Option<i64> = db
                     .query_row(
-                        "SELECT id FROM jobs WHERE state = 'queued' AND image = ?1 ORDER BY id LIMIT 1",
-                        params![image],
+                        "SELECT id FROM jobs WHERE state = 'queued' AND image = ?1 AND only_unit IS ?2
+                         ORDER BY id LIMIT 1",
+                        params![image, only],
                         |row| row.get(0),
                     )
                     .optional()?;
@@ -177,9 +179,9 @@ impl Journal {
                     return Ok(None);
                 }
                 db.execute(
-                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at, source, digest, callback_url)
-                     VALUES (?1, ?2, 1, 'queued', ?3, ?3, ?4, ?5, ?6)",
-                    params![image, pusher, now, source, digest, callback],
+                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at, source, digest, callback_url, only_unit)
+                     VALUES (?1, ?2, 1, 'queued', ?3, ?3, ?4, ?5, ?6, ?7)",
+                    params![image, pusher, now, source, digest, callback, only],
                 )?;
                 Ok(Some(Accepted { job: JobId(db.last_insert_rowid()), coalesced: false }))
             })

@@ -38,6 +38,8 @@ pub struct PendingJob {
     pub image: ImageRef,
     /// It was running when the process stopped, or paused.
     pub resuming: bool,
+    /// The one unit it concerns, when it is not a push of the image to every unit.
+    pub only: Option<UnitRef>,
 }
 
 /// Lifecycle of a job.
@@ -219,7 +221,7 @@ pub struct StepRecord {
 /// Jobs to work on: running (to resume) first, then queued, oldest first.
 pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
     let mut statement = db.prepare(
-        "SELECT id, image, state FROM jobs WHERE state IN ('running', 'queued')
+        "SELECT id, image, state, only_unit FROM jobs WHERE state IN ('running', 'queued')
          ORDER BY state = 'running' DESC, id",
     )?;
     let rows = statement.query_map([], |row| {
@@ -234,6 +236,16 @@ pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
                 )
             })?,
             resuming: row.get::<_, String>(2)? == "running",
+            only: match row.get::<_, Option<String>>(3)? {
+                None => None,
+                Some(only) => Some(UnitRef::parse(&only).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        format!("`{only}` is not a unit").into(),
+                    )
+                })?),
+            },
         })
     })?;
     rows.collect()

@@ -9,6 +9,7 @@ fn push(image: &str) -> PushEvent {
         source: SourceKind::DockerHub,
         pusher: Some("ci".into()),
         callback_url: None,
+        only: None,
     }
 }
 

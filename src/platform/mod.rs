@@ -9,6 +9,7 @@
 //! the [`StepLog`] it is handed, *before* taking that step: a process killed at any moment
 //! resumes from the checkpoint without doing anything twice.
 
+pub mod containers;
 pub mod engine;
 pub mod rancher;
 
@@ -47,6 +48,33 @@ pub trait Platform: Send + Sync + fmt::Debug {
         image: &'a ImageRef,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress>;
+}
+
+/// Finds a workload by the name a request gives it (`POST /notify/{container}`).
+pub trait NamedUnits: Send + Sync + fmt::Debug {
+    /// The workload named `name`, and what it runs.
+    fn find<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup>;
+}
+
+/// What a search by name found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The unit, and the image reference it runs, which a redeploy pulls again.
+    Found {
+        /// Which unit.
+        unit: UnitRef,
+        /// Its image, with its tag.
+        image: ImageRef,
+    },
+    /// Nothing has that name.
+    NotFound,
+    /// Its label opts it out: why.
+    OptedOut(String),
+    /// It cannot be redeployed as it is (stopped, or run from an image without a tag):
+    /// why.
+    Unfit(String),
+    /// The platform could not be asked: why.
+    Unavailable(String),
 }
 
 /// One walk through a platform's workloads.

@@ -30,14 +30,7 @@ pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
 
 /// Starts autoredeploy with test settings, overridden by `overrides`.
 pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
-    crate::log_capture::install();
-    let data = tempfile::tempdir().unwrap();
-    let mut vars: Vec<(String, String)> = vec![
-        (
-            "AUTOREDEPLOY_DATA_DIR".into(),
-            data.path().display().to_string(),
-        ),
-        ("DOCKER_HUB_KEY".into(), WEBHOOK_KEY.into()),
+    let vars: Vec<(String, String)> = vec![
         ("RANCHER_HOST".into(), rancher.host()),
         ("RANCHER_PROJECT_ID".into(), fake_rancher::PROJECT_ID.into()),
         ("RANCHER_API_KEY".into(), fake_rancher::ACCESS_KEY.into()),
@@ -46,13 +39,49 @@ pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -
         ("RANCHER_UPGRADE_TIMEOUT_S".into(), "20".into()),
         ("RANCHER_RETRY_MAX_DELAY_MS".into(), "100".into()),
     ];
+    spawn_app_with_vars(vars, overrides).await
+}
+
+/// Starts autoredeploy for the containers of the test engine only, with a `config.json`
+/// folder of its own (empty unless the test writes one), and short gates.
+pub async fn spawn_containers_app(
+    config_folder: &std::path::Path,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    let vars: Vec<(String, String)> = vec![
+        ("DOCKER_HOST".into(), crate::support::engine::docker_host()),
+        ("DOCKER_CONFIG".into(), config_folder.display().to_string()),
+        ("DOCKER_UPGRADE_STABLE_S".into(), "2".into()),
+        ("DOCKER_UPGRADE_TIMEOUT_S".into(), "20".into()),
+    ];
+    spawn_app_with_vars(vars, overrides).await
+}
+
+/// Starts autoredeploy with the key and a fresh data folder, `target_vars` and then
+/// `overrides`.
+async fn spawn_app_with_vars(
+    target_vars: Vec<(String, String)>,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    crate::log_capture::install();
+    let data = tempfile::tempdir().unwrap();
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "AUTOREDEPLOY_DATA_DIR".into(),
+            data.path().display().to_string(),
+        ),
+        ("DOCKER_HUB_KEY".into(), WEBHOOK_KEY.into()),
+    ];
+    vars.extend(target_vars);
     for (name, value) in overrides {
         vars.retain(|(existing, _)| existing != name);
         vars.push((name.to_string(), value.to_string()));
     }
     let settings = Settings::from_vars(vars).expect("test settings are valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let application = Application::new(listener, settings).expect("application starts");
+    let application = Application::new(listener, settings)
+        .await
+        .expect("application starts");
     let address = format!("http://{}", application.local_addr().unwrap());
     let events = application.subscribe();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod containers;
 mod crash;
 mod fake_rancher_behaviour;
 mod helpers;

@@ -81,6 +81,7 @@ pub fn parse_push(body: &[u8]) -> Result<PushEvent, NotAPush> {
         source: SourceKind::DockerHub,
         pusher: payload.push_data.pusher,
         callback_url,
+        only: None,
     })
 }
 

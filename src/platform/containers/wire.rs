@@ -1,0 +1,125 @@
+//! The parts of the Engine's answers about containers and images that autoredeploy reads.
+//! The inspect documents themselves are kept as JSON, so that a new container is made
+//! from every field the engine gave, including those newer than this code.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// An entry of `GET /containers/json`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListedContainer {
+    /// Its id.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Its names, each with a leading `/`.
+    #[serde(rename = "Names", default)]
+    pub names: Vec<String>,
+    /// The reference it was created from, or the id of its image once that reference
+    /// names another image.
+    #[serde(rename = "Image", default)]
+    pub image: String,
+    /// Its labels.
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<HashMap<String, String>>,
+}
+
+impl ListedContainer {
+    /// Its name, without the leading `/`.
+    pub fn name(&self) -> Option<&str> {
+        self.names
+            .iter()
+            .map(|name| name.trim_start_matches('/'))
+            .find(|name| !name.contains('/'))
+    }
+}
+
+/// What autoredeploy reads of `GET /containers/{id}/json`.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct ContainerView {
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// `/name`.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// The id of the image it runs.
+    #[serde(rename = "Image", default)]
+    pub image_id: String,
+    #[serde(rename = "Config")]
+    pub config: ConfigView,
+    #[serde(rename = "State")]
+    pub state: StateView,
+    #[serde(rename = "RestartCount", default)]
+    pub restart_count: u64,
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: HostConfigView,
+}
+
+impl ContainerView {
+    /// Its name, without the leading `/`.
+    pub fn name(&self) -> &str {
+        self.name.trim_start_matches('/')
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct ConfigView {
+    /// The reference it was created from.
+    #[serde(rename = "Image", default)]
+    pub image: String,
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<HashMap<String, String>>,
+    /// Seconds the engine waits after the stop signal before it kills.
+    #[serde(rename = "StopTimeout", default)]
+    pub stop_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct HostConfigView {
+    /// The restart policy, kept whole to be put back.
+    #[serde(rename = "RestartPolicy", default)]
+    pub restart_policy: Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct StateView {
+    #[serde(rename = "Running", default)]
+    pub running: bool,
+    #[serde(rename = "Restarting", default)]
+    pub restarting: bool,
+    #[serde(rename = "ExitCode", default)]
+    pub exit_code: i64,
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    #[serde(rename = "OOMKilled", default)]
+    pub oom_killed: bool,
+    #[serde(rename = "StartedAt", default)]
+    pub started_at: String,
+    #[serde(rename = "Health", default)]
+    pub health: Option<HealthView>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct HealthView {
+    /// `starting`, `healthy` or `unhealthy`.
+    #[serde(rename = "Status", default)]
+    pub status: String,
+    #[serde(rename = "Log", default)]
+    pub log: Option<Vec<HealthProbe>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct HealthProbe {
+    #[serde(rename = "ExitCode", default)]
+    pub exit_code: i64,
+    #[serde(rename = "Output", default)]
+    pub output: String,
+}
+
+/// What autoredeploy reads of `GET /images/{name}/json`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ImageView {
+    #[serde(rename = "Id")]
+    pub id: String,
+}
