@@ -73,6 +73,8 @@ impl Bench {
 pub(crate) fn web_container(image: &str, port: u16) -> Value {
     json!({
         "Image": image,
+        // httpd, as process 1, ignores SIGTERM: the stop is quick only with a short timeout.
+        "StopTimeout": 1,
         "ExposedPorts": { "8080/tcp": {} },
         "HostConfig": {
             "PortBindings": { "8080/tcp": [{ "HostIp": "127.0.0.1", "HostPort": port.to_string() }] }
@@ -204,4 +206,221 @@ async fn an_unchanged_image_is_left_running_as_it_is() {
     let (units, _) = app.next_job().await;
     assert_eq!(named(&units, "up-to-date"), [name.as_str()], "{units:?}");
     assert_eq!(sandbox.inspect(&name).await.unwrap()["Id"], id);
+}
+
+/// Runs the web image version 1 as `name` with restart policy `always`, then pushes a
+/// version 2 built with `extra` Dockerfile lines, and redeploys it through `/notify`.
+/// Returns the old container's id and the unit's outcome.
+async fn redeploy_to_a_broken_image(bench: &Bench, extra: &str) -> (String, u16, autoredeploy::events::UnitOutcome) {
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let name = sandbox.name("web");
+    let port = host_port();
+    let mut body = web_container(&format!("{repository}:1"), port);
+    body["HostConfig"]["RestartPolicy"] = json!({ "Name": "always" });
+    let old_id = sandbox.run(&name, body).await;
+    bench.web_image(&repository, "1", 2, extra).await;
+    let mut app = bench.app(&[]).await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (mut units, _) = app.next_job().await;
+    assert_eq!(units.len(), 1, "{units:?}");
+    (old_id, port, units.remove(0))
+}
+
+/// The old container runs again under its name, with its restart policy, and nothing
+/// else is left.
+async fn assert_put_back(bench: &Bench, old_id: &str, port: u16) {
+    let sandbox = &bench.sandbox;
+    let name = sandbox.name("web");
+    let container = sandbox.inspect(&name).await.expect("a container has the name");
+    assert_eq!(container["Id"], old_id);
+    assert_eq!(container["State"]["Running"], true);
+    assert_eq!(container["HostConfig"]["RestartPolicy"]["Name"], "always");
+    assert_eq!(read_published(port, "/").await.unwrap(), "v1");
+    assert_eq!(sandbox.containers().await, [name.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_container_that_exits_is_rolled_back() {
+    let Some(bench) = Bench::new("exits").await else {
+        return;
+    };
+    let (old_id, port, unit) =
+        redeploy_to_a_broken_image(&bench, "CMD [\"sh\", \"-c\", \"exit 3\"]").await;
+    assert_eq!(unit.outcome.end.as_str(), "rolled-back", "{unit:?}");
+    let reason = unit.outcome.reason.clone().unwrap_or_default();
+    assert!(reason.contains("code 3") || reason.contains("restart"), "{reason}");
+    assert_put_back(&bench, &old_id, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_container_that_turns_unhealthy_is_rolled_back() {
+    let Some(bench) = Bench::new("unhealthy").await else {
+        return;
+    };
+    let check = "HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD sh -c 'echo probe says no; exit 1'";
+    let (old_id, port, unit) = redeploy_to_a_broken_image(&bench, check).await;
+    assert_eq!(unit.outcome.end.as_str(), "rolled-back", "{unit:?}");
+    let reason = unit.outcome.reason.clone().unwrap_or_default();
+    assert!(reason.contains("unhealthy") && reason.contains("probe says no"), "{reason}");
+    assert_put_back(&bench, &old_id, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_new_container_passes_its_gate() {
+    let Some(bench) = Bench::new("healthy").await else {
+        return;
+    };
+    let check = "HEALTHCHECK --interval=1s --timeout=1s --retries=3 CMD wget -q -O /dev/null http://127.0.0.1:8080/";
+    let (old_id, port, unit) = redeploy_to_a_broken_image(&bench, check).await;
+    assert_eq!(unit.outcome.end.as_str(), "upgraded", "{unit:?}");
+    let name = bench.sandbox.name("web");
+    let container = bench.sandbox.inspect(&name).await.unwrap();
+    assert_ne!(container["Id"], old_id);
+    assert_eq!(container["State"]["Health"]["Status"], "healthy");
+    assert_eq!(read_published(port, "/").await.unwrap(), "v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_pull_touches_nothing() {
+    let Some(bench) = Bench::new("nopull").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    // Built here, never pushed: the registry has no such image.
+    let repository = bench.repository("unpushed");
+    sandbox
+        .build(&format!("{repository}:1"), "CMD [\"sleep\", \"600\"]", &[])
+        .await;
+    let name = sandbox.name("app");
+    let id = sandbox
+        .run(&name, json!({ "Image": format!("{repository}:1"), "StopTimeout": 1 }))
+        .await;
+    let mut app = bench.app(&[]).await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "failed"), [name.as_str()], "{units:?}");
+    let reason = units[0].outcome.reason.clone().unwrap_or_default();
+    assert!(reason.contains("pulling") && reason.contains("nothing was changed"), "{reason}");
+    let container = sandbox.inspect(&name).await.unwrap();
+    assert_eq!(container["Id"], id);
+    assert_eq!(container["State"]["Running"], true);
+    assert_eq!(sandbox.containers().await, [name.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_hub_pushes_reach_containers_by_image_tag_and_label() {
+    let Some(bench) = Bench::new("hub").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    // A Docker Hub name, built here: nothing may be pulled from Docker Hub, so the one
+    // container the push concerns is opted out, and the others run another tag or image.
+    let repository = format!("autoredeploy-test/{}", sandbox.name("hub"));
+    for tag in ["1", "2"] {
+        sandbox
+            .build(&format!("{repository}:{tag}"), "CMD [\"sleep\", \"600\"]", &[])
+            .await;
+    }
+    let out = sandbox.name("out");
+    sandbox
+        .run(&out, json!({
+            "Image": format!("{repository}:1"),
+            "StopTimeout": 1,
+            "Labels": { "tech.manas.service.autoredeploy": "false" }
+        }))
+        .await;
+    let other_tag = sandbox.name("othertag");
+    let other_id = sandbox
+        .run(&other_tag, json!({ "Image": format!("{repository}:2"), "StopTimeout": 1 }))
+        .await;
+    let mut app = bench.app(&[]).await;
+    let (units, job) = app.push_and_wait(&repository, Some("1")).await;
+    assert_eq!(named(&units, "skipped"), [out.as_str()], "{units:?}");
+    assert_eq!(units.len(), 1, "only the container of that tag is a unit: {units:?} {job:?}");
+    assert!(units[0].outcome.reason.as_deref().unwrap_or_default().contains("=false"));
+    assert_eq!(sandbox.inspect(&other_tag).await.unwrap()["Id"], other_id);
+
+    // /notify refuses it too, and says why.
+    let (status, answer) = app.notify(&out).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("=false"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_of_notify() {
+    let Some(bench) = Bench::new("notify").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|name| sandbox.name(name)).collect();
+    for name in &names {
+        sandbox
+            .run(name, web_container(&format!("{repository}:1"), host_port()))
+            .await;
+    }
+    let stopped = sandbox.name("stopped");
+    let created: Value = sandbox
+        .engine
+        .json(
+            autoredeploy::platform::engine::Call::post("creating", &format!("/containers/create?name={stopped}"))
+                .json(&json!({ "Image": format!("{repository}:1"), "Labels": { "autoredeploy.test": sandbox.id } })),
+        )
+        .await
+        .unwrap();
+    assert!(created["Id"].is_string());
+    bench.web_image(&repository, "1", 2, "").await;
+    // The first redeploy holds its image's turn for a while, so the next job waits.
+    let mut app = bench
+        .app(&[("DOCKER_UPGRADE_STABLE_S", "4"), ("AUTOREDEPLOY_QUEUE_SIZE", "1")])
+        .await;
+    let url = |name: &str| format!("{}/notify/{name}", app.address);
+
+    let answer = app.http.get(url(&names[0])).bearer_auth(WEBHOOK_KEY).send().await.unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "POST");
+    let answer = app.http.post(url(&names[0])).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let answer = app.http.post(url(&names[0])).bearer_auth("not-the-key-0123456789").send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    for bad in ["_web", "web%20x", "w%C3%A9b", ""] {
+        let (status, answer) = app.notify(bad).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(answer["error"], "bad_container_name", "{bad}: {answer}");
+    }
+    let (status, answer) = app.notify(&sandbox.name("missing")).await;
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("no container named"));
+    let (status, answer) = app.notify(&stopped).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("not running"));
+
+    let (status, first) = app.notify(&names[0]).await;
+    assert_eq!((status, first["container"].as_str()), (202, Some(names[0].as_str())), "{first}");
+    let (status, second) = app.notify(&names[1]).await;
+    assert_eq!(status, 202, "{second}");
+    assert_ne!(second["job"], first["job"]);
+    let (status, again) = app.notify(&names[1]).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!((again["job"].clone(), again["coalesced"].clone()), (second["job"].clone(), json!(true)));
+    let answer = app
+        .http
+        .post(url(&names[2]))
+        .bearer_auth(WEBHOOK_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(answer.headers().contains_key("retry-after"));
+
+    // Each job redeploys its own container only.
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [names[0].as_str()], "{units:?}");
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [names[1].as_str()], "{units:?}");
+    let untouched = sandbox.inspect(&names[2]).await.unwrap();
+    assert_eq!(untouched["Config"]["Labels"]["from.image"], "1");
 }
