@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, WEBHOOK_KEY, named, skip_unless_ci, spawn_containers_app};
-use crate::support::engine::{Registry, Sandbox, engine, host_port, read_published};
+use crate::support::engine::{Registry, Sandbox, engine, free_port, read_published};
 
 /// What every test here needs: an engine, a registry, a sandbox in the engine, and an
 /// empty `config.json` folder. `None` (after a loud skip, or a failure under CI) when the
@@ -17,11 +17,16 @@ pub(crate) struct Bench {
 
 impl Bench {
     pub async fn new(test: &str) -> Option<Self> {
+        Self::with_registry(test, free_port(), None).await
+    }
+
+    /// The bench with a registry on `port` that asks for the credentials of `htpasswd`.
+    pub async fn with_registry(test: &str, port: u16, htpasswd: Option<&str>) -> Option<Self> {
         let Some(engine) = engine().await else {
             skip_unless_ci("no Docker Engine answers at DOCKER_HOST or /var/run/docker.sock");
             return None;
         };
-        let registry = match Registry::start(None).await {
+        let registry = match Registry::start(port, htpasswd).await {
             Ok(registry) => registry,
             Err(missing) => {
                 skip_unless_ci(&missing);
@@ -44,6 +49,12 @@ impl Bench {
     /// image serves `index.html` (its version), `env` (its environment), and the logs its
     /// starts wrote to `/data` (a `VOLUME` of the image) and `/named`.
     pub async fn web_image(&self, repository: &str, tag: &str, version: u32, extra: &str) {
+        self.build_web_image(repository, tag, version, extra).await;
+        self.sandbox.push(repository, tag).await;
+    }
+
+    /// Builds the web image, as [`Bench::web_image`] does, without pushing it.
+    pub async fn build_web_image(&self, repository: &str, tag: &str, version: u32, extra: &str) {
         let dockerfile = format!(
             "ENV VERSION={version} GREETING=hello-{version}\n\
              COPY index.html /www/index.html\n\
@@ -61,7 +72,6 @@ impl Bench {
                 &[("index.html", &index)],
             )
             .await;
-        self.sandbox.push(repository, tag).await;
     }
 
     pub async fn app(&self, overrides: &[(&str, &str)]) -> TestApp {
@@ -114,7 +124,7 @@ async fn a_redeploy_keeps_the_configuration_and_takes_the_new_image_defaults() {
     sandbox.network(&second_network).await;
     sandbox.volume(&volume).await;
     let name = sandbox.name("web");
-    let port = host_port();
+    let port = free_port();
     let mut body = web_container(&format!("{repository}:1"), port);
     body["Env"] = json!(["USER_SETTING=kept", "GREETING=mine"]);
     body["Labels"] = json!({ "mine": "yes" });
@@ -198,7 +208,7 @@ async fn an_unchanged_image_is_left_running_as_it_is() {
     let id = sandbox
         .run(
             &name,
-            web_container(&format!("{repository}:1"), host_port()),
+            web_container(&format!("{repository}:1"), free_port()),
         )
         .await;
     let mut app = bench.app(&[]).await;
@@ -211,12 +221,15 @@ async fn an_unchanged_image_is_left_running_as_it_is() {
 /// Runs the web image version 1 as `name` with restart policy `always`, then pushes a
 /// version 2 built with `extra` Dockerfile lines, and redeploys it through `/notify`.
 /// Returns the old container's id and the unit's outcome.
-async fn redeploy_to_a_broken_image(bench: &Bench, extra: &str) -> (String, u16, autoredeploy::events::UnitOutcome) {
+async fn redeploy_to_a_broken_image(
+    bench: &Bench,
+    extra: &str,
+) -> (String, u16, autoredeploy::events::UnitOutcome) {
     let sandbox = &bench.sandbox;
     let repository = bench.repository("web");
     bench.web_image(&repository, "1", 1, "").await;
     let name = sandbox.name("web");
-    let port = host_port();
+    let port = free_port();
     let mut body = web_container(&format!("{repository}:1"), port);
     body["HostConfig"]["RestartPolicy"] = json!({ "Name": "always" });
     let old_id = sandbox.run(&name, body).await;
@@ -233,7 +246,10 @@ async fn redeploy_to_a_broken_image(bench: &Bench, extra: &str) -> (String, u16,
 async fn assert_put_back(bench: &Bench, old_id: &str, port: u16) {
     let sandbox = &bench.sandbox;
     let name = sandbox.name("web");
-    let container = sandbox.inspect(&name).await.expect("a container has the name");
+    let container = sandbox
+        .inspect(&name)
+        .await
+        .expect("a container has the name");
     assert_eq!(container["Id"], old_id);
     assert_eq!(container["State"]["Running"], true);
     assert_eq!(container["HostConfig"]["RestartPolicy"]["Name"], "always");
@@ -250,7 +266,10 @@ async fn a_new_container_that_exits_is_rolled_back() {
         redeploy_to_a_broken_image(&bench, "CMD [\"sh\", \"-c\", \"exit 3\"]").await;
     assert_eq!(unit.outcome.end.as_str(), "rolled-back", "{unit:?}");
     let reason = unit.outcome.reason.clone().unwrap_or_default();
-    assert!(reason.contains("code 3") || reason.contains("restart"), "{reason}");
+    assert!(
+        reason.contains("code 3") || reason.contains("restart"),
+        "{reason}"
+    );
     assert_put_back(&bench, &old_id, port).await;
 }
 
@@ -259,11 +278,15 @@ async fn a_new_container_that_turns_unhealthy_is_rolled_back() {
     let Some(bench) = Bench::new("unhealthy").await else {
         return;
     };
-    let check = "HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD sh -c 'echo probe says no; exit 1'";
+    let check =
+        "HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD sh -c 'echo probe says no; exit 1'";
     let (old_id, port, unit) = redeploy_to_a_broken_image(&bench, check).await;
     assert_eq!(unit.outcome.end.as_str(), "rolled-back", "{unit:?}");
     let reason = unit.outcome.reason.clone().unwrap_or_default();
-    assert!(reason.contains("unhealthy") && reason.contains("probe says no"), "{reason}");
+    assert!(
+        reason.contains("unhealthy") && reason.contains("probe says no"),
+        "{reason}"
+    );
     assert_put_back(&bench, &old_id, port).await;
 }
 
@@ -295,14 +318,20 @@ async fn a_failing_pull_touches_nothing() {
         .await;
     let name = sandbox.name("app");
     let id = sandbox
-        .run(&name, json!({ "Image": format!("{repository}:1"), "StopTimeout": 1 }))
+        .run(
+            &name,
+            json!({ "Image": format!("{repository}:1"), "StopTimeout": 1 }),
+        )
         .await;
     let mut app = bench.app(&[]).await;
     assert_eq!(app.notify(&name).await.0, 202);
     let (units, _) = app.next_job().await;
     assert_eq!(named(&units, "failed"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
-    assert!(reason.contains("pulling") && reason.contains("nothing was changed"), "{reason}");
+    assert!(
+        reason.contains("pulling") && reason.contains("nothing was changed"),
+        "{reason}"
+    );
     let container = sandbox.inspect(&name).await.unwrap();
     assert_eq!(container["Id"], id);
     assert_eq!(container["State"]["Running"], true);
@@ -320,32 +349,56 @@ async fn docker_hub_pushes_reach_containers_by_image_tag_and_label() {
     let repository = format!("autoredeploy-test/{}", sandbox.name("hub"));
     for tag in ["1", "2"] {
         sandbox
-            .build(&format!("{repository}:{tag}"), "CMD [\"sleep\", \"600\"]", &[])
+            .build(
+                &format!("{repository}:{tag}"),
+                "CMD [\"sleep\", \"600\"]",
+                &[],
+            )
             .await;
     }
     let out = sandbox.name("out");
     sandbox
-        .run(&out, json!({
-            "Image": format!("{repository}:1"),
-            "StopTimeout": 1,
-            "Labels": { "tech.manas.service.autoredeploy": "false" }
-        }))
+        .run(
+            &out,
+            json!({
+                "Image": format!("{repository}:1"),
+                "StopTimeout": 1,
+                "Labels": { "tech.manas.service.autoredeploy": "false" }
+            }),
+        )
         .await;
     let other_tag = sandbox.name("othertag");
     let other_id = sandbox
-        .run(&other_tag, json!({ "Image": format!("{repository}:2"), "StopTimeout": 1 }))
+        .run(
+            &other_tag,
+            json!({ "Image": format!("{repository}:2"), "StopTimeout": 1 }),
+        )
         .await;
     let mut app = bench.app(&[]).await;
     let (units, job) = app.push_and_wait(&repository, Some("1")).await;
     assert_eq!(named(&units, "skipped"), [out.as_str()], "{units:?}");
-    assert_eq!(units.len(), 1, "only the container of that tag is a unit: {units:?} {job:?}");
-    assert!(units[0].outcome.reason.as_deref().unwrap_or_default().contains("=false"));
+    assert_eq!(
+        units.len(),
+        1,
+        "only the container of that tag is a unit: {units:?} {job:?}"
+    );
+    assert!(
+        units[0]
+            .outcome
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("=false")
+    );
     assert_eq!(sandbox.inspect(&other_tag).await.unwrap()["Id"], other_id);
 
     // /notify refuses it too, and says why.
     let (status, answer) = app.notify(&out).await;
     assert_eq!(status, 403, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("=false"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("=false"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -356,10 +409,13 @@ async fn every_answer_of_notify() {
     let sandbox = &bench.sandbox;
     let repository = bench.repository("web");
     bench.web_image(&repository, "1", 1, "").await;
-    let names: Vec<String> = ["a", "b", "c"].iter().map(|name| sandbox.name(name)).collect();
+    let names: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| sandbox.name(name))
+        .collect();
     for name in &names {
         sandbox
-            .run(name, web_container(&format!("{repository}:1"), host_port()))
+            .run(name, web_container(&format!("{repository}:1"), free_port()))
             .await;
     }
     let stopped = sandbox.name("stopped");
@@ -375,16 +431,31 @@ async fn every_answer_of_notify() {
     bench.web_image(&repository, "1", 2, "").await;
     // The first redeploy holds its image's turn for a while, so the next job waits.
     let mut app = bench
-        .app(&[("DOCKER_UPGRADE_STABLE_S", "4"), ("AUTOREDEPLOY_QUEUE_SIZE", "1")])
+        .app(&[
+            ("DOCKER_UPGRADE_STABLE_S", "4"),
+            ("AUTOREDEPLOY_QUEUE_SIZE", "1"),
+        ])
         .await;
     let url = |name: &str| format!("{}/notify/{name}", app.address);
 
-    let answer = app.http.get(url(&names[0])).bearer_auth(WEBHOOK_KEY).send().await.unwrap();
+    let answer = app
+        .http
+        .get(url(&names[0]))
+        .bearer_auth(WEBHOOK_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 405);
     assert_eq!(answer.headers()["allow"], "POST");
     let answer = app.http.post(url(&names[0])).send().await.unwrap();
     assert_eq!(answer.status(), 401);
-    let answer = app.http.post(url(&names[0])).bearer_auth("not-the-key-0123456789").send().await.unwrap();
+    let answer = app
+        .http
+        .post(url(&names[0]))
+        .bearer_auth("not-the-key-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 401);
     for bad in ["_web", "web%20x", "w%C3%A9b", ""] {
         let (status, answer) = app.notify(bad).await;
@@ -393,19 +464,31 @@ async fn every_answer_of_notify() {
     }
     let (status, answer) = app.notify(&sandbox.name("missing")).await;
     assert_eq!(status, 404, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("no container named"));
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("no container named")
+    );
     let (status, answer) = app.notify(&stopped).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("not running"));
 
     let (status, first) = app.notify(&names[0]).await;
-    assert_eq!((status, first["container"].as_str()), (202, Some(names[0].as_str())), "{first}");
+    assert_eq!(
+        (status, first["container"].as_str()),
+        (202, Some(names[0].as_str())),
+        "{first}"
+    );
     let (status, second) = app.notify(&names[1]).await;
     assert_eq!(status, 202, "{second}");
     assert_ne!(second["job"], first["job"]);
     let (status, again) = app.notify(&names[1]).await;
     assert_eq!(status, 202, "{again}");
-    assert_eq!((again["job"].clone(), again["coalesced"].clone()), (second["job"].clone(), json!(true)));
+    assert_eq!(
+        (again["job"].clone(), again["coalesced"].clone()),
+        (second["job"].clone(), json!(true))
+    );
     let answer = app
         .http
         .post(url(&names[2]))

@@ -19,6 +19,7 @@ mod paging;
 mod polling;
 mod rancher_tls;
 mod real_fixtures;
+mod registry_credentials;
 mod reliability;
 mod scheduling;
 mod upgrade;

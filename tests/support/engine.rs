@@ -160,10 +160,19 @@ impl Sandbox {
 
     /// Pushes `repository:tag` to its registry.
     pub async fn push(&self, repository: &str, tag: &str) {
+        self.push_with(
+            repository,
+            tag,
+            &secrecy::SecretString::from(NO_CREDENTIALS),
+        )
+        .await;
+    }
+
+    /// Pushes `repository:tag` with the `X-Registry-Auth` value `auth`.
+    pub async fn push_with(&self, repository: &str, tag: &str, auth: &secrecy::SecretString) {
         let path = format!("/images/{repository}/push?tag={tag}");
-        let auth = secrecy::SecretString::from(NO_CREDENTIALS);
         self.engine
-            .follow_progress(Call::post("pushing a test image", &path).registry_auth(Some(&auth)))
+            .follow_progress(Call::post("pushing a test image", &path).registry_auth(Some(auth)))
             .await
             .unwrap_or_else(|error| panic!("pushing {repository}:{tag}: {error}"));
     }
@@ -373,13 +382,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry; `htpasswd`, when given, is the content of its password file
-    /// (bcrypt entries), which makes it ask for credentials.
-    pub async fn start(htpasswd: Option<&str>) -> Result<Self, String> {
+    /// Starts a registry on 127.0.0.1:`port`; `htpasswd`, when given, is the content of
+    /// its password file (bcrypt entries), which makes it ask for credentials.
+    pub async fn start(port: u16, htpasswd: Option<&str>) -> Result<Self, String> {
         let binary = which("docker-registry")
             .ok_or("docker-registry (Debian's docker-registry package) is not installed")?;
         let storage = tempfile::tempdir().map_err(|error| error.to_string())?;
-        let port = free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.path().join("data").display()
@@ -431,16 +439,12 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-fn free_port() -> u16 {
+/// A port of 127.0.0.1 free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("a free port on 127.0.0.1")
-}
-
-/// A free port on 127.0.0.1 for a container to publish.
-pub fn host_port() -> u16 {
-    free_port()
 }
 
 /// Reads `http://127.0.0.1:<port><path>`, waiting up to 10 s for an answer.
