@@ -17,7 +17,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_autoredeploy");
 /// Bound on waiting for the binary to start, stop, or finish a job.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Binary {
+pub(crate) struct Binary {
     child: Child,
     address: String,
     /// Reads the binary's log into the secret audit until it exits.
@@ -33,17 +33,25 @@ fn free_port() -> u16 {
 }
 
 fn command(rancher: &FakeRancher, data: &Path) -> Command {
+    let target = [
+        ("RANCHER_HOST", rancher.host()),
+        ("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID.to_owned()),
+        ("RANCHER_API_KEY", fake_rancher::ACCESS_KEY.to_owned()),
+        ("RANCHER_API_SECRET", fake_rancher::SECRET_KEY.to_owned()),
+        ("RANCHER_UPGRADE_POLL_MS", "50".to_owned()),
+        ("RANCHER_RETRY_MAX_DELAY_MS", "100".to_owned()),
+    ];
+    command_for(&target, data)
+}
+
+/// The binary with the key, `data` as its data folder and the variables of `target`.
+fn command_for(target: &[(&str, String)], data: &Path) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
         .env("AUTOREDEPLOY_DATA_DIR", data)
         .env("DOCKER_HUB_KEY", WEBHOOK_KEY)
-        .env("RANCHER_HOST", rancher.host())
-        .env("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID)
-        .env("RANCHER_API_KEY", fake_rancher::ACCESS_KEY)
-        .env("RANCHER_API_SECRET", fake_rancher::SECRET_KEY)
-        .env("RANCHER_UPGRADE_POLL_MS", "50")
-        .env("RANCHER_RETRY_MAX_DELAY_MS", "100")
+        .envs(target.iter().map(|(name, value)| (name, value)))
         .env("AUTOREDEPLOY_MAX_CONCURRENT_UPGRADES", "1")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -55,8 +63,18 @@ fn command(rancher: &FakeRancher, data: &Path) -> Command {
 
 impl Binary {
     async fn start(rancher: &FakeRancher, data: &Path) -> Self {
+        Self::start_command(command(rancher, data)).await
+    }
+
+    /// Starts the binary with the variables of `target` on `data`, and waits until it
+    /// answers.
+    pub(crate) async fn start_for(target: &[(&str, String)], data: &Path) -> Self {
+        Self::start_command(command_for(target, data)).await
+    }
+
+    async fn start_command(mut command: Command) -> Self {
         let port = free_port();
-        let mut child = command(rancher, data)
+        let mut child = command
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("BIND_PORT", port.to_string())
             .env("RUST_LOG", "trace")
@@ -100,7 +118,12 @@ impl Binary {
             .unwrap()
     }
 
-    async fn job(&self, id: i64) -> Value {
+    /// The address it answers on.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) async fn job(&self, id: i64) -> Value {
         let answer = http_client()
             .get(format!("{}/jobs/{id}", self.address))
             .bearer_auth(WEBHOOK_KEY)
@@ -110,7 +133,7 @@ impl Binary {
         answer.json().await.unwrap()
     }
 
-    async fn wait_until_done(&self, id: i64) -> Value {
+    pub(crate) async fn wait_until_done(&self, id: i64) -> Value {
         let started = tokio::time::Instant::now();
         loop {
             let job = self.job(id).await;
@@ -122,7 +145,7 @@ impl Binary {
         }
     }
 
-    async fn kill_hard(mut self) {
+    pub(crate) async fn kill_hard(mut self) {
         self.child.kill().await.unwrap();
         self.audit_log().await;
     }

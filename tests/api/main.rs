@@ -4,6 +4,7 @@
 mod support;
 
 mod containers;
+mod containers_crash;
 mod crash;
 mod fake_rancher_behaviour;
 mod helpers;

@@ -8,6 +8,8 @@
 // The tests use it, the bench does not.
 #[allow(dead_code)]
 pub mod engine;
+#[allow(dead_code)]
+pub mod engine_proxy;
 pub mod fake_rancher;
 pub mod flaky_proxy;
 pub mod tls_proxy;

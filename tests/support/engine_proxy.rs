@@ -1,0 +1,148 @@
+//! A Unix socket in front of the real engine's, which can hold one kind of request: the
+//! process under test then waits for an answer while the test kills it. autoredeploy
+//! opens a connection per request, so each connection carries one request.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+
+/// Which requests to hold, and how.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// The method (`POST`).
+    pub method: &'static str,
+    /// A part of the path (`/containers/create`).
+    pub path_contains: String,
+    /// Pass the request to the engine first, and hold only its answer.
+    pub after_the_engine: bool,
+}
+
+/// The proxy; it stops when dropped.
+pub struct EngineProxy {
+    /// The socket, for `DOCKER_HOST=unix://…`.
+    pub socket: PathBuf,
+    hold: Arc<Mutex<Option<Hold>>>,
+    held: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+    _folder: tempfile::TempDir,
+}
+
+impl EngineProxy {
+    /// A proxy of the engine listening on `engine`.
+    pub fn start(engine: &Path) -> Self {
+        let folder = tempfile::tempdir().unwrap();
+        let socket = folder.path().join("engine.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let hold: Arc<Mutex<Option<Hold>>> = Arc::default();
+        let held = Arc::new(Notify::new());
+        let engine = engine.to_owned();
+        let task = {
+            let (hold, held) = (Arc::clone(&hold), Arc::clone(&held));
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (hold, held, engine) =
+                        (Arc::clone(&hold), Arc::clone(&held), engine.clone());
+                    tokio::spawn(async move {
+                        let _ = relay(client, &engine, &hold, &held).await;
+                    });
+                }
+            })
+        };
+        Self {
+            socket,
+            hold,
+            held,
+            task,
+            _folder: folder,
+        }
+    }
+
+    /// `DOCKER_HOST` for this proxy.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Holds the requests `hold` describes from now on.
+    pub fn hold(&self, hold: Hold) {
+        *self.hold.lock().unwrap() = Some(hold);
+    }
+
+    /// Lets every request through from now on (those held stay held).
+    pub fn release(&self) {
+        *self.hold.lock().unwrap() = None;
+    }
+
+    /// Waits until a request is held.
+    pub async fn until_held(&self) {
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.held.notified())
+            .await
+            .expect("the request to hold arrives");
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Carries one connection to the engine, unless its request is to be held.
+async fn relay(
+    mut client: UnixStream,
+    engine: &Path,
+    hold: &Mutex<Option<Hold>>,
+    held: &Notify,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 4096];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = client.read(&mut byte).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&byte[..read]);
+    }
+    let line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)])
+        .into_owned();
+    let mut words = line.split(' ');
+    let (method, path) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let rule = hold
+        .lock()
+        .unwrap()
+        .clone()
+        .filter(|rule| rule.method == method && path.contains(&rule.path_contains));
+    let mut upstream = match &rule {
+        Some(rule) if !rule.after_the_engine => {
+            held.notify_one();
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        _ => UnixStream::connect(engine).await?,
+    };
+    upstream.write_all(&head).await?;
+    match rule {
+        None => {
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        }
+        Some(_) => {
+            // The engine acts on the request; its answer never reaches the caller.
+            let (mut from_client, _to_client) = client.split();
+            let (mut from_engine, mut to_engine) = upstream.split();
+            let forward = tokio::io::copy(&mut from_client, &mut to_engine);
+            let answered = async {
+                let mut first = [0u8; 1];
+                let _ = from_engine.read(&mut first).await;
+                held.notify_one();
+                std::future::pending::<()>().await;
+            };
+            let _ = tokio::join!(forward, answered);
+        }
+    }
+    Ok(())
+}
