@@ -507,3 +507,106 @@ async fn every_answer_of_notify() {
     let untouched = sandbox.inspect(&names[2]).await.unwrap();
     assert_eq!(untouched["Config"]["Labels"]["from.image"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_in_the_redeployed_ones_network_follows_it() {
+    let Some(bench) = Bench::new("netns").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let sidecar_image = format!("autoredeploy-test/{}", sandbox.name("sidecar"));
+    sandbox
+        .build(
+            &format!("{sidecar_image}:1"),
+            "COPY index.html /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8081\", \"-h\", \"/www\"]",
+            &[("index.html", "sidecar")],
+        )
+        .await;
+    let name = sandbox.name("web");
+    let (web_port, sidecar_port) = (free_port(), free_port());
+    let mut body = web_container(&format!("{repository}:1"), web_port);
+    body["ExposedPorts"]["8081/tcp"] = json!({});
+    body["HostConfig"]["PortBindings"]["8081/tcp"] =
+        json!([{ "HostIp": "127.0.0.1", "HostPort": sidecar_port.to_string() }]);
+    let old_id = sandbox.run(&name, body).await;
+    let sidecar = sandbox.name("sidecar");
+    let sidecar_id = sandbox
+        .run(
+            &sidecar,
+            json!({
+                "Image": format!("{sidecar_image}:1"),
+                "StopTimeout": 1,
+                // As compose writes `network_mode: service:web`: by id.
+                "HostConfig": { "NetworkMode": format!("container:{old_id}") }
+            }),
+        )
+        .await;
+    assert_eq!(read_published(sidecar_port, "/").await.unwrap(), "sidecar");
+
+    bench.web_image(&repository, "1", 2, "").await;
+    let mut app = bench.app(&[]).await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
+    assert_eq!(units[0].outcome.reason, None, "{units:?}");
+
+    // The sidecar answers through the new container's published port: it runs in its
+    // network namespace.
+    assert_eq!(read_published(web_port, "/").await.unwrap(), "v2");
+    assert_eq!(read_published(sidecar_port, "/").await.unwrap(), "sidecar");
+    let recreated = sandbox.inspect(&sidecar).await.unwrap();
+    assert_ne!(recreated["Id"], sidecar_id);
+    assert_eq!(recreated["State"]["Running"], true);
+    let mut expected = vec![name.clone(), sidecar.clone()];
+    expected.sort();
+    assert_eq!(sandbox.containers().await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compose_made_container_stays_compose_s() {
+    let Some(bench) = Bench::new("compose").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let old_image: Value = sandbox
+        .engine
+        .json(autoredeploy::platform::engine::Call::get(
+            "image",
+            &format!("/images/{repository}:1/json"),
+        ))
+        .await
+        .unwrap();
+    let project = sandbox.name("project");
+    let name = format!("{project}-web-1");
+    let mut body = web_container(&format!("{repository}:1"), free_port());
+    // The labels docker compose v2 puts on a service's container.
+    body["Labels"] = json!({
+        "com.docker.compose.project": project,
+        "com.docker.compose.service": "web",
+        "com.docker.compose.container-number": "1",
+        "com.docker.compose.oneoff": "False",
+        "com.docker.compose.config-hash": "6f3e0c0c5d2b1a7f",
+        "com.docker.compose.image": old_image["Id"],
+        "com.docker.compose.version": "2.29.7",
+    });
+    sandbox.run(&name, body).await;
+    bench.web_image(&repository, "1", 2, "").await;
+    let mut app = bench.app(&[]).await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
+
+    // `docker compose ps` finds a project's containers by these labels; `docker compose
+    // up` recreates a container whose `com.docker.compose.image` is not its image's id.
+    let new = sandbox.inspect(&name).await.unwrap();
+    let labels = &new["Config"]["Labels"];
+    assert_eq!(labels["com.docker.compose.project"], project);
+    assert_eq!(labels["com.docker.compose.service"], "web");
+    assert_eq!(labels["com.docker.compose.config-hash"], "6f3e0c0c5d2b1a7f");
+    assert_eq!(labels["com.docker.compose.image"], new["Image"]);
+    assert_ne!(new["Image"], old_image["Id"]);
+}

@@ -21,10 +21,13 @@ pub(super) enum Step {
     RemovingOld,
     /// The new container failed; the old one is being put back.
     RollingBack,
+    /// The containers in the network namespace of the old one are being recreated in
+    /// that of the container that holds the name now.
+    Dependants,
 }
 
 impl Step {
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Planned,
         Step::Pulling,
         Step::Creating,
@@ -32,6 +35,7 @@ impl Step {
         Step::Gating,
         Step::RemovingOld,
         Step::RollingBack,
+        Step::Dependants,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Step {
             Self::Gating => "gating",
             Self::RemovingOld => "removing-old",
             Self::RollingBack => "rolling-back",
+            Self::Dependants => "recreating-dependants",
         }
     }
 
@@ -68,6 +73,11 @@ pub(super) struct Checkpoint {
     /// Why the new container is being rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The running containers in the old container's network namespace, by name, found
+    /// before it was stopped: they are recreated in the namespace of whichever container
+    /// holds the name at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependants: Vec<String>,
 }
 
 impl Checkpoint {

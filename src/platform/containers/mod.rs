@@ -5,6 +5,7 @@
 
 mod api;
 mod checkpoint;
+mod dependants;
 mod gate;
 mod matching;
 mod named;

@@ -45,8 +45,17 @@ pub(super) fn new_container(
     let mut config = object(container, "Config").ok_or("the container's inspect has no Config")?;
     let image_config = object(old_image, "Config").unwrap_or_default();
     without_image_defaults(&mut config, &image_config);
-    if config.get("Hostname").and_then(Value::as_str) == Some(short_id) {
+    let in_another_namespace = container
+        .pointer("/HostConfig/NetworkMode")
+        .and_then(Value::as_str)
+        .is_some_and(|mode| mode.starts_with("container:"));
+    // In another container's namespace, the host name is that container's: the engine
+    // refuses one of its own.
+    if in_another_namespace || config.get("Hostname").and_then(Value::as_str) == Some(short_id) {
         config.remove("Hostname");
+    }
+    if in_another_namespace {
+        config.remove("Domainname");
     }
     config.insert("Image".into(), Value::String(reference.to_owned()));
     if let Some(Value::Object(labels)) = config.get_mut("Labels")

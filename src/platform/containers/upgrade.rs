@@ -6,6 +6,8 @@
 //!    restart cannot bring it back), park it under another name, give the new one the
 //!    name, start it.
 //! 4. Gate the new container; once it passes, remove the old one.
+//! 5. Recreate the containers that ran in the old one's network namespace, in the
+//!    namespace of whichever container holds the name now (after a rollback too).
 //!
 //! A failure from the switch on rolls back: the new container is removed, and the old one
 //! gets its name, its restart policy and its run back. Every step works by container id
@@ -18,6 +20,7 @@ use serde_json::json;
 
 use super::api::{ContainerApi, Inspected, short};
 use super::checkpoint::{Checkpoint, Step};
+use super::dependants;
 use super::gate::{self, Verdict};
 use super::matching::{self, Verdict as Match};
 use super::recreate::new_container;
@@ -148,9 +151,25 @@ impl Redeployer {
                 Step::Gating => self.gate(&checkpoint).await.map(|()| Step::RemovingOld),
                 Step::RemovingOld => {
                     self.api.remove(&checkpoint.old_id, true).await?;
-                    return Ok(Outcome::upgraded());
+                    if checkpoint.dependants.is_empty() {
+                        return Ok(Outcome::upgraded());
+                    }
+                    Ok(Step::Dependants)
                 }
-                Step::RollingBack => return self.roll_back(name, &checkpoint).await,
+                Step::RollingBack => match self.roll_back(name, &checkpoint).await? {
+                    Ok(()) if !checkpoint.dependants.is_empty() => Ok(Step::Dependants),
+                    Ok(()) => return Ok(rolled_back(&checkpoint, Vec::new())),
+                    Err(outcome) => return Ok(outcome),
+                },
+                Step::Dependants => {
+                    let failures =
+                        dependants::recreate(&self.api, name, &checkpoint.dependants).await?;
+                    return Ok(match checkpoint.failure {
+                        Some(_) => rolled_back(&checkpoint, failures),
+                        None if failures.is_empty() => Outcome::upgraded(),
+                        None => Outcome::because(UnitEnd::Upgraded, failures.join("; ")),
+                    });
+                }
             };
             step = match next {
                 Ok(next) => next,
@@ -233,6 +252,7 @@ impl Redeployer {
             new_id: None,
             restart_policy: serde_json::Value::Null,
             failure: None,
+            dependants: Vec::new(),
         };
         record(log, Step::Creating, &checkpoint).await?;
         Ok(Ok(checkpoint))
@@ -304,6 +324,7 @@ impl Redeployer {
         }
         checkpoint.new_id = Some(new_id);
         checkpoint.restart_policy = old.view.host_config.restart_policy;
+        checkpoint.dependants = dependants::of(&self.api, &checkpoint.old_id, name).await?;
         Ok(())
     }
 
@@ -350,19 +371,21 @@ impl Redeployer {
         }
     }
 
-    /// Removes the new container and puts the old one back under its name.
-    async fn roll_back(&self, name: &str, checkpoint: &Checkpoint) -> Result<Outcome, Halt> {
-        let reason = checkpoint
-            .failure
-            .clone()
-            .unwrap_or_else(|| "the new container failed".into());
+    /// Removes the new container and puts the old one back under its name; `Err` holds
+    /// the unit's end when that failed.
+    async fn roll_back(
+        &self,
+        name: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Result<(), Outcome>, Halt> {
         match self.put_back(name, checkpoint).await {
-            Ok(()) => Ok(Outcome::because(UnitEnd::RolledBack, reason)),
+            Ok(()) => Ok(Ok(())),
             Err(error) if error.is_transient() => Err(error.into()),
-            Err(error) => Ok(Outcome::failed(format!(
-                "{reason}; putting the old container {} back failed: {error}",
+            Err(error) => Ok(Err(Outcome::failed(format!(
+                "{}; putting the old container {} back failed: {error}",
+                failure_of(checkpoint),
                 short(&checkpoint.old_id)
-            ))),
+            )))),
         }
     }
 
@@ -387,6 +410,24 @@ impl Redeployer {
         }
         self.api.start(&checkpoint.old_id).await
     }
+}
+
+/// Why the new container was rolled back.
+fn failure_of(checkpoint: &Checkpoint) -> String {
+    checkpoint
+        .failure
+        .clone()
+        .unwrap_or_else(|| "the new container failed".into())
+}
+
+/// The end of a unit rolled back, with what failed in recreating its dependants.
+fn rolled_back(checkpoint: &Checkpoint, failures: Vec<String>) -> Outcome {
+    let mut reason = failure_of(checkpoint);
+    for failure in failures {
+        reason.push_str("; ");
+        reason.push_str(&failure);
+    }
+    Outcome::because(UnitEnd::RolledBack, reason)
 }
 
 fn new_id(checkpoint: &Checkpoint) -> Result<&str, Failure> {

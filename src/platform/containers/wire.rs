@@ -23,6 +23,17 @@ pub(super) struct ListedContainer {
     /// Its labels.
     #[serde(rename = "Labels", default)]
     pub labels: Option<HashMap<String, String>>,
+    /// The part of its host configuration the list shows.
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: ListedHostConfig,
+}
+
+/// The host configuration of a listed container: its network mode only.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListedHostConfig {
+    /// `bridge`, `host`, a network's name, `container:<name or id>`, …
+    #[serde(rename = "NetworkMode", default)]
+    pub network_mode: String,
 }
 
 impl ListedContainer {

@@ -1,0 +1,119 @@
+//! Containers that run in another container's network namespace
+//! (`NetworkMode: container:<it>`). Stopping that container takes their network away, and
+//! a restart would not give it back when they name it by an id that is gone: once the
+//! name is held again, each is recreated from its own inspect, joined to the namespace of
+//! the container of that name.
+//!
+//! A dependant's recreation is not gated, and it keeps its image: only its network mode
+//! changes. A recreation cut short is finished at the next attempt from what the names
+//! say (a parked container, a temporary one).
+
+use serde_json::Value;
+
+use super::api::ContainerApi;
+use super::recreate::new_container;
+use crate::platform::engine::EngineError;
+
+/// The name a dependant's new container has until it takes over.
+fn temporary_name(name: &str) -> String {
+    format!("{name}-autoredeploy-new")
+}
+
+/// The name the dependant's old container has while it is replaced.
+fn parked_name(name: &str) -> String {
+    format!("{name}-autoredeploy-old")
+}
+
+/// The running containers in the network namespace of the container `id` named `name`,
+/// by name.
+pub(super) async fn of(
+    api: &ContainerApi,
+    id: &str,
+    name: &str,
+) -> Result<Vec<String>, EngineError> {
+    let modes = [
+        format!("container:{id}"),
+        format!("container:{}", &id[..id.len().min(12)]),
+        format!("container:{name}"),
+    ];
+    let listed = api.running().await?;
+    Ok(listed
+        .iter()
+        .filter(|container| modes.contains(&container.host_config.network_mode))
+        .filter_map(|container| container.name().map(str::to_owned))
+        .collect())
+}
+
+/// Recreates each of `dependants` in the namespace of the container named `supplier`.
+/// Returns what failed, for the unit's reason; `Err` only when the engine is out of reach.
+pub(super) async fn recreate(
+    api: &ContainerApi,
+    supplier: &str,
+    dependants: &[String],
+) -> Result<Vec<String>, EngineError> {
+    let mut failures = Vec::new();
+    for dependant in dependants {
+        match recreate_one(api, supplier, dependant).await {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                tracing::error!(container = %dependant, %error, "a container of the redeployed one's network could not be recreated");
+                failures.push(format!(
+                    "recreating {dependant} in its network failed: {error}"
+                ));
+            }
+        }
+    }
+    Ok(failures)
+}
+
+async fn recreate_one(api: &ContainerApi, supplier: &str, name: &str) -> Result<(), EngineError> {
+    let (temporary, parked) = (temporary_name(name), parked_name(name));
+    // What an attempt cut short left.
+    api.remove(&temporary, true).await?;
+    if let Some(left) = api.inspect(&parked).await? {
+        if api.inspect(name).await?.is_some() {
+            api.remove(&left.view.id, true).await?;
+        } else {
+            api.rename(&left.view.id, name).await?;
+        }
+    }
+    let Some(old) = api.inspect(name).await? else {
+        return Ok(());
+    };
+    let Some(image) = api.image(&old.view.image_id).await? else {
+        return Err(EngineError::Unreadable {
+            what: format!("recreating {name}"),
+            reason: "the image it runs is gone".into(),
+        });
+    };
+    let version = api.client().version().await?;
+    let mut made = new_container(
+        &old.document,
+        &image,
+        &old.view.config.image,
+        &old.view.image_id,
+        version,
+    )
+    .map_err(|reason| EngineError::Unreadable {
+        what: format!("recreating {name}"),
+        reason,
+    })?;
+    made.body["HostConfig"]["NetworkMode"] = Value::String(format!("container:{supplier}"));
+    let new_id = api.create(&temporary, &made.body).await?;
+    let stop_timeout = old.view.config.stop_timeout.map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs,
+    );
+    api.stop(&old.view.id, stop_timeout).await?;
+    api.rename(&old.view.id, &parked).await?;
+    api.rename(&new_id, name).await?;
+    if let Err(error) = api.start(&new_id).await {
+        // Put the old one back, in the namespace it names.
+        api.remove(&new_id, true).await?;
+        api.rename(&old.view.id, name).await?;
+        let _ = api.start(&old.view.id).await;
+        return Err(error);
+    }
+    api.remove(&old.view.id, true).await
+}
