@@ -5,6 +5,7 @@ mod support;
 
 mod containers;
 mod containers_crash;
+mod containers_startup;
 mod crash;
 mod fake_rancher_behaviour;
 mod helpers;

@@ -71,9 +71,25 @@ impl Connector {
             reason: error.to_string(),
         };
         match &self.endpoint {
-            EngineEndpoint::Unix(path) => Ok(Box::new(
-                UnixStream::connect(path).await.map_err(unreachable)?,
-            )),
+            EngineEndpoint::Unix(path) => match UnixStream::connect(path).await {
+                Ok(stream) => Ok(Box::new(stream)),
+                Err(error) => Err(EngineError::Unreachable {
+                    address: self.address.clone(),
+                    reason: match error.kind() {
+                        std::io::ErrorKind::NotFound => format!(
+                            "there is no socket at {}: mount the engine's socket there, or \
+                             set DOCKER_HOST to where it is",
+                            path.display()
+                        ),
+                        std::io::ErrorKind::PermissionDenied => format!(
+                            "{} may not be opened by this user: run autoredeploy as root or \
+                             in the socket's group",
+                            path.display()
+                        ),
+                        _ => error.to_string(),
+                    },
+                }),
+            },
             EngineEndpoint::Tcp { host, port } => {
                 let tcp = TcpStream::connect((host.as_str(), *port))
                     .await

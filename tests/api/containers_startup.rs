@@ -1,0 +1,175 @@
+//! How the containers target starts: the engine is asked its API version at once, an
+//! engine that cannot be used stops the start with a message naming `DOCKER_HOST`, and the
+//! version spoken is the newest both sides know.
+
+use std::sync::{Arc, Mutex};
+
+use autoredeploy::config::Settings;
+use autoredeploy::startup::Application;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
+
+/// An engine stand-in on a Unix socket: `/version` answers `status` with `ApiVersion`
+/// `version`; everything else is an empty list. It records the paths asked.
+struct FakeEngine {
+    socket: std::path::PathBuf,
+    paths: Arc<Mutex<Vec<String>>>,
+    _folder: tempfile::TempDir,
+}
+
+impl FakeEngine {
+    fn start(status: u16, version: &'static str) -> Self {
+        let folder = tempfile::tempdir().unwrap();
+        let socket = folder.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = Arc::clone(&paths);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => head.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let path = text.split(' ').nth(1).unwrap_or_default().to_owned();
+                    recorded.lock().unwrap().push(path.clone());
+                    let (status, body) = if path == "/version" {
+                        (
+                            status,
+                            format!("{{\"ApiVersion\":\"{version}\",\"MinAPIVersion\":\"1.24\"}}"),
+                        )
+                    } else {
+                        (200, "[]".to_owned())
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            socket,
+            paths,
+            _folder: folder,
+        }
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+/// Starts the application on `docker_host`, with a data folder that lives as long as the
+/// returned guard.
+async fn start(docker_host: &str) -> (Result<Application, String>, tempfile::TempDir) {
+    crate::log_capture::install();
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("AUTOREDEPLOY_DATA_DIR", data.path().display().to_string()),
+        ("DOCKER_HUB_KEY", WEBHOOK_KEY.to_owned()),
+        ("DOCKER_HOST", docker_host.to_owned()),
+    ];
+    let settings = Settings::from_vars(
+        vars.into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let application = Application::new(listener, settings)
+        .await
+        .map_err(|error| error.to_string());
+    (application, data)
+}
+
+#[tokio::test]
+async fn a_socket_that_is_not_there_stops_the_start() {
+    let refused = start("unix:///nonexistent/docker.sock")
+        .await
+        .0
+        .unwrap_err();
+    assert!(
+        refused.contains("DOCKER_HOST") && refused.contains("/nonexistent/docker.sock"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_answering_an_error_stops_the_start() {
+    let engine = FakeEngine::start(500, "1.41");
+    let refused = start(&engine.docker_host()).await.0.unwrap_err();
+    assert!(
+        refused.contains("DOCKER_HOST") && refused.contains("500"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_older_than_docker_20_10_stops_the_start() {
+    let engine = FakeEngine::start(200, "1.40");
+    let refused = start(&engine.docker_host()).await.0.unwrap_err();
+    assert!(
+        refused.contains("DOCKER_HOST") && refused.contains("1.40") && refused.contains("1.41"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_newer_engine_is_spoken_to_in_the_newest_version_autoredeploy_knows() {
+    let engine = FakeEngine::start(200, "1.54");
+    let (application, _data) = start(&engine.docker_host()).await;
+    let application = application.unwrap();
+    let address = format!("http://{}", application.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(application.run(async {
+        let _ = stopped.await;
+    }));
+    let answer = http_client()
+        .post(format!("{address}/autoredeploy?key={WEBHOOK_KEY}"))
+        .header("content-type", "application/json")
+        .body(push_body("myorg/web", Some("1")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let started = tokio::time::Instant::now();
+    while !engine
+        .paths
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|path| path.contains("/containers/json"))
+    {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{:?}",
+            engine.paths.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let paths = engine.paths.lock().unwrap().clone();
+    assert_eq!(paths[0], "/version", "{paths:?}");
+    assert!(
+        paths[1..].iter().all(|path| path.starts_with("/v1.51/")),
+        "{paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_on_tcp_that_does_not_answer_yet_is_waited_for() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (application, _data) = start(&format!("tcp://127.0.0.1:{closed}")).await;
+    assert!(application.is_ok(), "{:?}", application.err());
+}
