@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
+use crate::support::engine_tls::EngineTls;
 
 /// An engine stand-in on a Unix socket: `/version` answers `status` with `ApiVersion`
 /// `version`; everything else is an empty list. It records the paths asked.
@@ -172,4 +173,71 @@ async fn an_engine_on_tcp_that_does_not_answer_yet_is_waited_for() {
     };
     let (application, _data) = start(&format!("tcp://127.0.0.1:{closed}")).await;
     assert!(application.is_ok(), "{:?}", application.err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_behind_tls_is_reached_with_the_client_certificate_of_docker_cert_path() {
+    let Some(bench) = crate::containers::Bench::new("tls").await else {
+        return;
+    };
+    let socket = crate::support::engine::docker_host()
+        .trim_start_matches("unix://")
+        .to_owned();
+    let front = EngineTls::start(socket.as_ref()).await;
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let name = sandbox.name("web");
+    sandbox
+        .run(
+            &name,
+            crate::containers::web_container(
+                &format!("{repository}:1"),
+                crate::support::engine::free_port(),
+            ),
+        )
+        .await;
+    let docker_host = format!("tcp://127.0.0.1:{}", front.address.port());
+    let cert_path = front.client_files.path().display().to_string();
+    let mut app = bench
+        .app(&[
+            ("DOCKER_HOST", &docker_host),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", &cert_path),
+        ])
+        .await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(
+        crate::helpers::named(&units, "up-to-date"),
+        [name.as_str()],
+        "{units:?}"
+    );
+
+    // A client certificate of another CA is refused by the engine: that stops the start.
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("AUTOREDEPLOY_DATA_DIR", data.path().display().to_string()),
+        ("DOCKER_HUB_KEY", WEBHOOK_KEY.to_owned()),
+        ("DOCKER_HOST", docker_host.clone()),
+        ("DOCKER_TLS_VERIFY", "1".to_owned()),
+        (
+            "DOCKER_CERT_PATH",
+            front.stranger_files.path().display().to_string(),
+        ),
+    ];
+    let settings = Settings::from_vars(
+        vars.into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = Application::new(listener, settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("DOCKER_HOST") && refused.contains("TLS handshake"),
+        "{refused}"
+    );
 }

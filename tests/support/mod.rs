@@ -10,6 +10,8 @@
 pub mod engine;
 #[allow(dead_code)]
 pub mod engine_proxy;
+#[allow(dead_code)]
+pub mod engine_tls;
 pub mod fake_rancher;
 pub mod flaky_proxy;
 pub mod tls_proxy;

@@ -293,7 +293,26 @@ impl EngineClient {
             .map_err(|error| self.dropped(&error))
     }
 
+    /// The error of a connection that broke. With TLS 1.3 the engine refuses a client
+    /// certificate only after the client's side of the handshake: the refusal then
+    /// arrives as the answer to the first request, and is no reason to wait.
     fn dropped(&self, error: &hyper::Error) -> EngineError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(error) = cause {
+            let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
+                error
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                return EngineError::Handshake {
+                    address: self.address().to_owned(),
+                    reason: tls.to_string(),
+                };
+            }
+            cause = error.source();
+        }
         EngineError::Unreachable {
             address: self.address().to_owned(),
             reason: error.to_string(),

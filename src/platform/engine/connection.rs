@@ -97,12 +97,16 @@ impl Connector {
                 tcp.set_nodelay(true).map_err(unreachable)?;
                 match &self.tls {
                     None => Ok(Box::new(tcp)),
-                    Some((connector, name)) => Ok(Box::new(
-                        connector
-                            .connect(name.clone(), tcp)
-                            .await
-                            .map_err(unreachable)?,
-                    )),
+                    Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
+                        Ok(stream) => Ok(Box::new(stream)),
+                        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                            Err(EngineError::Handshake {
+                                address: self.address.clone(),
+                                reason: error.to_string(),
+                            })
+                        }
+                        Err(error) => Err(unreachable(error)),
+                    },
                 }
             }
         }

@@ -15,6 +15,15 @@ pub enum EngineError {
         /// What went wrong.
         reason: String,
     },
+    /// The TLS handshake with the engine failed: its certificate, or ours, was refused.
+    /// Waiting does not cure that.
+    #[error("the TLS handshake with the Docker Engine at {address} failed: {reason}")]
+    Handshake {
+        /// `DOCKER_HOST`, as given.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The engine did not answer in time.
     #[error("the Docker Engine did not answer {what} within {seconds} s")]
     Timeout {
