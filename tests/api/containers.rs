@@ -374,6 +374,22 @@ async fn docker_hub_pushes_reach_containers_by_image_tag_and_label() {
             json!({ "Image": format!("{repository}:2"), "StopTimeout": 1 }),
         )
         .await;
+    // Stopped containers are left alone: they are no unit at all.
+    let stopped = sandbox.name("stopped");
+    sandbox
+        .engine
+        .call(
+            autoredeploy::platform::engine::Call::post(
+                "creating",
+                &format!("/containers/create?name={stopped}"),
+            )
+            .json(&json!({
+                "Image": format!("{repository}:1"),
+                "Labels": { "autoredeploy.test": sandbox.id }
+            })),
+        )
+        .await
+        .unwrap();
     let mut app = bench.app(&[]).await;
     let (units, job) = app.push_and_wait(&repository, Some("1")).await;
     assert_eq!(named(&units, "skipped"), [out.as_str()], "{units:?}");
