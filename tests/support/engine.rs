@@ -275,6 +275,9 @@ impl Sandbox {
         let label = format!("{TEST_LABEL}={}", self.id);
         let filters = urlencode(&json!({ "label": [label] }).to_string());
         let name_filter = urlencode(&json!({ "name": [self.id] }).to_string());
+        // Volumes the sandbox's containers mount: anonymous ones carry no label, and those
+        // mounted again by name in a new container outlive it.
+        let mut mounted: Vec<String> = Vec::new();
         for filter in [&filters, &name_filter] {
             let listed: Vec<Value> = self
                 .engine
@@ -286,6 +289,13 @@ impl Sandbox {
                 .unwrap_or_default();
             for container in listed {
                 let id = container["Id"].as_str().unwrap_or_default();
+                for mount in container["Mounts"].as_array().into_iter().flatten() {
+                    if mount["Type"] == "volume"
+                        && let Some(name) = mount["Name"].as_str()
+                    {
+                        mounted.push(name.to_owned());
+                    }
+                }
                 let _ = self
                     .engine
                     .call(Call::delete(
@@ -310,8 +320,12 @@ impl Sandbox {
             ))
             .await
             .unwrap_or_default();
-        for volume in volumes["Volumes"].as_array().into_iter().flatten() {
-            let name = volume["Name"].as_str().unwrap_or_default();
+        let labelled = volumes["Volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|volume| volume["Name"].as_str().map(str::to_owned));
+        for name in labelled.chain(mounted) {
             let _ = self
                 .engine
                 .call(Call::delete(

@@ -176,13 +176,25 @@ impl ContainerApi {
             .map(drop)
     }
 
-    /// Removes a container, stopping it first if `force`; its volumes are kept. One that
-    /// is already gone counts as removed.
-    pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<(), EngineError> {
+    /// Removes a container whose volumes the new container uses: an old one. Its
+    /// anonymous volumes are kept. One that is already gone counts as removed.
+    pub async fn remove_old(&self, name_or_id: &str) -> Result<(), EngineError> {
+        self.remove(name_or_id, false).await
+    }
+
+    /// Removes a new container that is given up, with the anonymous volumes the engine
+    /// made for it; those of the old container, mounted again by name, are not its own
+    /// and stay. One that is already gone counts as removed.
+    pub async fn discard_new(&self, name_or_id: &str) -> Result<(), EngineError> {
+        self.remove(name_or_id, true).await
+    }
+
+    /// Removes a container, running or not, with its anonymous volumes if `volumes`.
+    async fn remove(&self, name_or_id: &str, volumes: bool) -> Result<(), EngineError> {
         let what = format!("removing container {}", short(name_or_id));
         let path = format!(
             "/containers/{name_or_id}?{}",
-            query(&[("force", if force { "1" } else { "0" }), ("v", "0")])
+            query(&[("force", "1"), ("v", if volumes { "1" } else { "0" })])
         );
         absent_is_none(self.client.call(Call::delete(&what, &path)).await).map(drop)
     }

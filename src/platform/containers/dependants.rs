@@ -70,10 +70,10 @@ pub(super) async fn recreate(
 async fn recreate_one(api: &ContainerApi, supplier: &str, name: &str) -> Result<(), EngineError> {
     let (temporary, parked) = (temporary_name(name), parked_name(name));
     // What an attempt cut short left.
-    api.remove(&temporary, true).await?;
+    api.discard_new(&temporary).await?;
     if let Some(left) = api.inspect(&parked).await? {
         if api.inspect(name).await?.is_some() {
-            api.remove(&left.view.id, true).await?;
+            api.remove_old(&left.view.id).await?;
         } else {
             api.rename(&left.view.id, name).await?;
         }
@@ -110,10 +110,10 @@ async fn recreate_one(api: &ContainerApi, supplier: &str, name: &str) -> Result<
     api.rename(&new_id, name).await?;
     if let Err(error) = api.start(&new_id).await {
         // Put the old one back, in the namespace it names.
-        api.remove(&new_id, true).await?;
+        api.discard_new(&new_id).await?;
         api.rename(&old.view.id, name).await?;
         let _ = api.start(&old.view.id).await;
         return Err(error);
     }
-    api.remove(&old.view.id, true).await
+    api.remove_old(&old.view.id).await
 }

@@ -150,7 +150,7 @@ impl Redeployer {
                 Step::Switching => self.switch(name, &checkpoint).await.map(|()| Step::Gating),
                 Step::Gating => self.gate(&checkpoint).await.map(|()| Step::RemovingOld),
                 Step::RemovingOld => {
-                    self.api.remove(&checkpoint.old_id, true).await?;
+                    self.api.remove_old(&checkpoint.old_id).await?;
                     if checkpoint.dependants.is_empty() {
                         return Ok(Outcome::upgraded());
                     }
@@ -287,7 +287,7 @@ impl Redeployer {
     async fn create(&self, name: &str, checkpoint: &mut Checkpoint) -> Result<(), Failure> {
         let temporary = temporary_name(name);
         // Left by an attempt that was cut short.
-        self.api.remove(&temporary, true).await?;
+        self.api.discard_new(&temporary).await?;
         let Some(old) = self.api.inspect(&checkpoint.old_id).await? else {
             return Err(Failure::RollBack(
                 "the container was removed meanwhile".into(),
@@ -312,13 +312,13 @@ impl Redeployer {
         let new_id = match self.api.create(&temporary, &made.body).await {
             Ok(id) => id,
             Err(error) => {
-                let _ = self.api.remove(&temporary, true).await;
+                let _ = self.api.discard_new(&temporary).await;
                 return Err(error.into());
             }
         };
         for (network, endpoint) in &made.later_networks {
             if let Err(error) = self.api.connect(&new_id, network, endpoint).await {
-                let _ = self.api.remove(&new_id, true).await;
+                let _ = self.api.discard_new(&new_id).await;
                 return Err(error.into());
             }
         }
@@ -391,8 +391,8 @@ impl Redeployer {
 
     async fn put_back(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), EngineError> {
         match &checkpoint.new_id {
-            Some(new_id) => self.api.remove(new_id, true).await?,
-            None => self.api.remove(&temporary_name(name), true).await?,
+            Some(new_id) => self.api.discard_new(new_id).await?,
+            None => self.api.discard_new(&temporary_name(name)).await?,
         }
         let Some(old) = self.api.inspect(&checkpoint.old_id).await? else {
             return Err(EngineError::Unreadable {
