@@ -71,28 +71,12 @@ pub(super) fn validate(
 
 /// Refuses the containers target's settings while it is not used.
 fn refuse_unused_containers(vars: &ContainersVars, excluded: bool) -> Result<(), ConfigError> {
-    let given = vars.given_names();
-    if given.is_empty() {
-        return Ok(());
-    }
-    let names = given.join(", ");
-    let (is, them) = if given.len() == 1 {
-        ("is", "it")
-    } else {
-        ("are", "them")
-    };
-    let message = if excluded {
-        format!(
-            "{names} {is} set, but AUTOREDEPLOY_TARGETS does not name `containers`: add \
-             `containers` to AUTOREDEPLOY_TARGETS, or remove {them}"
-        )
-    } else {
-        format!(
-            "{names} {is} set, but the containers target is not used: set DOCKER_HOST, or \
-             add `containers` to AUTOREDEPLOY_TARGETS for the default socket, or remove {them}"
-        )
-    };
-    Err(ConfigError(message))
+    refuse_unused(
+        &vars.given_names(),
+        TargetKind::Containers,
+        excluded,
+        "set DOCKER_HOST, or add `containers` to AUTOREDEPLOY_TARGETS for the default socket",
+    )
 }
 
 /// The targets `AUTOREDEPLOY_TARGETS` names, or `None` when it is unset.
@@ -155,10 +139,25 @@ fn cattle_without_url(vars: &ConnectionVars) -> bool {
         && (vars.cattle_access_key.is_some() || vars.cattle_secret_key.is_some())
 }
 
-/// Refuses Rancher settings given while the Rancher target is not used. Only the names are
-/// shown, never the values.
+/// Refuses Rancher settings given while the Rancher target is not used.
 fn refuse_unused_rancher(vars: &RancherVars, excluded: bool) -> Result<(), ConfigError> {
-    let given = vars.given_names();
+    refuse_unused(
+        &vars.given_names(),
+        TargetKind::Rancher,
+        excluded,
+        "set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET to use it",
+    )
+}
+
+/// Refuses the `given` settings of `target`, which is not used: `excluded` by
+/// `AUTOREDEPLOY_TARGETS`, or not switched on (`switch_on` says how to). Only the names
+/// are shown, never the values.
+fn refuse_unused(
+    given: &[&str],
+    target: TargetKind,
+    excluded: bool,
+    switch_on: &str,
+) -> Result<(), ConfigError> {
     if given.is_empty() {
         return Ok(());
     }
@@ -170,14 +169,15 @@ fn refuse_unused_rancher(vars: &RancherVars, excluded: bool) -> Result<(), Confi
     };
     let message = if excluded {
         format!(
-            "{names} {is} set, but AUTOREDEPLOY_TARGETS does not name `rancher`: add `rancher` \
-             to AUTOREDEPLOY_TARGETS, or remove {them}"
+            "{names} {is} set, but AUTOREDEPLOY_TARGETS does not name `{target}`: add \
+             `{target}` to AUTOREDEPLOY_TARGETS, or remove {them}"
         )
     } else {
-        format!(
-            "{names} {is} set, but the Rancher target is not used: set RANCHER_HOST, \
-             RANCHER_API_KEY and RANCHER_API_SECRET to use it, or remove {them}"
-        )
+        let target = match target {
+            TargetKind::Rancher => "the Rancher target",
+            TargetKind::Containers => "the containers target",
+        };
+        format!("{names} {is} set, but {target} is not used: {switch_on}, or remove {them}")
     };
     Err(ConfigError(message))
 }
@@ -270,6 +270,51 @@ mod tests {
         );
         let refused = error_of(only(&[("AUTOREDEPLOY_TARGETS", "rancher")]));
         assert!(refused.contains("RANCHER_HOST is required"), "{refused}");
+    }
+
+    #[test]
+    fn docker_host_switches_the_containers_target_on() {
+        let settings = only(&[("DOCKER_HOST", "unix:///run/docker.sock")]).unwrap();
+        assert!(settings.targets.rancher.is_none());
+        let containers = settings.targets.containers.unwrap();
+        assert_eq!(containers.engine.address, "unix:///run/docker.sock");
+        assert!(containers.matching.default_opt_in);
+        assert_eq!(containers.gate.healthy_within.as_secs(), 120);
+        assert_eq!(containers.gate.stable_for.as_secs(), 10);
+
+        // Named, it uses the default socket; with Rancher, both are used.
+        let both = with(&[("AUTOREDEPLOY_TARGETS", "rancher,containers")]).unwrap();
+        assert!(both.targets.rancher.is_some());
+        assert_eq!(
+            both.targets.containers.unwrap().engine.address,
+            "unix:///var/run/docker.sock"
+        );
+        let refused = error_of(only(&[
+            ("DOCKER_HOST", "tcp://docker:2375"),
+            ("DOCKER_UPGRADE_TIMEOUT_S", "0"),
+        ]));
+        assert!(refused.contains("DOCKER_UPGRADE_TIMEOUT_S"), "{refused}");
+    }
+
+    #[test]
+    fn containers_settings_without_the_containers_target_are_refused() {
+        let refused = error_of(only(&[("DOCKER_AUTOREDEPLOY_DEFAULT", "false")]));
+        assert!(
+            refused.contains("DOCKER_AUTOREDEPLOY_DEFAULT is set")
+                && refused.contains("containers target is not used")
+                && refused.contains("DOCKER_HOST"),
+            "{refused}"
+        );
+        let refused = error_of(with(&[
+            ("AUTOREDEPLOY_TARGETS", "rancher"),
+            ("DOCKER_UPGRADE_STABLE_S", "5"),
+            ("DOCKER_HOST", "unix:///run/docker.sock"),
+        ]));
+        assert!(
+            refused.contains("DOCKER_UPGRADE_STABLE_S is set")
+                && refused.contains("does not name `containers`"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -74,6 +74,21 @@ impl Bench {
             .await;
     }
 
+    /// Runs version 1 of the web image as the sandbox's `web`, with restart policy
+    /// `always`, then pushes a version 2 built with `extra` Dockerfile lines. Returns the
+    /// container's name, the port it publishes, and its id.
+    pub async fn web_then_new_version(&self, extra: &str) -> (String, u16, String) {
+        let repository = self.repository("web");
+        self.web_image(&repository, "1", 1, "").await;
+        let name = self.sandbox.name("web");
+        let port = free_port();
+        let mut body = web_container(&format!("{repository}:1"), port);
+        body["HostConfig"]["RestartPolicy"] = json!({ "Name": "always" });
+        let id = self.sandbox.run(&name, body).await;
+        self.web_image(&repository, "1", 2, extra).await;
+        (name, port, id)
+    }
+
     pub async fn app(&self, overrides: &[(&str, &str)]) -> TestApp {
         spawn_containers_app(self.docker_config.path(), overrides).await
     }
@@ -218,22 +233,13 @@ async fn an_unchanged_image_is_left_running_as_it_is() {
     assert_eq!(sandbox.inspect(&name).await.unwrap()["Id"], id);
 }
 
-/// Runs the web image version 1 as `name` with restart policy `always`, then pushes a
-/// version 2 built with `extra` Dockerfile lines, and redeploys it through `/notify`.
-/// Returns the old container's id and the unit's outcome.
+/// Redeploys the web image to a version 2 built with `extra` Dockerfile lines, through
+/// `/notify`. Returns the old container's id, its port and the unit's outcome.
 async fn redeploy_to_a_broken_image(
     bench: &Bench,
     extra: &str,
 ) -> (String, u16, autoredeploy::events::UnitOutcome) {
-    let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let name = sandbox.name("web");
-    let port = free_port();
-    let mut body = web_container(&format!("{repository}:1"), port);
-    body["HostConfig"]["RestartPolicy"] = json!({ "Name": "always" });
-    let old_id = sandbox.run(&name, body).await;
-    bench.web_image(&repository, "1", 2, extra).await;
+    let (name, port, old_id) = bench.web_then_new_version(extra).await;
     let mut app = bench.app(&[]).await;
     assert_eq!(app.notify(&name).await.0, 202);
     let (mut units, _) = app.next_job().await;

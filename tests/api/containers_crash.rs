@@ -2,12 +2,12 @@
 //! started again on the same data folder: exactly one container has the name afterwards,
 //! the new one if it passed its gate, and nothing temporary or parked is left behind.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::containers::{Bench, web_container};
+use crate::containers::Bench;
 use crate::crash::Binary;
 use crate::helpers::{WEBHOOK_KEY, http_client};
-use crate::support::engine::{docker_host, free_port, read_published};
+use crate::support::engine::{docker_host, read_published};
 use crate::support::engine_proxy::{EngineProxy, Hold};
 
 /// Where the binary is killed.
@@ -57,20 +57,13 @@ async fn killed(point: KillPoint, test: &str) {
         return;
     };
     let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let name = sandbox.name("web");
-    let port = free_port();
-    let mut body = web_container(&format!("{repository}:1"), port);
-    body["HostConfig"]["RestartPolicy"] = json!({ "Name": "always" });
-    let old_id = sandbox.run(&name, body).await;
     let broken = matches!(point, KillPoint::WhileRollingBack);
     let extra = if broken {
         "CMD [\"sh\", \"-c\", \"exit 3\"]"
     } else {
         ""
     };
-    bench.web_image(&repository, "1", 2, extra).await;
+    let (name, port, old_id) = bench.web_then_new_version(extra).await;
 
     let engine_socket = docker_host().trim_start_matches("unix://").to_owned();
     let proxy = EngineProxy::start(engine_socket.as_ref());
@@ -128,18 +121,9 @@ async fn notify(binary: &Binary, name: &str) -> i64 {
 }
 
 async fn until_step(binary: &Binary, job: i64, step: &str) {
-    let started = tokio::time::Instant::now();
-    loop {
-        let detail = binary.job(job).await;
-        if detail["units"][0]["step"] == step {
-            return;
-        }
-        assert!(
-            started.elapsed().as_secs() < 60,
-            "never reached {step}: {detail}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    binary
+        .wait_for(job, |detail| detail["units"][0]["step"] == step)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

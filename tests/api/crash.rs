@@ -134,14 +134,22 @@ impl Binary {
     }
 
     pub(crate) async fn wait_until_done(&self, id: i64) -> Value {
+        self.wait_for(id, |job| job["state"] == "done").await
+    }
+
+    /// Reads job `id` until `done` says it is as awaited; returns it then.
+    pub(crate) async fn wait_for(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
         let started = tokio::time::Instant::now();
         loop {
             let job = self.job(id).await;
-            if job["state"] == "done" {
+            if done(&job) {
                 return job;
             }
-            assert!(started.elapsed() < PATIENCE, "job {id} did not end: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                started.elapsed() < PATIENCE,
+                "job {id} never got there: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
