@@ -495,6 +495,16 @@ async fn every_answer_of_notify() {
     let (status, answer) = app.notify(&stopped).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("not running"));
+    let auto_removed = sandbox.name("rm");
+    let mut body = web_container(&format!("{repository}:1"), free_port());
+    body["HostConfig"]["AutoRemove"] = json!(true);
+    sandbox.run(&auto_removed, body).await;
+    let (status, answer) = app.notify(&auto_removed).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("--rm"),
+        "{answer}"
+    );
 
     let (status, first) = app.notify(&names[0]).await;
     assert_eq!(
@@ -631,4 +641,38 @@ async fn a_compose_made_container_stays_compose_s() {
     assert_eq!(labels["com.docker.compose.config-hash"], "6f3e0c0c5d2b1a7f");
     assert_eq!(labels["com.docker.compose.image"], new["Image"]);
     assert_ne!(new["Image"], old_image["Id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_container_left_under_the_parked_name_is_cleared() {
+    let Some(bench) = Bench::new("parked").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let (name, port, _) = bench.web_then_new_version("").await;
+    // What a redeploy that could not remove the old container leaves: a stopped container
+    // under the name the old one takes during the switch.
+    let parked = format!("{name}-autoredeploy-old");
+    let created: Value = sandbox
+        .engine
+        .json(
+            autoredeploy::platform::engine::Call::post(
+                "creating",
+                &format!("/containers/create?name={parked}"),
+            )
+            .json(&json!({
+                "Image": crate::support::engine::BASE_IMAGE,
+                "Cmd": ["sleep", "600"],
+                "Labels": { "autoredeploy.test": sandbox.id }
+            })),
+        )
+        .await
+        .unwrap();
+    assert!(created["Id"].is_string());
+    let mut app = bench.app(&[]).await;
+    assert_eq!(app.notify(&name).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
+    assert_eq!(read_published(port, "/").await.unwrap(), "v2");
+    assert_eq!(sandbox.containers().await, [name.as_str()]);
 }

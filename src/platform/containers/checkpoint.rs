@@ -78,6 +78,9 @@ pub(super) struct Checkpoint {
     /// holds the name at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependants: Vec<String>,
+    /// What went wrong after the new container passed its gate, for the unit's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
 }
 
 impl Checkpoint {

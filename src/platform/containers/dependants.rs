@@ -14,22 +14,25 @@ use super::api::ContainerApi;
 use super::recreate::new_container;
 use crate::platform::engine::EngineError;
 
-/// The name a dependant's new container has until it takes over.
+/// The name a dependant's new container has until it takes over: not the one a redeploy
+/// of the dependant itself would use.
 fn temporary_name(name: &str) -> String {
-    format!("{name}-autoredeploy-new")
+    format!("{name}-autoredeploy-netns-new")
 }
 
 /// The name the dependant's old container has while it is replaced.
 fn parked_name(name: &str) -> String {
-    format!("{name}-autoredeploy-old")
+    format!("{name}-autoredeploy-netns-old")
 }
 
 /// The running containers in the network namespace of the container `id` named `name`,
-/// by name.
+/// by name, but for the one autoredeploy runs in (`own_id`), which it never stops: it
+/// loses its network until it is restarted, and a warning says so.
 pub(super) async fn of(
     api: &ContainerApi,
     id: &str,
     name: &str,
+    own_id: Option<&str>,
 ) -> Result<Vec<String>, EngineError> {
     let modes = [
         format!("container:{id}"),
@@ -37,11 +40,22 @@ pub(super) async fn of(
         format!("container:{name}"),
     ];
     let listed = api.running().await?;
-    Ok(listed
+    let mut dependants = Vec::new();
+    for container in listed
         .iter()
         .filter(|container| modes.contains(&container.host_config.network_mode))
-        .filter_map(|container| container.name().map(str::to_owned))
-        .collect())
+    {
+        if own_id == Some(container.id.as_str()) {
+            tracing::warn!(
+                container = %name,
+                "autoredeploy runs in the network namespace of the container it redeploys: \
+                 it loses its network until it is restarted"
+            );
+            continue;
+        }
+        dependants.extend(container.name().map(str::to_owned));
+    }
+    Ok(dependants)
 }
 
 /// Recreates each of `dependants` in the namespace of the container named `supplier`.
@@ -87,11 +101,17 @@ async fn recreate_one(api: &ContainerApi, supplier: &str, name: &str) -> Result<
             reason: "the image it runs is gone".into(),
         });
     };
+    // It keeps its image: when its tag names another image by now, it is made from the
+    // id of the one it runs.
+    let reference = match api.image_id(&old.view.config.image).await? {
+        Some(id) if id == old.view.image_id => old.view.config.image.clone(),
+        _ => old.view.image_id.clone(),
+    };
     let version = api.client().version().await?;
     let mut made = new_container(
         &old.document,
         &image,
-        &old.view.config.image,
+        &reference,
         &old.view.image_id,
         version,
     )
@@ -101,11 +121,8 @@ async fn recreate_one(api: &ContainerApi, supplier: &str, name: &str) -> Result<
     })?;
     made.body["HostConfig"]["NetworkMode"] = Value::String(format!("container:{supplier}"));
     let new_id = api.create(&temporary, &made.body).await?;
-    let stop_timeout = old.view.config.stop_timeout.map_or(
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_secs,
-    );
-    api.stop(&old.view.id, stop_timeout).await?;
+    api.stop(&old.view.id, old.view.config.stop_timeout())
+        .await?;
     api.rename(&old.view.id, &parked).await?;
     api.rename(&new_id, name).await?;
     if let Err(error) = api.start(&new_id).await {

@@ -48,6 +48,14 @@ pub(super) async fn watch(
         }
         let run = (state.started_at.clone(), container.restart_count);
         match &first {
+            // A new container starts with no restart: one counted already happened
+            // while autoredeploy was not looking (it was restarted during the gate).
+            None if container.restart_count > 0 => {
+                return Ok(Verdict::Failed(format!(
+                    "the new container restarted ({} restarts)",
+                    container.restart_count
+                )));
+            }
             None => first = Some(run),
             Some(first) if *first != run => {
                 return Ok(Verdict::Failed(format!(

@@ -1,6 +1,6 @@
 //! A container found by its name, for `POST /notify/{container}`.
 
-use super::{ContainersPlatform, matching};
+use super::{ContainersPlatform, matching, upgrade};
 use crate::domain::{ImageRef, TargetKind, UnitRef};
 use crate::platform::{BoxFuture, Lookup, NamedUnits};
 
@@ -18,6 +18,9 @@ impl NamedUnits for ContainersPlatform {
             }
             if !container.state.running {
                 return Lookup::Unfit(format!("container {name} is not running"));
+            }
+            if container.host_config.auto_remove {
+                return Lookup::Unfit(format!("container {name}: {}", upgrade::AUTO_REMOVED));
             }
             if self.redeployer.own_id.as_deref() == Some(container.id.as_str()) {
                 return Lookup::OptedOut(format!(

@@ -235,7 +235,7 @@ fn endpoints(container: &Value, short_id: &str, network_mode: &str) -> Vec<(Stri
         .iter()
         .map(|(name, endpoint)| {
             let mut settings = Map::new();
-            for key in ["IPAMConfig", "Links", "DriverOpts"] {
+            for key in ["IPAMConfig", "Links", "DriverOpts", "GwPriority"] {
                 if let Some(value) = endpoint.get(key).filter(|value| !value.is_null()) {
                     settings.insert(key.into(), value.clone());
                 }

@@ -14,7 +14,6 @@
 //! and checks names before renaming, so a step taken twice (after a kill) does no harm.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -31,9 +30,6 @@ use crate::platform::engine::EngineError;
 use crate::platform::engine::credentials::DockerConfig;
 use crate::platform::{Progress, StepLog};
 use crate::shutdown::ShutdownSignal;
-
-/// Time the engine gives a container to stop when it sets none itself.
-const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why driving a unit stopped before an end.
 enum Halt {
@@ -83,6 +79,11 @@ pub(super) struct Redeployer {
     pub own_id: Option<String>,
     pub shutdown: ShutdownSignal,
 }
+
+/// Why a container started with `--rm` is not redeployed.
+pub(super) const AUTO_REMOVED: &str = "the container was started with --rm: stopping it \
+     would remove it, and it could not be put back if its successor failed; create it \
+     without --rm to have it redeployed";
 
 /// The name the new container has until the switch.
 fn temporary_name(name: &str) -> String {
@@ -150,9 +151,19 @@ impl Redeployer {
                 Step::Switching => self.switch(name, &checkpoint).await.map(|()| Step::Gating),
                 Step::Gating => self.gate(&checkpoint).await.map(|()| Step::RemovingOld),
                 Step::RemovingOld => {
-                    self.api.remove_old(&checkpoint.old_id).await?;
+                    match self.api.remove_old(&checkpoint.old_id).await {
+                        Ok(()) => {}
+                        Err(error) if error.is_transient() => return Err(error.into()),
+                        // The new container runs and passed its gate: that stands.
+                        Err(error) => {
+                            checkpoint.remark = Some(format!(
+                                "the old container, stopped as {}, could not be removed: {error}",
+                                parked_name(name)
+                            ));
+                        }
+                    }
                     if checkpoint.dependants.is_empty() {
-                        return Ok(Outcome::upgraded());
+                        return Ok(upgraded(&checkpoint, Vec::new()));
                     }
                     Ok(Step::Dependants)
                 }
@@ -166,8 +177,7 @@ impl Redeployer {
                         dependants::recreate(&self.api, name, &checkpoint.dependants).await?;
                     return Ok(match checkpoint.failure {
                         Some(_) => rolled_back(&checkpoint, failures),
-                        None if failures.is_empty() => Outcome::upgraded(),
-                        None => Outcome::because(UnitEnd::Upgraded, failures.join("; ")),
+                        None => upgraded(&checkpoint, failures),
                     });
                 }
             };
@@ -198,6 +208,9 @@ impl Redeployer {
         };
         if !view.state.running {
             return Ok(Err(Outcome::skipped("the container is not running")));
+        }
+        if view.host_config.auto_remove {
+            return Ok(Err(Outcome::skipped(AUTO_REMOVED)));
         }
         let is_own = self.own_id.as_deref() == Some(view.id.as_str());
         match matching::judge(
@@ -253,6 +266,7 @@ impl Redeployer {
             restart_policy: serde_json::Value::Null,
             failure: None,
             dependants: Vec::new(),
+            remark: None,
         };
         record(log, Step::Creating, &checkpoint).await?;
         Ok(Ok(checkpoint))
@@ -293,6 +307,8 @@ impl Redeployer {
                 "the container was removed meanwhile".into(),
             ));
         };
+        checkpoint.dependants =
+            dependants::of(&self.api, &checkpoint.old_id, name, self.own_id.as_deref()).await?;
         let Some(old_image) = self.api.image(&old.view.image_id).await? else {
             return Err(Failure::RollBack(format!(
                 "the image the container runs ({}) is gone, so its defaults cannot be told \
@@ -324,7 +340,6 @@ impl Redeployer {
         }
         checkpoint.new_id = Some(new_id);
         checkpoint.restart_policy = old.view.host_config.restart_policy;
-        checkpoint.dependants = dependants::of(&self.api, &checkpoint.old_id, name).await?;
         Ok(())
     }
 
@@ -339,16 +354,22 @@ impl Redeployer {
         self.api
             .set_restart_policy(&checkpoint.old_id, &json!({ "Name": "no" }))
             .await?;
-        let stop_timeout = old
-            .view
-            .config
-            .stop_timeout
-            .map_or(ENGINE_STOP_TIMEOUT, Duration::from_secs);
-        self.api.stop(&checkpoint.old_id, stop_timeout).await?;
+        self.api
+            .stop(&checkpoint.old_id, old.view.config.stop_timeout())
+            .await?;
         if old.view.name() == name {
-            self.api
-                .rename(&checkpoint.old_id, &parked_name(name))
-                .await?;
+            let parked = parked_name(name);
+            // Left by a redeploy that could not remove it: stopped, and of no use now.
+            if let Some(left) = self.api.inspect(&parked).await? {
+                if left.view.state.running {
+                    return Err(Failure::RollBack(format!(
+                        "a running container is named {parked}, the name the old container \
+                         takes while it is replaced"
+                    )));
+                }
+                self.api.remove_old(&left.view.id).await?;
+            }
+            self.api.rename(&checkpoint.old_id, &parked).await?;
         }
         let Some(new) = self.api.inspect(new_id).await? else {
             return Err(Failure::RollBack(
@@ -390,16 +411,17 @@ impl Redeployer {
     }
 
     async fn put_back(&self, name: &str, checkpoint: &Checkpoint) -> Result<(), EngineError> {
+        // Without the old container, the new one is all there is: it stays.
+        let Some(old) = self.api.inspect(&checkpoint.old_id).await? else {
+            return Err(EngineError::Unreadable {
+                what: "putting the old container back".into(),
+                reason: "it is gone; the new container was left as it is".into(),
+            });
+        };
         match &checkpoint.new_id {
             Some(new_id) => self.api.discard_new(new_id).await?,
             None => self.api.discard_new(&temporary_name(name)).await?,
         }
-        let Some(old) = self.api.inspect(&checkpoint.old_id).await? else {
-            return Err(EngineError::Unreadable {
-                what: "putting the old container back".into(),
-                reason: format!("it is gone, and no container runs as {name}"),
-            });
-        };
         if old.view.name() != name {
             self.api.rename(&checkpoint.old_id, name).await?;
         }
@@ -418,6 +440,16 @@ fn failure_of(checkpoint: &Checkpoint) -> String {
         .failure
         .clone()
         .unwrap_or_else(|| "the new container failed".into())
+}
+
+/// The end of a unit upgraded, with what went wrong after its gate.
+fn upgraded(checkpoint: &Checkpoint, failures: Vec<String>) -> Outcome {
+    let remarks: Vec<String> = checkpoint.remark.iter().cloned().chain(failures).collect();
+    if remarks.is_empty() {
+        Outcome::upgraded()
+    } else {
+        Outcome::because(UnitEnd::Upgraded, remarks.join("; "))
+    }
 }
 
 /// The end of a unit rolled back, with what failed in recreating its dependants.

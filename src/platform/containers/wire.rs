@@ -3,6 +3,7 @@
 //! from every field the engine gave, including those newer than this code.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -81,9 +82,26 @@ pub(super) struct ConfigView {
     pub image: String,
     #[serde(rename = "Labels", default)]
     pub labels: Option<HashMap<String, String>>,
-    /// Seconds the engine waits after the stop signal before it kills.
+    /// Seconds the engine waits after the stop signal before it kills; `-1` waits for
+    /// ever.
     #[serde(rename = "StopTimeout", default)]
-    pub stop_timeout: Option<u64>,
+    pub stop_timeout: Option<i64>,
+}
+
+/// Time the engine gives a container to stop when it sets none itself.
+const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest stop waited for, when a container asks to wait for ever.
+const LONGEST_STOP: Duration = Duration::from_secs(3600);
+
+impl ConfigView {
+    /// How long the engine lets the container take to stop.
+    pub fn stop_timeout(&self) -> Duration {
+        match self.stop_timeout {
+            None => ENGINE_STOP_TIMEOUT,
+            Some(seconds) => u64::try_from(seconds).map_or(LONGEST_STOP, Duration::from_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -91,6 +109,9 @@ pub(super) struct HostConfigView {
     /// The restart policy, kept whole to be put back.
     #[serde(rename = "RestartPolicy", default)]
     pub restart_policy: Value,
+    /// Started with `--rm`: the engine removes it once it stops.
+    #[serde(rename = "AutoRemove", default)]
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
