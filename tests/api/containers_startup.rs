@@ -13,10 +13,13 @@ use crate::helpers::{WEBHOOK_KEY, http_client, push_body};
 use crate::support::engine_tls::EngineTls;
 
 /// An engine stand-in on a Unix socket: `/version` answers `status` with `ApiVersion`
-/// `version`; everything else is an empty list. It records the paths asked.
+/// `version`; a path of a version below the minimum (none at first) is refused as Docker
+/// 29 refuses it, everything else is an empty list. It records the paths asked.
 struct FakeEngine {
     socket: std::path::PathBuf,
     paths: Arc<Mutex<Vec<String>>>,
+    /// The version `/version` announces, and the oldest one accepted.
+    versions: Arc<Mutex<(&'static str, &'static str)>>,
     _folder: tempfile::TempDir,
 }
 
@@ -26,10 +29,13 @@ impl FakeEngine {
         let socket = folder.path().join("docker.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+        let versions = Arc::new(Mutex::new((version, "1.12")));
         let recorded = Arc::clone(&paths);
+        let spoken = Arc::clone(&versions);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let recorded = Arc::clone(&recorded);
+                let spoken = Arc::clone(&spoken);
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buffer = [0u8; 1024];
@@ -42,10 +48,27 @@ impl FakeEngine {
                     let text = String::from_utf8_lossy(&head);
                     let path = text.split(' ').nth(1).unwrap_or_default().to_owned();
                     recorded.lock().unwrap().push(path.clone());
+                    let (current, minimum) = *spoken.lock().unwrap();
+                    let asked = path
+                        .strip_prefix("/v")
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(|version| version.split_once('.'))
+                        .and_then(|(_, minor)| minor.parse::<u32>().ok());
+                    let oldest: u32 = minimum.split_once('.').unwrap().1.parse().unwrap();
                     let (status, body) = if path == "/version" {
                         (
                             status,
-                            format!("{{\"ApiVersion\":\"{version}\",\"MinAPIVersion\":\"1.24\"}}"),
+                            format!(
+                                "{{\"ApiVersion\":\"{current}\",\"MinAPIVersion\":\"{minimum}\"}}"
+                            ),
+                        )
+                    } else if asked.is_some_and(|minor| minor < oldest) {
+                        (
+                            400,
+                            format!(
+                                "{{\"message\":\"client version 1.{} is too old. Minimum supported API version is {minimum}, please upgrade your client to a newer version\"}}",
+                                asked.unwrap_or_default()
+                            ),
                         )
                     } else {
                         (200, "[]".to_owned())
@@ -61,6 +84,7 @@ impl FakeEngine {
         Self {
             socket,
             paths,
+            versions,
             _folder: folder,
         }
     }
@@ -161,6 +185,69 @@ async fn a_newer_engine_is_spoken_to_in_the_newest_version_autoredeploy_knows() 
     assert_eq!(paths[0], "/version", "{paths:?}");
     assert!(
         paths[1..].iter().all(|path| path.starts_with("/v1.51/")),
+        "{paths:?}"
+    );
+}
+
+/// Pushes an image to the application at `address` and waits until `engine` was asked for
+/// its containers `times` times in all; returns the paths it was asked.
+async fn push_until_listed(address: &str, engine: &FakeEngine, times: usize) -> Vec<String> {
+    let answer = http_client()
+        .post(format!("{address}/autoredeploy?key={WEBHOOK_KEY}"))
+        .header("content-type", "application/json")
+        .body(push_body("myorg/web", Some("1")).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let listed = |paths: &Vec<String>| {
+        paths
+            .iter()
+            .filter(|path| path.contains("/containers/json"))
+            .count()
+    };
+    let started = tokio::time::Instant::now();
+    while listed(&engine.paths.lock().unwrap()) < times {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "{:?}",
+            engine.paths.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    engine.paths.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn an_engine_replaced_by_one_that_refuses_the_version_in_use_is_asked_again() {
+    let engine = FakeEngine::start(200, "1.41");
+    let (application, _data) = start(&engine.docker_host()).await;
+    let application = application.unwrap();
+    let address = format!("http://{}", application.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(application.run(async {
+        let _ = stopped.await;
+    }));
+    let paths = push_until_listed(&address, &engine, 1).await;
+    assert!(
+        paths.contains(&"/v1.41/containers/json".to_owned()),
+        "{paths:?}"
+    );
+
+    // Docker 29.0 in its place: API 1.52, nothing older than 1.44.
+    *engine.versions.lock().unwrap() = ("1.52", "1.44");
+    let paths = push_until_listed(&address, &engine, 3).await;
+    let asked: Vec<&str> = paths[paths.len() - 3..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "/v1.41/containers/json",
+            "/version",
+            "/v1.51/containers/json"
+        ],
         "{paths:?}"
     );
 }

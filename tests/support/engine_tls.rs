@@ -48,13 +48,17 @@ impl EngineTls {
         let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
             .build()
             .unwrap();
-        let config = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![server_cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
-            )
-            .unwrap();
+        // TLS 1.2: a refused client certificate then fails the handshake itself. With
+        // TLS 1.3 the refusal comes after the client's side of it, and the client may see
+        // only the connection reset, which it cannot tell from an outage.
+        let config =
+            rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(
+                    vec![server_cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+                )
+                .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let client_files = client_files(&ca, &ca);
         let stranger_files = client_files_of_another_ca(&ca);

@@ -4,7 +4,7 @@
 //! an unversioned path gets the engine's own newest version, whose answers may be shaped
 //! differently from what this client was written for.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,7 +14,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
 
 use super::EngineError;
 use super::connection::Connector;
@@ -115,15 +114,22 @@ pub struct EngineClient {
 
 struct Inner {
     connector: Connector,
-    /// The version negotiated at the first request that reached the engine.
-    version: OnceCell<ApiVersion>,
+    /// The version negotiated at the first request that reached the engine, or again
+    /// once the engine refused it.
+    version: Mutex<Option<ApiVersion>>,
+}
+
+impl Inner {
+    fn version(&self) -> std::sync::MutexGuard<'_, Option<ApiVersion>> {
+        self.version.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for EngineClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineClient")
             .field("address", &self.inner.connector.address())
-            .field("version", &self.inner.version.get())
+            .field("version", &*self.inner.version())
             .finish()
     }
 }
@@ -134,7 +140,7 @@ impl EngineClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 connector: Connector::new(settings)?,
-                version: OnceCell::new(),
+                version: Mutex::new(None),
             }),
         })
     }
@@ -146,11 +152,39 @@ impl EngineClient {
 
     /// The API version used with the engine, asked of it at the first call.
     pub async fn version(&self) -> Result<ApiVersion, EngineError> {
-        self.inner
-            .version
-            .get_or_try_init(|| self.negotiate())
-            .await
-            .copied()
+        if let Some(version) = *self.inner.version() {
+            return Ok(version);
+        }
+        let version = self.negotiate().await?;
+        *self.inner.version() = Some(version);
+        Ok(version)
+    }
+
+    /// Sends `call` in the version in use. An engine replaced meanwhile by one that no
+    /// longer speaks it (Docker 29.0 refuses versions before 1.44) answers `400`: it is
+    /// asked again which versions it speaks, and the call is sent once more.
+    async fn send_versioned(&self, call: &Call<'_>) -> Result<Response<Incoming>, EngineError> {
+        let version = self.version().await?;
+        let answer = self.send(call, format!("/v{version}{}", call.path)).await?;
+        if answer.status() != StatusCode::BAD_REQUEST {
+            return Ok(answer);
+        }
+        match read_answer(call, answer).await {
+            Err(EngineError::Answer { message, .. }) if message.contains("client version") => {
+                *self.inner.version() = None;
+                let version = self.version().await?;
+                tracing::info!(
+                    %version,
+                    "the Docker Engine refused the API version in use; it is spoken to in this one now"
+                );
+                self.send(call, format!("/v{version}{}", call.path)).await
+            }
+            Err(error) => Err(error),
+            Ok(_) => Err(EngineError::Unreadable {
+                what: call.what.to_owned(),
+                reason: "an error status with an answer read as a success".into(),
+            }),
+        }
     }
 
     /// Asks the engine which API versions it speaks, on the one path every version serves
@@ -180,10 +214,7 @@ impl EngineClient {
     /// Makes `call`, and returns its answer's body once the engine accepted it (any `2xx`,
     /// and `304` for a container already started or stopped).
     pub async fn call(&self, call: Call<'_>) -> Result<Bytes, EngineError> {
-        let version = self.version().await?;
-        let answer = self
-            .send(&call, format!("/v{version}{}", call.path))
-            .await?;
+        let answer = self.send_versioned(&call).await?;
         let timeout = call.timeout;
         tokio::time::timeout(timeout, read_answer(&call, answer))
             .await
@@ -203,10 +234,7 @@ impl EngineClient {
     /// Makes `call`, one whose answer is a stream of progress messages (a pull, a push, a
     /// build), and reads them to their end: the call failed if any carries an `error`.
     pub async fn follow_progress(&self, call: Call<'_>) -> Result<(), EngineError> {
-        let version = self.version().await?;
-        let answer = self
-            .send(&call, format!("/v{version}{}", call.path))
-            .await?;
+        let answer = self.send_versioned(&call).await?;
         if !answer.status().is_success() {
             return Err(read_answer(&call, answer).await.err().unwrap_or_else(|| {
                 EngineError::Unreadable {
