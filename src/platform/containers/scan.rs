@@ -70,6 +70,8 @@ impl ContainerScan {
             ) {
                 Verdict::NotRunning => continue,
                 Verdict::Skip(reason) => Plan::Skip(reason),
+                // A redeploy inspects the container afresh: the list's entry holds too
+                // little to make a new container from.
                 Verdict::Redeploy => Plan::Deploy(Prefetched {
                     copy: Box::new(()),
                     asked_at: tokio::time::Instant::now(),
