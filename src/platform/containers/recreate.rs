@@ -362,6 +362,67 @@ mod tests {
         assert!(made.later_networks.is_empty());
     }
 
+    /// The first element of a recorded `docker inspect` array.
+    fn recorded(text: &str) -> Value {
+        let document: Value = serde_json::from_str(text).unwrap();
+        document.get(0).cloned().unwrap_or(document)
+    }
+
+    #[test]
+    fn a_recorded_container_is_made_again_as_the_contract_says() {
+        let container = recorded(include_str!(
+            "../../../fixtures/docker/docker-container-inspect.json"
+        ));
+        let image = recorded(include_str!(
+            "../../../fixtures/docker/docker-image-inspect.json"
+        ));
+        let short_id = &container["Id"].as_str().unwrap()[..12];
+        let made = new_container(
+            &container,
+            &image,
+            "localhost:5000/myorg/app:latest",
+            "sha256:new",
+            ApiVersion::new(1, 44),
+        )
+        .unwrap();
+        let body = made.body;
+        assert_eq!(body["Env"], json!(["FOO=bar"]), "PATH came from the image");
+        assert!(body.get("Cmd").is_none(), "the command came from the image");
+        assert!(
+            body.get("Hostname").is_none(),
+            "the host name was the short id"
+        );
+        assert_eq!(
+            body["Healthcheck"]["Test"],
+            json!(["CMD-SHELL", "true"]),
+            "its own"
+        );
+        assert_eq!(body["Labels"]["tech.manas.service.autoredeploy"], "true");
+        assert_eq!(
+            body["HostConfig"]["RestartPolicy"]["Name"],
+            "unless-stopped"
+        );
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            container["HostConfig"]["Binds"]
+        );
+        assert!(
+            body["HostConfig"].get("Mounts").is_none_or(Value::is_null),
+            "every volume is in Binds"
+        );
+        assert_eq!(
+            body["HostConfig"]["PortBindings"],
+            container["HostConfig"]["PortBindings"]
+        );
+        let endpoints = &body["NetworkingConfig"]["EndpointsConfig"];
+        assert_eq!(endpoints["appnet"]["Aliases"], json!(["api"]));
+        assert_eq!(endpoints["appnet2"]["Aliases"], json!(["api2"]));
+        assert!(
+            !body.to_string().contains(&format!("\"{short_id}\"")),
+            "{body}"
+        );
+    }
+
     #[test]
     fn older_engines_get_one_network_at_create_and_the_rest_after() {
         let made = new_container(
