@@ -25,7 +25,9 @@ pub(super) fn judge(
     pushed: &ImageRef,
     rule: &MatchSettings,
 ) -> Verdict {
-    if !runs(reference, pushed) {
+    // A Swarm task's container belongs to its service: replacing it behind Swarm's back
+    // would only make Swarm replace it again.
+    if !runs(reference, pushed) || swarm_service_of(labels).is_some() {
         return Verdict::NotRunning;
     }
     if is_own {
@@ -38,6 +40,18 @@ pub(super) fn judge(
         Err(reason) => Verdict::Skip(reason),
     }
 }
+
+/// The Swarm service whose task a container with `labels` runs, if it is one.
+pub(super) fn swarm_service_of(labels: Option<&HashMap<String, String>>) -> Option<&str> {
+    labels?
+        .get(SWARM_TASK_LABEL)
+        .and(labels?.get(SWARM_SERVICE_LABEL))
+        .map(String::as_str)
+}
+
+/// The labels the engine puts on the container of a Swarm task.
+const SWARM_TASK_LABEL: &str = "com.docker.swarm.task.id";
+const SWARM_SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 
 /// Whether a container with `labels` is opted in: `"true"` is, `"false"` is not, and
 /// without the label the default decides. `Err` says why not.
@@ -136,5 +150,11 @@ mod tests {
             judge("other:1", None, false, &pushed, &rule(true)),
             Verdict::NotRunning
         );
+        let task = HashMap::from([
+            ("com.docker.swarm.task.id".to_owned(), "x1".to_owned()),
+            ("com.docker.swarm.service.name".to_owned(), "web".to_owned()),
+        ]);
+        assert_eq!(judged(Some(&task), true, false), Verdict::NotRunning);
+        assert_eq!(swarm_service_of(Some(&task)), Some("web"));
     }
 }

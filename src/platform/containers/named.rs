@@ -19,6 +19,12 @@ impl NamedUnits for ContainersPlatform {
             if !container.state.running {
                 return Lookup::Unfit(format!("container {name} is not running"));
             }
+            if let Some(service) = matching::swarm_service_of(container.config.labels.as_ref()) {
+                return Lookup::Unfit(format!(
+                    "container {name} is a task of the Swarm service {service}: Swarm replaces \
+                     its containers itself"
+                ));
+            }
             if container.host_config.auto_remove {
                 return Lookup::Unfit(format!("container {name}: {}", upgrade::AUTO_REMOVED));
             }
