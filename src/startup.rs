@@ -15,8 +15,9 @@ use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
 use crate::platform::Platform;
 use crate::platform::containers::ContainersPlatform;
-use crate::platform::engine::EngineError;
+use crate::platform::engine::{EngineClient, EngineError};
 use crate::platform::rancher::{RancherError, RancherPlatform};
+use crate::platform::swarm::{SwarmPlatform, SwarmStartError};
 use crate::shutdown::{Shutdown, ShutdownSignal};
 
 /// Outcomes kept for a subscriber that falls behind.
@@ -40,6 +41,9 @@ pub enum StartupError {
     /// The Docker Engine cannot be used.
     #[error("DOCKER_HOST: {0}")]
     Engine(#[from] EngineError),
+    /// The Swarm target cannot be used.
+    #[error(transparent)]
+    Swarm(#[from] SwarmStartError),
     /// No target is configured (the settings refuse that already; this guards the wiring).
     #[error(
         "no target is configured: set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET, \
@@ -78,12 +82,30 @@ impl Application {
         if let Some(rancher) = &settings.targets.rancher {
             platforms.push(RancherPlatform::start(rancher, signal.clone())?);
         }
-        let containers = match &settings.targets.containers {
-            Some(target) => Some(ContainersPlatform::start(target, signal.clone()).await?),
+        let targets = &settings.targets;
+        let engine = match targets.containers.as_ref().map(|target| &target.engine) {
+            Some(engine) => Some(engine),
+            None => targets.swarm.as_ref().map(|target| &target.engine),
+        };
+        let engine = match engine {
+            Some(engine) => Some(EngineClient::at_start(engine).await?),
             None => None,
+        };
+        let containers = match (&targets.containers, &engine) {
+            (Some(target), Some(client)) => Some(ContainersPlatform::start(
+                target,
+                client.clone(),
+                signal.clone(),
+            )),
+            _ => None,
         };
         if let Some(containers) = &containers {
             platforms.push(Arc::clone(containers) as Arc<dyn Platform>);
+        }
+        if let (Some(target), Some(client)) = (&targets.swarm, engine)
+            && let Some(swarm) = SwarmPlatform::start(target, client, signal.clone()).await?
+        {
+            platforms.push(swarm);
         }
         if platforms.is_empty() {
             return Err(StartupError::NoTarget);

@@ -66,11 +66,11 @@ pub struct GateSettings {
 
 /// Validates the containers target's variables.
 pub(super) fn validate(
-    engine_vars: EngineVars,
+    engine: EngineSettings,
     vars: ContainersVars,
 ) -> Result<ContainersTarget, ConfigError> {
     Ok(ContainersTarget {
-        engine: engine(engine_vars)?,
+        engine,
         matching: MatchSettings {
             default_opt_in: parse_bool(
                 "DOCKER_AUTOREDEPLOY_DEFAULT",

@@ -20,6 +20,7 @@ mod containers;
 mod deploy;
 mod rancher;
 mod server;
+mod swarm;
 mod targets;
 mod vars;
 
@@ -35,6 +36,7 @@ pub use rancher::{
     UpgradeSettings,
 };
 pub use server::{AccessSettings, MIN_KEY_LENGTH};
+pub use swarm::{SWARM_DEFAULT_LABEL_NAME, SwarmOnFailure, SwarmTarget};
 pub use targets::TargetSettings;
 pub use vars::FILE_SECRETS;
 
@@ -113,6 +115,7 @@ impl Settings {
             raw.rancher,
             raw.engine,
             raw.containers,
+            raw.swarm,
         )?;
         let deploy = deploy::validate(raw.deploy)?;
         Ok(Settings {

@@ -17,7 +17,8 @@
 use super::ConfigError;
 use super::containers::{self, ContainersTarget};
 use super::rancher::{self, RancherTarget};
-use super::vars::{ConnectionVars, ContainersVars, EngineVars, RancherVars, list};
+use super::swarm::{self, SwarmTarget};
+use super::vars::{ConnectionVars, ContainersVars, EngineVars, RancherVars, SwarmVars, list};
 use crate::domain::TargetKind;
 
 /// The targets in use; each is `None` when it is not.
@@ -27,10 +28,9 @@ pub struct TargetSettings {
     pub rancher: Option<RancherTarget>,
     /// Containers of a Docker Engine.
     pub containers: Option<ContainersTarget>,
+    /// Services of a Docker Swarm.
+    pub swarm: Option<SwarmTarget>,
 }
-
-/// Targets planned for later versions: naming one says so, rather than calling it unknown.
-const PLANNED: [&str; 1] = ["swarm"];
 
 /// Decides which targets are used and validates their settings.
 pub(super) fn validate(
@@ -38,6 +38,7 @@ pub(super) fn validate(
     rancher: RancherVars,
     engine: EngineVars,
     containers: ContainersVars,
+    swarm: SwarmVars,
 ) -> Result<TargetSettings, ConfigError> {
     let named = named(names.as_deref())?;
     let rancher_used = match &named {
@@ -54,16 +55,41 @@ pub(super) fn validate(
     if !containers_used {
         refuse_unused_containers(&containers, named.is_some())?;
     }
+    // Unnamed, Swarm is used when the engine of DOCKER_HOST turns out to be a manager.
+    let swarm_required = named
+        .as_ref()
+        .is_some_and(|named| named.contains(&TargetKind::Swarm));
+    let swarm_used = match &named {
+        Some(_) => swarm_required,
+        None => engine.docker_host.is_some(),
+    };
+    if !swarm_used {
+        refuse_unused(
+            &swarm.given_names(),
+            TargetKind::Swarm,
+            named.is_some(),
+            "set DOCKER_HOST to a Swarm manager's engine, or add `swarm` to \
+             AUTOREDEPLOY_TARGETS for the default socket",
+        )?;
+    }
+    let engine = (containers_used || swarm_used)
+        .then(|| containers::engine(engine))
+        .transpose()?;
     let cattle_without_url = cattle_without_url(&rancher.connection);
     let targets = TargetSettings {
         rancher: rancher_used
             .then(|| rancher::validate(rancher))
             .transpose()?,
-        containers: containers_used
-            .then(|| containers::validate(engine, containers))
-            .transpose()?,
+        containers: match (&engine, containers_used) {
+            (Some(engine), true) => Some(containers::validate(engine.clone(), containers)?),
+            _ => None,
+        },
+        swarm: match (engine, swarm_used) {
+            (Some(engine), true) => Some(swarm::validate(engine, swarm_required, swarm)?),
+            _ => None,
+        },
     };
-    if targets.rancher.is_none() && targets.containers.is_none() {
+    if targets.rancher.is_none() && targets.containers.is_none() && targets.swarm.is_none() {
         return Err(no_target(cattle_without_url));
     }
     Ok(targets)
@@ -85,8 +111,6 @@ fn named(value: Option<&str>) -> Result<Option<Vec<TargetKind>>, ConfigError> {
         return Ok(None);
     };
     let available = quoted(TargetKind::ALL.iter().map(|target| target.as_str()));
-    let planned = quoted(PLANNED.into_iter());
-    let planned_are = if PLANNED.len() == 1 { "is" } else { "are" };
     let mut targets = Vec::new();
     for name in list(Some(value)) {
         match TargetKind::ALL
@@ -95,19 +119,10 @@ fn named(value: Option<&str>) -> Result<Option<Vec<TargetKind>>, ConfigError> {
         {
             Some(target) if !targets.contains(&target) => targets.push(target),
             Some(_) => {}
-            None if PLANNED.contains(&name) => {
-                return Err(ConfigError(format!(
-                    "AUTOREDEPLOY_TARGETS: the `{name}` target is not available in this \
-                     version; the available targets are {available}"
-                )));
-            }
             None => {
                 return Err(ConfigError::invalid(
                     "AUTOREDEPLOY_TARGETS",
-                    &format!(
-                        "comma-separated names of targets: {available} ({planned} {planned_are} planned \
-                         for a later version)"
-                    ),
+                    &format!("comma-separated names of targets: {available}"),
                     name,
                 ));
             }
@@ -176,6 +191,7 @@ fn refuse_unused(
         let target = match target {
             TargetKind::Rancher => "the Rancher target",
             TargetKind::Containers => "the containers target",
+            TargetKind::Swarm => "the Swarm target",
         };
         format!("{names} {is} set, but {target} is not used: {switch_on}, or remove {them}")
     };
@@ -318,19 +334,6 @@ mod tests {
     }
 
     #[test]
-    fn planned_targets_are_not_available_yet() {
-        for value in ["swarm", "rancher,swarm"] {
-            let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", value)]));
-            assert!(
-                refused.contains("AUTOREDEPLOY_TARGETS")
-                    && refused.contains("not available in this version")
-                    && refused.contains("`rancher`"),
-                "{refused}"
-            );
-        }
-    }
-
-    #[test]
     fn unknown_targets_are_refused_with_the_known_ones() {
         let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", "rancher,kubernetes")]));
         assert!(
@@ -338,7 +341,7 @@ mod tests {
                 && refused.contains("`kubernetes`")
                 && refused.contains("`rancher`")
                 && refused.contains("`containers`")
-                && refused.contains("`swarm` is planned"),
+                && refused.contains("`swarm`"),
             "{refused}"
         );
         let refused = error_of(with(&[("AUTOREDEPLOY_TARGETS", " , ")]));

@@ -28,6 +28,9 @@ pub(super) struct RawSettings {
     /// The containers target.
     #[serde(flatten)]
     pub containers: ContainersVars,
+    /// The Swarm target.
+    #[serde(flatten)]
+    pub swarm: SwarmVars,
     /// Jobs, their queue and their journal.
     #[serde(flatten)]
     pub deploy: DeployVars,
@@ -258,6 +261,45 @@ impl ContainersVars {
     }
 }
 
+/// The Swarm target's own variables.
+#[derive(Deserialize)]
+pub(super) struct SwarmVars {
+    pub swarm_autoredeploy_default: Option<String>,
+    pub swarm_autoredeploy_label_name: Option<String>,
+    pub swarm_upgrade_timeout_s: Option<String>,
+    pub swarm_upgrade_on_failure: Option<String>,
+}
+
+impl SwarmVars {
+    /// The variables that are set, by name.
+    pub fn given_names(&self) -> Vec<&'static str> {
+        let Self {
+            swarm_autoredeploy_default,
+            swarm_autoredeploy_label_name,
+            swarm_upgrade_timeout_s,
+            swarm_upgrade_on_failure,
+        } = self;
+        [
+            (
+                "SWARM_AUTOREDEPLOY_DEFAULT",
+                swarm_autoredeploy_default.is_some(),
+            ),
+            (
+                "SWARM_AUTOREDEPLOY_LABEL_NAME",
+                swarm_autoredeploy_label_name.is_some(),
+            ),
+            ("SWARM_UPGRADE_TIMEOUT_S", swarm_upgrade_timeout_s.is_some()),
+            (
+                "SWARM_UPGRADE_ON_FAILURE",
+                swarm_upgrade_on_failure.is_some(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
 /// The variables of jobs, their queue and their journal.
 #[derive(Deserialize)]
 pub(super) struct DeployVars {
@@ -281,6 +323,7 @@ pub(super) fn is_ours(name: &str) -> bool {
         "DOCKER_HUB_KEY",
         "DOCKER_AUTOREDEPLOY_",
         "DOCKER_UPGRADE_",
+        "SWARM_",
     ]
     .iter()
     .any(|prefix| name.starts_with(prefix))

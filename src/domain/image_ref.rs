@@ -112,16 +112,35 @@ impl ImageRef {
         self.digest.is_some()
     }
 
+    /// Whether a Swarm service running `self` should be updated when `pushed` is pushed:
+    /// Swarm pins images as `name:tag@sha256:…`, and such a reference follows its tag. One
+    /// pinned by digest alone never does.
+    pub fn tag_is_updated_by(&self, pushed: &ImageRef) -> bool {
+        self.tag.is_some()
+            && self.tag == pushed.tag
+            && self.repository == pushed.repository
+            && self.registry == pushed.registry
+    }
+
+    /// The same reference without its digest: `name:tag`.
+    pub fn without_digest(&self) -> ImageRef {
+        ImageRef {
+            digest: None,
+            ..self.clone()
+        }
+    }
+
     /// Whether a container running `self` should be upgraded when `pushed` is pushed.
     ///
     /// Same registry, same repository, same tag, and `self` not pinned by digest: a digest
     /// names fixed content that a tag push cannot change.
     pub fn is_updated_by(&self, pushed: &ImageRef) -> bool {
-        !self.is_pinned_by_digest()
-            && self.tag.is_some()
-            && self.tag == pushed.tag
-            && self.repository == pushed.repository
-            && self.registry == pushed.registry
+        !self.is_pinned_by_digest() && self.tag_is_updated_by(pushed)
+    }
+
+    /// The digest it is pinned to, if any.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
     }
 }
 

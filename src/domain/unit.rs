@@ -11,17 +11,24 @@ pub enum TargetKind {
     Rancher,
     /// Containers of a Docker Engine.
     Containers,
+    /// Services of a Docker Swarm.
+    Swarm,
 }
 
 impl TargetKind {
     /// Every target this release knows, in the order jobs scan them.
-    pub const ALL: [TargetKind; 2] = [TargetKind::Rancher, TargetKind::Containers];
+    pub const ALL: [TargetKind; 3] = [
+        TargetKind::Rancher,
+        TargetKind::Containers,
+        TargetKind::Swarm,
+    ];
 
     /// The name used in settings, the journal and answers.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rancher => "rancher",
             Self::Containers => "containers",
+            Self::Swarm => "swarm",
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod containers;
 pub mod engine;
 pub mod rancher;
+pub mod swarm;
 
 use std::any::Any;
 use std::fmt;

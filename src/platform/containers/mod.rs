@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::config::ContainersTarget;
 use crate::domain::{ImageRef, TargetKind};
 use crate::journal::UnitRecord;
-use crate::platform::engine::{EngineClient, EngineError};
+use crate::platform::engine::EngineClient;
 use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
 use crate::shutdown::ShutdownSignal;
 use api::ContainerApi;
@@ -37,24 +37,12 @@ impl ContainersPlatform {
     /// Sets the target up and asks the engine which API version to speak. An engine that
     /// cannot be used (no socket there, an error answer, too old) stops the start; one on
     /// TCP that does not answer is asked again at the first push.
-    pub async fn start(
+    pub fn start(
         settings: &ContainersTarget,
+        client: EngineClient,
         shutdown: ShutdownSignal,
-    ) -> Result<Arc<Self>, EngineError> {
-        let client = EngineClient::new(&settings.engine)?;
-        match client.version().await {
-            Ok(_) => {}
-            Err(error @ EngineError::Unreachable { .. })
-                if matches!(
-                    settings.engine.endpoint,
-                    crate::config::EngineEndpoint::Tcp { .. }
-                ) =>
-            {
-                tracing::warn!(%error, "the Docker Engine does not answer yet; asking again at the first push");
-            }
-            Err(error) => return Err(error),
-        }
-        Ok(Arc::new(Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             settings: settings.clone(),
             redeployer: Redeployer {
                 api: ContainerApi::new(client),
@@ -64,7 +52,7 @@ impl ContainersPlatform {
                 own_id: own::own_container_id(),
                 shutdown,
             },
-        }))
+        })
     }
 }
 

@@ -27,7 +27,7 @@ use crate::config::{GateSettings, MatchSettings};
 use crate::domain::{ImageRef, Outcome, UnitEnd};
 use crate::journal::UnitRecord;
 use crate::platform::engine::EngineError;
-use crate::platform::engine::credentials::DockerConfig;
+use crate::platform::engine::credentials::registry_auth;
 use crate::platform::{Progress, StepLog};
 use crate::shutdown::ShutdownSignal;
 
@@ -236,7 +236,7 @@ impl Redeployer {
         )
         .await
         .map_err(|error| Halt::Later(error.to_string()))?;
-        let auth = self.registry_auth(image);
+        let auth = registry_auth(self.config_folder.as_deref(), image.registry());
         let repository = format!("{}/{}", image.registry(), image.repository());
         let tag = image.tag().unwrap_or("latest");
         if let Err(error) = self.api.pull(&repository, tag, auth.as_ref()).await {
@@ -270,29 +270,6 @@ impl Redeployer {
         };
         record(log, Step::Creating, &checkpoint).await?;
         Ok(Ok(checkpoint))
-    }
-
-    /// The credentials of the pushed image's registry in `config.json`, as
-    /// `X-Registry-Auth`.
-    fn registry_auth(&self, image: &ImageRef) -> Option<secrecy::SecretString> {
-        let config = match DockerConfig::load(self.config_folder.as_deref()) {
-            Ok(config) => config,
-            Err(error) => {
-                tracing::warn!(%error, "pulling without registry credentials");
-                return None;
-            }
-        };
-        let auth = config
-            .for_registry(image.registry())
-            .map(|auth| auth.header_value());
-        if auth.is_none() && config.has_helper_for(image.registry()) {
-            tracing::warn!(
-                registry = image.registry(),
-                "config.json names a credential helper for this registry, which autoredeploy \
-                 does not run; pulling without credentials"
-            );
-        }
-        auth
     }
 
     /// Creates the new container under the temporary name, from the old one's inspect

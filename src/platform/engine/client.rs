@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::EngineError;
 use super::connection::Connector;
 use super::version::ApiVersion;
-use crate::config::EngineSettings;
+use crate::config::{EngineEndpoint, EngineSettings};
 
 /// Largest answer read whole (a container list of a busy host, an inspect).
 const MAX_ANSWER: usize = 32 << 20;
@@ -143,6 +143,23 @@ impl EngineClient {
                 version: Mutex::new(None),
             }),
         })
+    }
+
+    /// A client of the engine of `settings`, which has been asked its API version. An
+    /// engine that cannot be used (no socket there, an error answer, too old) is an
+    /// error; one on TCP that does not answer is asked again at its first use.
+    pub async fn at_start(settings: &EngineSettings) -> Result<Self, EngineError> {
+        let client = Self::new(settings)?;
+        match client.version().await {
+            Ok(_) => Ok(client),
+            Err(error @ EngineError::Unreachable { .. })
+                if matches!(settings.endpoint, EngineEndpoint::Tcp { .. }) =>
+            {
+                tracing::warn!(%error, "the Docker Engine does not answer yet; asking again at the first push");
+                Ok(client)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// `DOCKER_HOST`, as given.

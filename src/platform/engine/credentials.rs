@@ -19,6 +19,30 @@ pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The hosts that mean Docker Hub in `auths`.
 const DOCKER_HUB_HOSTS: [&str; 3] = ["index.docker.io", "docker.io", "registry-1.docker.io"];
 
+/// The `X-Registry-Auth` value for `registry` from the `config.json` in `folder` (see
+/// [`DockerConfig::load`]), or `None` to go without credentials; what stands in the way is
+/// logged, never the credentials.
+pub fn registry_auth(folder: Option<&Path>, registry: &str) -> Option<SecretString> {
+    let config = match DockerConfig::load(folder) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::warn!(%error, "going to the registry without credentials");
+            return None;
+        }
+    };
+    let auth = config
+        .for_registry(registry)
+        .map(RegistryAuth::header_value);
+    if auth.is_none() && config.has_helper_for(registry) {
+        tracing::warn!(
+            registry,
+            "config.json names a credential helper for this registry, which autoredeploy \
+             does not run; going to it without credentials"
+        );
+    }
+    auth
+}
+
 /// Why a `config.json` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {

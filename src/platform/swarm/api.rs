@@ -1,0 +1,163 @@
+//! The Engine API calls of the Swarm target, and the parts of their answers it reads. A
+//! service's spec is kept as JSON, so that an update sends back every field of it.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::platform::engine::{Call, EngineClient, EngineError};
+
+/// A service, as `GET /services` and `GET /services/{id}` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Service {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Version", default)]
+    pub version: ObjectVersion,
+    /// The spec, whole.
+    #[serde(rename = "Spec", default)]
+    pub spec: Value,
+    #[serde(rename = "UpdateStatus", default)]
+    pub update_status: Option<UpdateStatus>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(super) struct ObjectVersion {
+    #[serde(rename = "Index", default)]
+    pub index: u64,
+}
+
+/// Where the last update of a service stands.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct UpdateStatus {
+    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`,
+    /// `rollback_completed`.
+    #[serde(rename = "State", default)]
+    pub state: String,
+    #[serde(rename = "Message", default)]
+    pub message: String,
+}
+
+impl Service {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.spec
+            .pointer("/Name")
+            .and_then(Value::as_str)
+            .unwrap_or(&self.id)
+    }
+
+    /// The image its tasks run, as the spec writes it.
+    pub fn image(&self) -> Option<&str> {
+        self.spec
+            .pointer("/TaskTemplate/ContainerSpec/Image")
+            .and_then(Value::as_str)
+    }
+
+    /// The value of its label `name`.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.spec.pointer("/Labels")?.get(name)?.as_str()
+    }
+}
+
+/// The calls of the Swarm target.
+#[derive(Debug, Clone)]
+pub(super) struct SwarmApi {
+    client: EngineClient,
+}
+
+impl SwarmApi {
+    pub fn new(client: EngineClient) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &EngineClient {
+        &self.client
+    }
+
+    /// Whether the engine is a Swarm manager.
+    pub async fn is_manager(&self) -> Result<bool, EngineError> {
+        let info: Value = self
+            .client
+            .json(Call::get(
+                "asking whether the engine is a Swarm manager",
+                "/info",
+            ))
+            .await?;
+        Ok(info
+            .pointer("/Swarm/ControlAvailable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
+    }
+
+    /// Every service.
+    pub async fn services(&self) -> Result<Vec<Service>, EngineError> {
+        self.client
+            .json(Call::get("listing the Swarm services", "/services"))
+            .await
+    }
+
+    /// The service of that id or name, or `None`.
+    pub async fn service(&self, id_or_name: &str) -> Result<Option<Service>, EngineError> {
+        let what = format!("inspecting Swarm service {id_or_name}");
+        let path = format!("/services/{id_or_name}");
+        match self.client.json(Call::get(&what, &path)).await {
+            Ok(service) => Ok(Some(service)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The digest `reference` (`name:tag`) names in its registry now, asked through the
+    /// engine with the registry credentials.
+    pub async fn registry_digest(
+        &self,
+        reference: &str,
+        auth: Option<&secrecy::SecretString>,
+    ) -> Result<String, EngineError> {
+        let what = format!("asking the registry for the digest of {reference}");
+        let path = format!("/distribution/{reference}/json");
+        let answer: Value = self
+            .client
+            .json(Call::get(&what, &path).registry_auth(auth))
+            .await?;
+        answer
+            .pointer("/Descriptor/digest")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(EngineError::Unreadable {
+                what,
+                reason: "no Descriptor.digest in the answer".into(),
+            })
+    }
+
+    /// Updates the service to `spec`, from its `version`, with the registry credentials.
+    pub async fn update(
+        &self,
+        id: &str,
+        version: u64,
+        spec: &Value,
+        auth: Option<&secrecy::SecretString>,
+    ) -> Result<(), EngineError> {
+        let what = format!("updating Swarm service {id}");
+        let path = format!("/services/{id}/update?version={version}");
+        self.client
+            .call(Call::post(&what, &path).json(spec).registry_auth(auth))
+            .await
+            .map(drop)
+    }
+
+    /// Asks Swarm to roll the service back to its previous spec.
+    pub async fn roll_back(&self, id: &str, version: u64, spec: &Value) -> Result<(), EngineError> {
+        let what = format!("rolling Swarm service {id} back");
+        let path = format!("/services/{id}/update?version={version}&rollback=previous");
+        self.client
+            .call(Call::post(&what, &path).json(spec))
+            .await
+            .map(drop)
+    }
+}
+
+/// Whether an update was refused because the service changed since it was read.
+pub(super) fn is_out_of_sequence(error: &EngineError) -> bool {
+    matches!(error, EngineError::Answer { message, .. } if message.contains("out of sequence"))
+}

@@ -1,0 +1,115 @@
+//! Docker Swarm services as a target: the scan of the services, and the digest-pinned
+//! update of one service, followed through `UpdateStatus` and rolled back on failure.
+//!
+//! A unit is a service id, which outlives its updates.
+
+mod api;
+mod scan;
+mod update;
+
+use std::sync::Arc;
+
+use crate::config::SwarmTarget;
+use crate::domain::{ImageRef, TargetKind};
+use crate::journal::UnitRecord;
+use crate::platform::engine::{EngineClient, EngineError};
+use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
+use crate::shutdown::ShutdownSignal;
+use api::SwarmApi;
+use update::Updater;
+
+/// The Swarm target: the services of one Swarm, through a manager's engine.
+#[derive(Debug)]
+pub struct SwarmPlatform {
+    settings: SwarmTarget,
+    updater: Updater,
+}
+
+/// Why the Swarm target is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmStartError {
+    /// The engine cannot be asked.
+    #[error("DOCKER_HOST: {0}")]
+    Engine(#[from] EngineError),
+    /// `AUTOREDEPLOY_TARGETS` names `swarm`, but the engine is no manager.
+    #[error(
+        "AUTOREDEPLOY_TARGETS names `swarm`, but the Docker Engine at {0} is not a Swarm \
+         manager: point DOCKER_HOST at a manager's engine, or remove `swarm`"
+    )]
+    NotAManager(String),
+}
+
+impl SwarmPlatform {
+    /// Sets the target up: `None` when the engine is no Swarm manager and the target was
+    /// not asked for by name.
+    pub async fn start(
+        settings: &SwarmTarget,
+        client: EngineClient,
+        shutdown: ShutdownSignal,
+    ) -> Result<Option<Arc<Self>>, SwarmStartError> {
+        let api = SwarmApi::new(client);
+        let manager = match api.is_manager().await {
+            Ok(manager) => manager,
+            Err(error) if settings.required => return Err(error.into()),
+            Err(error) => {
+                tracing::info!(%error, "the engine could not say whether it is a Swarm manager; the Swarm target is not used");
+                false
+            }
+        };
+        if !manager {
+            if settings.required {
+                return Err(SwarmStartError::NotAManager(
+                    settings.engine.address.clone(),
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Self {
+            settings: settings.clone(),
+            updater: Updater {
+                api,
+                rule: settings.matching.clone(),
+                timeout: settings.timeout,
+                on_failure: settings.on_failure,
+                config_folder: settings.engine.config_folder.clone(),
+                shutdown,
+            },
+        })))
+    }
+}
+
+impl Platform for SwarmPlatform {
+    fn target(&self) -> TargetKind {
+        TargetKind::Swarm
+    }
+
+    fn warn_about_its_settings(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            tracing::info!(
+                engine = %self.updater.api.client().address(),
+                default_opt_in = self.settings.matching.default_opt_in,
+                label = %self.settings.matching.label_name,
+                timeout_s = self.settings.timeout.as_secs(),
+                "Swarm target"
+            );
+        })
+    }
+
+    fn scan(&self, image: &ImageRef) -> Box<dyn Scan> {
+        Box::new(scan::ServiceScan::new(
+            self.updater.api.clone(),
+            image,
+            self.settings.matching.clone(),
+        ))
+    }
+
+    fn drive<'a>(
+        &'a self,
+        unit: &'a UnitRecord,
+        _prefetched: Option<Prefetched>,
+        image: &'a ImageRef,
+        log: &'a StepLog,
+    ) -> BoxFuture<'a, Progress> {
+        Box::pin(self.updater.drive(unit, image, log))
+    }
+}

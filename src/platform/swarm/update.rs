@@ -1,0 +1,378 @@
+//! The update of one service, step by step, each step journaled before it is taken.
+//!
+//! 1. Resolve the pushed tag to its digest in the registry; a service already on that
+//!    digest ends `up-to-date`, untouched (an update would overwrite `PreviousSpec`, the
+//!    target of any later rollback).
+//! 2. `updating`: post the spec with the image pinned as `name:tag@digest`, from the
+//!    version just read (read again and retried when Swarm answers "out of sequence").
+//! 3. `following`: read `UpdateStatus` until `completed`, or a failure Swarm reports
+//!    (its own `FailureAction` included), or `SWARM_UPGRADE_TIMEOUT_S` after the update was
+//!    posted; then roll back (`rolling-back`) or leave it, as `SWARM_UPGRADE_ON_FAILURE`
+//!    says.
+//!
+//! A resumed `updating` posts nothing when the spec already names the pinned image: an
+//! update whose answer was lost is followed, never posted twice.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::api::{Service, SwarmApi, is_out_of_sequence};
+use super::scan::{self, Verdict};
+use crate::config::{MatchSettings, SwarmOnFailure};
+use crate::domain::{ImageRef, Outcome, UnitEnd};
+use crate::journal::UnitRecord;
+use crate::platform::engine::EngineError;
+use crate::platform::engine::credentials::registry_auth;
+use crate::platform::{Progress, StepLog};
+use crate::shutdown::ShutdownSignal;
+
+/// Time between two reads of a service being updated.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Time an `UpdateStatus` may stay empty after an update before the update counts as one
+/// with nothing to do (Swarm sets no status when no task had to change).
+const NOTHING_TO_DO_AFTER: Duration = Duration::from_secs(5);
+
+/// Attempts at an update that Swarm answers "out of sequence".
+const OUT_OF_SEQUENCE_ATTEMPTS: usize = 5;
+
+/// The steps of an update, as the journal records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Planned,
+    Updating,
+    Following,
+    RollingBack,
+}
+
+impl Step {
+    const ALL: [Step; 4] = [
+        Step::Planned,
+        Step::Updating,
+        Step::Following,
+        Step::RollingBack,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => crate::journal::PLANNED,
+            Self::Updating => "updating",
+            Self::Following => "following",
+            Self::RollingBack => "rolling-back",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|step| step.as_str() == name)
+    }
+}
+
+/// The checkpoint of an update, journaled as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    /// The image the update sets: `name:tag@digest`.
+    image: String,
+    /// When the update was first posted, in Unix milliseconds: the timeout counts from it.
+    issued_at_ms: u64,
+    /// Why the update is being rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Why driving a unit stopped before an end.
+enum Halt {
+    Later(String),
+    Interrupted,
+}
+
+impl From<EngineError> for Halt {
+    fn from(error: EngineError) -> Self {
+        Halt::Later(error.to_string())
+    }
+}
+
+/// Drives the updates of the Swarm target.
+#[derive(Debug)]
+pub(super) struct Updater {
+    pub api: SwarmApi,
+    pub rule: MatchSettings,
+    pub timeout: Duration,
+    pub on_failure: SwarmOnFailure,
+    pub config_folder: Option<PathBuf>,
+    pub shutdown: ShutdownSignal,
+}
+
+impl Updater {
+    /// Carries the service of `unit` from its recorded step to an end.
+    pub async fn drive(&self, unit: &UnitRecord, image: &ImageRef, log: &StepLog) -> Progress {
+        let Some(step) = Step::parse(&unit.step) else {
+            return Progress::Ended(Outcome::failed(format!(
+                "the journal holds a step this version does not know: `{}`",
+                unit.step
+            )));
+        };
+        let checkpoint = unit
+            .checkpoint
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Checkpoint>(text).ok());
+        let result = match (step, checkpoint) {
+            (Step::Planned, _) => self.begin(&unit.id, image, log).await,
+            (step, Some(checkpoint)) => self.resume(&unit.id, step, checkpoint, log).await,
+            (_, None) => Ok(Outcome::failed(
+                "the journal holds no checkpoint for this update's step",
+            )),
+        };
+        match result {
+            Ok(outcome) => Progress::Ended(outcome),
+            Err(Halt::Later(reason)) => Progress::Later(reason),
+            Err(Halt::Interrupted) => Progress::Interrupted,
+        }
+    }
+
+    /// Reads the service, resolves the digest, and posts the update unless it is on it.
+    async fn begin(&self, id: &str, image: &ImageRef, log: &StepLog) -> Result<Outcome, Halt> {
+        let Some(service) = self.api.service(id).await? else {
+            return Ok(Outcome::skipped("the service was removed"));
+        };
+        match scan::judge(&service, image, &self.rule) {
+            Verdict::Update => {}
+            Verdict::Skip(reason) => return Ok(Outcome::skipped(reason)),
+            Verdict::NotRunning => {
+                return Ok(Outcome::skipped(format!(
+                    "the service runs {} now",
+                    service.image().unwrap_or("no image")
+                )));
+            }
+        }
+        let tag = image.without_digest().to_string();
+        let auth = registry_auth(self.config_folder.as_deref(), image.registry());
+        let digest = match self.api.registry_digest(&tag, auth.as_ref()).await {
+            Ok(digest) => digest,
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => return Ok(Outcome::failed(format!("{error}; nothing was changed"))),
+        };
+        let running = service
+            .image()
+            .and_then(|image| ImageRef::parse(image).ok());
+        if running.as_ref().and_then(ImageRef::digest) == Some(digest.as_str()) {
+            return Ok(Outcome::because(
+                UnitEnd::UpToDate,
+                format!("it already runs {digest}"),
+            ));
+        }
+        // The service's own spelling of the name and tag, pinned to the digest.
+        let written = service.image().unwrap_or(&tag);
+        let unpinned = written.split('@').next().unwrap_or(written);
+        let checkpoint = Checkpoint {
+            image: format!("{unpinned}@{digest}"),
+            issued_at_ms: now_ms(),
+            failure: None,
+        };
+        record(log, Step::Updating, &checkpoint).await?;
+        self.resume(id, Step::Updating, checkpoint, log).await
+    }
+
+    async fn resume(
+        &self,
+        id: &str,
+        mut step: Step,
+        mut checkpoint: Checkpoint,
+        log: &StepLog,
+    ) -> Result<Outcome, Halt> {
+        loop {
+            step = match step {
+                Step::Planned => return Ok(Outcome::failed("the update went back to its start")),
+                Step::Updating => match self.post_update(id, &checkpoint).await? {
+                    Ok(()) => Step::Following,
+                    Err(outcome) => return Ok(outcome),
+                },
+                Step::Following => match self.follow(id, &checkpoint, false).await? {
+                    Followed::Ended(outcome) => return Ok(outcome),
+                    Followed::TimedOut(reason) => match self.on_failure {
+                        SwarmOnFailure::Leave => {
+                            return Ok(Outcome::because(UnitEnd::Left, reason));
+                        }
+                        SwarmOnFailure::Rollback => {
+                            checkpoint.failure = Some(reason);
+                            Step::RollingBack
+                        }
+                    },
+                },
+                Step::RollingBack => return self.roll_back(id, &checkpoint).await,
+            };
+            record(log, step, &checkpoint).await?;
+        }
+    }
+
+    /// Posts the update, unless the spec already names its image.
+    async fn post_update(
+        &self,
+        id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<Result<(), Outcome>, Halt> {
+        let image = ImageRef::parse(&checkpoint.image).ok();
+        let auth = image
+            .as_ref()
+            .and_then(|image| registry_auth(self.config_folder.as_deref(), image.registry()));
+        for _ in 0..OUT_OF_SEQUENCE_ATTEMPTS {
+            let Some(service) = self.api.service(id).await? else {
+                return Ok(Err(Outcome::failed("the service was removed")));
+            };
+            if service.image() == Some(checkpoint.image.as_str()) {
+                return Ok(Ok(()));
+            }
+            let mut spec = service.spec.clone();
+            if let Some(container) = spec.pointer_mut("/TaskTemplate/ContainerSpec") {
+                container["Image"] = Value::String(checkpoint.image.clone());
+            }
+            match self
+                .api
+                .update(id, service.version.index, &spec, auth.as_ref())
+                .await
+            {
+                Ok(()) => return Ok(Ok(())),
+                Err(error) if is_out_of_sequence(&error) => continue,
+                Err(error) if error.is_transient() => return Err(error.into()),
+                Err(error) => {
+                    return Ok(Err(Outcome::failed(format!(
+                        "{error}; nothing was changed"
+                    ))));
+                }
+            }
+        }
+        Ok(Err(Outcome::failed(
+            "the service kept changing while its update was posted (update out of sequence)",
+        )))
+    }
+
+    /// Reads the service until its update (or, `rolling_back`, its rollback) ends.
+    async fn follow(
+        &self,
+        id: &str,
+        checkpoint: &Checkpoint,
+        rolling_back: bool,
+    ) -> Result<Followed, Halt> {
+        let deadline = checkpoint.issued_at_ms + self.timeout.as_millis() as u64;
+        loop {
+            let Some(service) = self.api.service(id).await? else {
+                return Ok(Followed::Ended(Outcome::failed("the service was removed")));
+            };
+            if let Some(end) = self.update_end(&service, checkpoint, rolling_back) {
+                return Ok(Followed::Ended(end));
+            }
+            if !rolling_back && now_ms() >= deadline {
+                return Ok(Followed::TimedOut(format!(
+                    "the update did not complete within {} s (SWARM_UPGRADE_TIMEOUT_S)",
+                    self.timeout.as_secs()
+                )));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = self.shutdown.triggered() => return Err(Halt::Interrupted),
+            }
+        }
+    }
+
+    /// The unit's end, once the service's `UpdateStatus` says the update has ended.
+    fn update_end(
+        &self,
+        service: &Service,
+        checkpoint: &Checkpoint,
+        rolling_back: bool,
+    ) -> Option<Outcome> {
+        let status = service.update_status.clone().unwrap_or_default();
+        let message = if status.message.is_empty() {
+            status.state.clone()
+        } else {
+            format!("{}: {}", status.state, status.message)
+        };
+        let ours = service.image() == Some(checkpoint.image.as_str());
+        match status.state.as_str() {
+            "completed" if ours => Some(Outcome::upgraded()),
+            "rollback_completed" => Some(Outcome::because(
+                UnitEnd::RolledBack,
+                match &checkpoint.failure {
+                    Some(failure) => format!("{failure}; Swarm rolled the service back"),
+                    None => format!("Swarm rolled the update back ({message})"),
+                },
+            )),
+            "paused" | "rollback_paused" => Some(Outcome::failed(format!(
+                "Swarm paused the update ({message})"
+            ))),
+            "" if !rolling_back && ours => {
+                let posted =
+                    Duration::from_millis(now_ms().saturating_sub(checkpoint.issued_at_ms));
+                // No status a while after the update: no task had to change.
+                (posted >= NOTHING_TO_DO_AFTER).then(Outcome::upgraded)
+            }
+            _ if !ours && !rolling_back && status.state != "rollback_started" => {
+                Some(Outcome::failed(format!(
+                    "the service's image was changed by someone else meanwhile (it runs {})",
+                    service.image().unwrap_or("no image")
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// Asks Swarm to roll back (unless it is rolling back already), then follows it.
+    async fn roll_back(&self, id: &str, checkpoint: &Checkpoint) -> Result<Outcome, Halt> {
+        let Some(service) = self.api.service(id).await? else {
+            return Ok(Outcome::failed("the service was removed"));
+        };
+        let state = service
+            .update_status
+            .as_ref()
+            .map(|status| status.state.as_str());
+        let rolling_back = matches!(
+            state,
+            Some("rollback_started" | "rollback_completed" | "rollback_paused")
+        );
+        if !rolling_back
+            && let Err(error) = self
+                .api
+                .roll_back(id, service.version.index, &service.spec)
+                .await
+        {
+            if error.is_transient() || is_out_of_sequence(&error) {
+                return Err(Halt::Later(error.to_string()));
+            }
+            return Ok(Outcome::failed(format!(
+                "{}; the rollback was refused: {error}",
+                checkpoint.failure.as_deref().unwrap_or("the update failed")
+            )));
+        }
+        match self.follow(id, checkpoint, true).await? {
+            Followed::Ended(outcome) => Ok(outcome),
+            Followed::TimedOut(reason) => Ok(Outcome::failed(reason)),
+        }
+    }
+}
+
+/// How following an update ended.
+enum Followed {
+    Ended(Outcome),
+    TimedOut(String),
+}
+
+async fn record(log: &StepLog, step: Step, checkpoint: &Checkpoint) -> Result<(), Halt> {
+    log.record(
+        step.as_str(),
+        checkpoint
+            .failure
+            .clone()
+            .or_else(|| Some(checkpoint.image.clone())),
+        serde_json::to_string(checkpoint).ok(),
+    )
+    .await
+    .map_err(|error| Halt::Later(error.to_string()))
+}
