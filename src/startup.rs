@@ -63,6 +63,8 @@ pub struct Application {
     platforms: Vec<Arc<dyn Platform>>,
     /// The containers target, which also finds containers by name for `/notify`.
     containers: Option<Arc<ContainersPlatform>>,
+    /// The Swarm target, which also finds services by name for `PUT /service`.
+    swarm: Option<Arc<SwarmPlatform>>,
     /// Accepted pushes and their progress.
     journal: Journal,
     /// Where outcomes are published.
@@ -102,10 +104,14 @@ impl Application {
         if let Some(containers) = &containers {
             platforms.push(Arc::clone(containers) as Arc<dyn Platform>);
         }
-        if let (Some(target), Some(client)) = (&targets.swarm, engine)
-            && let Some(swarm) = SwarmPlatform::start(target, client, signal.clone()).await?
-        {
-            platforms.push(swarm);
+        let swarm = match (&targets.swarm, engine) {
+            (Some(target), Some(client)) => {
+                SwarmPlatform::start(target, client, signal.clone()).await?
+            }
+            _ => None,
+        };
+        if let Some(swarm) = &swarm {
+            platforms.push(Arc::clone(swarm) as Arc<dyn Platform>);
         }
         if platforms.is_empty() {
             return Err(StartupError::NoTarget);
@@ -116,6 +122,7 @@ impl Application {
             settings,
             platforms,
             containers,
+            swarm,
             journal,
             reporter: OutcomeReporter::new(OUTCOME_BUFFER),
             shutdown,
@@ -144,6 +151,7 @@ impl Application {
             settings,
             platforms,
             containers,
+            swarm,
             journal,
             reporter,
             shutdown: trigger,
@@ -187,6 +195,9 @@ impl Application {
         );
         if let Some(containers) = containers {
             intake = intake.with_named_containers(containers);
+        }
+        if let Some(swarm) = swarm {
+            intake = intake.with_named_services(swarm);
         }
         tracing::info!(
             address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

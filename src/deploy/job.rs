@@ -126,7 +126,10 @@ impl Deployer {
         run: &mut RunState,
     ) {
         let target = platform.target();
-        let mut scan = platform.scan(&job.image);
+        let mut scan = match &job.only {
+            Some(unit) => platform.scan_only(unit, &job.image),
+            None => platform.scan(&job.image),
+        };
         loop {
             if self.shutdown.is_triggered() {
                 run.interrupted = true;

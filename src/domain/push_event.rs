@@ -9,6 +9,8 @@ pub enum SourceKind {
     DockerHub,
     /// `POST /notify/{container}`: redeploy that container (trigger-docker-pull's API).
     Notify,
+    /// `PUT /service/{name}`: set that Swarm service's image (symfoni/deployer's API).
+    Service,
 }
 
 impl SourceKind {
@@ -17,6 +19,7 @@ impl SourceKind {
         match self {
             Self::DockerHub => "dockerhub",
             Self::Notify => "notify",
+            Self::Service => "service",
         }
     }
 
@@ -25,6 +28,7 @@ impl SourceKind {
         match name {
             "dockerhub" => Some(Self::DockerHub),
             "notify" => Some(Self::Notify),
+            "service" => Some(Self::Service),
             _ => None,
         }
     }

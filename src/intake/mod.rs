@@ -11,6 +11,7 @@
 
 mod auth;
 mod body;
+mod deploy_service;
 mod jobs;
 mod limiter;
 mod notify;
@@ -65,6 +66,8 @@ pub struct Intake {
     read_timeout: Duration,
     /// Containers by name, for `/notify/{container}`, when that target is used.
     named_containers: Option<Arc<dyn NamedUnits>>,
+    /// Swarm services by name, for `PUT /service/{name}`, when that target is used.
+    named_services: Option<Arc<dyn NamedUnits>>,
 }
 
 impl Intake {
@@ -89,7 +92,14 @@ impl Intake {
             allowed_repos: access.allowed_repos.clone(),
             read_timeout: access.read_timeout,
             named_containers: None,
+            named_services: None,
         }
+    }
+
+    /// The same intake, answering `PUT /service/{name}` with the services of `named`.
+    pub fn with_named_services(mut self, named: Arc<dyn NamedUnits>) -> Self {
+        self.named_services = Some(named);
+        self
     }
 
     /// The same intake, answering `/notify/{container}` with the containers of `named`.
@@ -223,6 +233,23 @@ pub fn routes(
                 intake.notify(&name, method, &query, &headers, remote).await
             },
         );
+    let deploy_service = warp::path("service")
+        .and(
+            warp::path::param::<String>()
+                .or(warp::any().map(String::new))
+                .unify(),
+        )
+        .and(warp::path::end())
+        .and(caller)
+        .and(warp::body::stream())
+        .and(with_intake.clone())
+        .then(
+            |name: String, method, query: String, headers, remote, body, intake: Arc<Intake>| async move {
+                intake
+                    .deploy_service(&name, method, &query, &headers, remote, body)
+                    .await
+            },
+        );
     let jobs = warp::path!("jobs")
         .and(caller)
         .and(with_intake.clone())
@@ -252,6 +279,8 @@ pub fn routes(
     });
     webhook
         .or(notify)
+        .unify()
+        .or(deploy_service)
         .unify()
         .or(jobs)
         .unify()

@@ -15,8 +15,9 @@ use crate::platform::Lookup;
 /// Longest container name accepted (the engine sets no bound; a longer one is no name).
 const MAX_NAME: usize = 255;
 
-/// Whether `name` is in Docker's container-name grammar, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-fn is_container_name(name: &str) -> bool {
+/// Whether `name` is in Docker's grammar of container and service names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(super) fn is_docker_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes
         .next()
@@ -43,7 +44,7 @@ impl Intake {
         if let Some(refusal) = self.refuse_caller(client_ip, query, headers) {
             return refusal;
         }
-        if !is_container_name(name) {
+        if !is_docker_name(name) {
             return error_reply(
                 StatusCode::BAD_REQUEST,
                 "bad_container_name",
@@ -117,14 +118,14 @@ mod tests {
     #[test]
     fn container_names_follow_docker_grammar() {
         for name in ["web", "Web_1", "a", "my.app-2", "0abc"] {
-            assert!(is_container_name(name), "{name}");
+            assert!(is_docker_name(name), "{name}");
         }
         for name in [
             "", "_web", "-web", ".web", "web/1", "web 1", "wéb", "web:1", "%2e",
         ] {
-            assert!(!is_container_name(name), "{name}");
+            assert!(!is_docker_name(name), "{name}");
         }
-        assert!(is_container_name(&"a".repeat(255)));
-        assert!(!is_container_name(&"a".repeat(256)));
+        assert!(is_docker_name(&"a".repeat(255)));
+        assert!(!is_docker_name(&"a".repeat(256)));
     }
 }

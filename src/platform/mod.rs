@@ -38,6 +38,14 @@ pub trait Platform: Send + Sync + fmt::Debug {
     /// Starts a walk through the platform's workloads for `image`.
     fn scan(&self, image: &ImageRef) -> Box<dyn Scan>;
 
+    /// Starts a walk for a job that concerns `unit` only, with `image`. By default the
+    /// walk of [`scan`](Platform::scan), of which the core keeps `unit`; a platform whose
+    /// requests set a unit's image, whatever it runs now, finds the unit itself.
+    fn scan_only(&self, unit: &UnitRef, image: &ImageRef) -> Box<dyn Scan> {
+        let _ = unit;
+        self.scan(image)
+    }
+
     /// Carries one unit from the step the journal last recorded (`unit.step`, with
     /// `unit.checkpoint`) to an end, recording each step through `log` before taking it. `prefetched` is what the
     /// scan read of the unit moments ago, given only when nothing had to wait since: it may

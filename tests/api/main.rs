@@ -24,5 +24,6 @@ mod real_fixtures;
 mod registry_credentials;
 mod reliability;
 mod scheduling;
+mod swarm;
 mod upgrade;
 mod webhook;

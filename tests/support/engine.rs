@@ -58,6 +58,33 @@ pub fn docker_host() -> String {
 
 static BASE: OnceCell<()> = OnceCell::const_new();
 
+static SWARM: OnceCell<()> = OnceCell::const_new();
+
+/// Makes the engine a one-node Swarm manager, listening on 127.0.0.1, unless it is one.
+/// The swarm stays: leaving it would pull it from under the tests that run beside.
+pub async fn swarm(engine: &EngineClient) {
+    SWARM
+        .get_or_init(|| async {
+            let info: Value = engine
+                .json(Call::get("asking the engine about its swarm", "/info"))
+                .await
+                .expect("the engine answers /info");
+            if info["Swarm"]["LocalNodeState"] == "active" {
+                assert_eq!(
+                    info["Swarm"]["ControlAvailable"], true,
+                    "the engine is in a swarm but no manager"
+                );
+                return;
+            }
+            let body = json!({ "ListenAddr": "127.0.0.1:2377", "AdvertiseAddr": "127.0.0.1" });
+            engine
+                .call(Call::post("starting a swarm", "/swarm/init").json(&body))
+                .await
+                .expect("the engine starts a one-node swarm");
+        })
+        .await;
+}
+
 /// Imports [`BASE_IMAGE`] once per run, unless the engine has it already.
 pub async fn base_image(engine: &EngineClient) {
     BASE.get_or_init(|| async {
@@ -207,6 +234,64 @@ impl Sandbox {
             .unwrap_or_else(|error| panic!("creating network {name}: {error}"));
     }
 
+    /// Creates a Swarm service from `spec` (the sandbox's label is added to the service
+    /// and to its containers) and waits until one of its tasks runs; returns its id.
+    pub async fn service(&self, mut spec: Value) -> String {
+        spec["Labels"][TEST_LABEL] = json!(self.id);
+        spec["TaskTemplate"]["ContainerSpec"]["Labels"][TEST_LABEL] = json!(self.id);
+        let created: Value = self
+            .engine
+            .json(Call::post("creating a test service", "/services/create").json(&spec))
+            .await
+            .unwrap_or_else(|error| panic!("creating service {}: {error}", spec["Name"]));
+        let id = created["ID"].as_str().unwrap().to_owned();
+        self.until_running(&id).await;
+        id
+    }
+
+    /// Waits until a task of the service `id` runs the image its spec names now.
+    pub async fn until_running(&self, id: &str) {
+        for _ in 0..300 {
+            let service: Value = self
+                .engine
+                .json(Call::get("inspecting a test service", &format!("/services/{id}")))
+                .await
+                .unwrap();
+            let image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
+            let filters = urlencode(&json!({ "service": [id], "desired-state": ["running"] }).to_string());
+            let tasks: Vec<Value> = self
+                .engine
+                .json(Call::get("listing test tasks", &format!("/tasks?filters={filters}")))
+                .await
+                .unwrap();
+            if tasks.iter().any(|task| {
+                task["Status"]["State"] == "running" && task["Spec"]["ContainerSpec"]["Image"] == image
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no task of service {id} runs");
+    }
+
+    /// The service of that name or id.
+    pub async fn inspect_service(&self, name: &str) -> Value {
+        self.engine
+            .json(Call::get("inspecting a test service", &format!("/services/{name}")))
+            .await
+            .unwrap_or_else(|error| panic!("inspecting service {name}: {error}"))
+    }
+
+    /// The digest `reference` names in its registry now.
+    pub async fn registry_digest(&self, reference: &str) -> String {
+        let answer: Value = self
+            .engine
+            .json(Call::get("asking a digest", &format!("/distribution/{reference}/json")))
+            .await
+            .unwrap_or_else(|error| panic!("the digest of {reference}: {error}"));
+        answer["Descriptor"]["digest"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a volume with the sandbox's label.
     pub async fn volume(&self, name: &str) {
         let body = json!({ "Name": name, "Labels": { TEST_LABEL: self.id } });
@@ -275,6 +360,32 @@ impl Sandbox {
         let label = format!("{TEST_LABEL}={}", self.id);
         let filters = urlencode(&json!({ "label": [label] }).to_string());
         let name_filter = urlencode(&json!({ "name": [self.id] }).to_string());
+        let services: Vec<Value> = self
+            .engine
+            .json(Call::get("listing test services", &format!("/services?filters={filters}")))
+            .await
+            .unwrap_or_default();
+        for service in &services {
+            let id = service["ID"].as_str().unwrap_or_default();
+            let _ = self
+                .engine
+                .call(Call::delete("removing a test service", &format!("/services/{id}")))
+                .await;
+        }
+        if !services.is_empty() {
+            // Swarm removes the tasks' containers by itself, a moment later.
+            for _ in 0..100 {
+                let left: Vec<Value> = self
+                    .engine
+                    .json(Call::get("listing test containers", &format!("/containers/json?all=1&filters={filters}")))
+                    .await
+                    .unwrap_or_default();
+                if !left.iter().any(|container| container["Labels"]["com.docker.swarm.task.id"].is_string()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         // Volumes the sandbox's containers mount: anonymous ones carry no label, and those
         // mounted again by name in a new container outlive it.
         let mut mounted: Vec<String> = Vec::new();

@@ -4,13 +4,14 @@
 //! A unit is a service id, which outlives its updates.
 
 mod api;
+mod named;
 mod scan;
 mod update;
 
 use std::sync::Arc;
 
 use crate::config::SwarmTarget;
-use crate::domain::{ImageRef, TargetKind};
+use crate::domain::{ImageRef, TargetKind, UnitRef};
 use crate::journal::UnitRecord;
 use crate::platform::engine::{EngineClient, EngineError};
 use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
@@ -101,6 +102,16 @@ impl Platform for SwarmPlatform {
             image,
             self.settings.matching.clone(),
         ))
+    }
+
+    fn scan_only(&self, unit: &UnitRef, _image: &ImageRef) -> Box<dyn Scan> {
+        Box::new(named::OneService {
+            api: self.updater.api.clone(),
+            id: unit.id.clone(),
+            rule: self.settings.matching.clone(),
+            summary: Default::default(),
+            done: false,
+        })
     }
 
     fn drive<'a>(

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::api::{Service, SwarmApi, is_out_of_sequence};
-use super::scan::{self, Verdict};
+use super::scan;
 use crate::config::{MatchSettings, SwarmOnFailure};
 use crate::domain::{ImageRef, Outcome, UnitEnd};
 use crate::journal::UnitRecord;
@@ -138,42 +138,40 @@ impl Updater {
         }
     }
 
-    /// Reads the service, resolves the digest, and posts the update unless it is on it.
+    /// Reads the service, resolves the digest of `image` (the pushed tag, or the image a
+    /// request sets), and posts the update unless the service runs it already. Which
+    /// services a push concerns was decided by the scan; only the label is read again.
     async fn begin(&self, id: &str, image: &ImageRef, log: &StepLog) -> Result<Outcome, Halt> {
         let Some(service) = self.api.service(id).await? else {
             return Ok(Outcome::skipped("the service was removed"));
         };
-        match scan::judge(&service, image, &self.rule) {
-            Verdict::Update => {}
-            Verdict::Skip(reason) => return Ok(Outcome::skipped(reason)),
-            Verdict::NotRunning => {
-                return Ok(Outcome::skipped(format!(
-                    "the service runs {} now",
-                    service.image().unwrap_or("no image")
-                )));
-            }
+        if let Err(reason) = scan::opted_in(&service, &self.rule) {
+            return Ok(Outcome::skipped(reason));
         }
-        let tag = image.without_digest().to_string();
-        let auth = registry_auth(self.config_folder.as_deref(), image.registry());
-        let digest = match self.api.registry_digest(&tag, auth.as_ref()).await {
-            Ok(digest) => digest,
-            Err(error) if error.is_transient() => return Err(error.into()),
-            Err(error) => return Ok(Outcome::failed(format!("{error}; nothing was changed"))),
+        let digest = match image.digest() {
+            Some(digest) => digest.to_owned(),
+            None => {
+                let tag = image.to_string();
+                let auth = registry_auth(self.config_folder.as_deref(), image.registry());
+                match self.api.registry_digest(&tag, auth.as_ref()).await {
+                    Ok(digest) => digest,
+                    Err(error) if error.is_transient() => return Err(error.into()),
+                    Err(error) => {
+                        return Ok(Outcome::failed(format!("{error}; nothing was changed")));
+                    }
+                }
+            }
         };
-        let running = service
-            .image()
-            .and_then(|image| ImageRef::parse(image).ok());
-        if running.as_ref().and_then(ImageRef::digest) == Some(digest.as_str()) {
+        let target = pinned(service.image(), image, &digest);
+        let running = service.image().and_then(|image| ImageRef::parse(image).ok());
+        if running == ImageRef::parse(&target).ok() {
             return Ok(Outcome::because(
                 UnitEnd::UpToDate,
                 format!("it already runs {digest}"),
             ));
         }
-        // The service's own spelling of the name and tag, pinned to the digest.
-        let written = service.image().unwrap_or(&tag);
-        let unpinned = written.split('@').next().unwrap_or(written);
         let checkpoint = Checkpoint {
-            image: format!("{unpinned}@{digest}"),
+            image: target,
             issued_at_ms: now_ms(),
             failure: None,
         };
@@ -355,6 +353,20 @@ impl Updater {
             Followed::Ended(outcome) => Ok(outcome),
             Followed::TimedOut(reason) => Ok(Outcome::failed(reason)),
         }
+    }
+}
+
+/// The image to set, `name:tag@digest`: in the service's own spelling when it names the
+/// same image and tag, as `docker service create` wrote it.
+fn pinned(running: Option<&str>, image: &ImageRef, digest: &str) -> String {
+    let same_tag = running
+        .map(|running| running.split('@').next().unwrap_or(running))
+        .filter(|unpinned| {
+            ImageRef::parse(unpinned).is_ok_and(|written| written.without_digest() == image.without_digest())
+        });
+    match same_tag {
+        Some(unpinned) => format!("{unpinned}@{digest}"),
+        None => format!("{}@{digest}", image.without_digest()),
     }
 }
 

@@ -1,0 +1,183 @@
+//! `PUT /service/{name}` with `{"image": "<reference>"}`: set that Swarm service's image,
+//! as symfoni/deployer did. Its callers send the key as a bare `Authorization: <key>`,
+//! and its README's `curl -X PUT -d '{…}'` labels the body as a form: the body is read as
+//! JSON whatever its `Content-Type` says.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::reply::{Reply, Response};
+use warp::{Buf, Stream};
+
+use super::body::{self, BODY_LIMIT, BodyError};
+use super::notify::is_docker_name;
+use super::replies::{error_reply, method_not_allowed, unavailable};
+use super::{Intake, limiter};
+use crate::domain::{ImageRef, PushEvent, SourceKind};
+use crate::platform::Lookup;
+
+/// The one body accepted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetImage {
+    image: String,
+}
+
+/// `headers` with a bare `Authorization: <key>` written as `Bearer <key>`, as every other
+/// route reads it.
+fn bare_key_as_bearer(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    let bare = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.starts_with("Bearer ") && !value.contains(' '))
+        .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok());
+    if let Some(mut bearer) = bare {
+        bearer.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, bearer);
+    }
+    headers
+}
+
+impl Intake {
+    /// Handles `PUT /service/{name}`.
+    pub(super) async fn deploy_service<S, B>(
+        &self,
+        name: &str,
+        method: Method,
+        query: &str,
+        headers: &HeaderMap,
+        remote: Option<SocketAddr>,
+        body: S,
+    ) -> Response
+    where
+        S: Stream<Item = Result<B, warp::Error>>,
+        B: Buf,
+    {
+        let client_ip = limiter::client_address(remote, headers, &self.trusted_proxies);
+        let client = client_ip.to_string();
+        if method != Method::PUT {
+            return method_not_allowed("PUT");
+        }
+        let headers = bare_key_as_bearer(headers);
+        if let Some(refusal) = self.refuse_caller(client_ip, query, &headers) {
+            return refusal;
+        }
+        if !is_docker_name(name) {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_service_name",
+                "the service name must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 255 characters)",
+            );
+        }
+        let Some(services) = &self.named_services else {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                "no_swarm_target",
+                "the Swarm target is not used (DOCKER_HOST must be a Swarm manager's engine)",
+            );
+        };
+        let body = if body::declared_too_large(&headers) {
+            Err(BodyError::TooLarge)
+        } else {
+            tokio::time::timeout(self.read_timeout, body::read_limited(body, BODY_LIMIT))
+                .await
+                .unwrap_or(Err(BodyError::TooSlow))
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return error_reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    &format!("the body is larger than {BODY_LIMIT} bytes"),
+                );
+            }
+            Err(BodyError::TooSlow) => {
+                return error_reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!("the body did not arrive within {} s", self.read_timeout.as_secs()),
+                );
+            }
+            Err(BodyError::Broken) => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the body could not be read to its end",
+                );
+            }
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "missing_body",
+                "the body must be {\"image\": \"<reference>\"}",
+            );
+        }
+        let image = match serde_json::from_slice::<SetImage>(&body) {
+            Ok(SetImage { image }) => image,
+            Err(_) => {
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "not_an_image",
+                    "the body must be a JSON object {\"image\": \"<reference>\"} and nothing else",
+                );
+            }
+        };
+        let image = match ImageRef::parse(&image) {
+            Ok(image) => image,
+            Err(error) => {
+                return error_reply(StatusCode::BAD_REQUEST, "bad_reference", &error.to_string());
+            }
+        };
+        if !self.is_allowed(&image) {
+            return error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("{image} is not accepted here (AUTOREDEPLOY_ALLOWED_REPOS)"),
+            );
+        }
+        if self.shutdown.is_triggered() {
+            return unavailable("autoredeploy is shutting down");
+        }
+        let unit = match services.find(name).await {
+            Lookup::Found { unit, .. } => unit,
+            Lookup::NotFound => {
+                return error_reply(
+                    StatusCode::NOT_FOUND,
+                    "no_such_service",
+                    &format!("there is no Swarm service named {name}"),
+                );
+            }
+            Lookup::OptedOut(reason) => {
+                tracing::info!(client, service = name, %reason, "deploy refused: opted out");
+                return error_reply(StatusCode::FORBIDDEN, "opted_out", &reason);
+            }
+            Lookup::Unfit(reason) => {
+                return error_reply(StatusCode::CONFLICT, "cannot_update", &reason);
+            }
+            Lookup::Unavailable(reason) => {
+                tracing::warn!(client, service = name, %reason, "deploy refused: the engine cannot be asked");
+                return unavailable("the Docker Engine cannot be asked about the service");
+            }
+        };
+        let push = PushEvent {
+            image,
+            digest: None,
+            source: SourceKind::Service,
+            pusher: None,
+            callback_url: None,
+            only: Some(unit),
+        };
+        match self.accept(&client, &push).await {
+            Ok(mut answer) => {
+                answer["service"] = name.into();
+                warp::reply::with_status(warp::reply::json(&answer), StatusCode::ACCEPTED)
+                    .into_response()
+            }
+            Err(refusal) => refusal,
+        }
+    }
+}
