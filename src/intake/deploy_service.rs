@@ -98,7 +98,10 @@ impl Intake {
                 return error_reply(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
-                    &format!("the body did not arrive within {} s", self.read_timeout.as_secs()),
+                    &format!(
+                        "the body did not arrive within {} s",
+                        self.read_timeout.as_secs()
+                    ),
                 );
             }
             Err(BodyError::Broken) => {

@@ -233,23 +233,30 @@ pub fn routes(
                 intake.notify(&name, method, &query, &headers, remote).await
             },
         );
-    let deploy_service = warp::path("service")
-        .and(
-            warp::path::param::<String>()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
-        .and(warp::path::end())
-        .and(caller)
-        .and(warp::body::stream())
-        .and(with_intake.clone())
-        .then(
-            |name: String, method, query: String, headers, remote, body, intake: Arc<Intake>| async move {
-                intake
-                    .deploy_service(&name, method, &query, &headers, remote, body)
-                    .await
-            },
-        );
+    let deploy_service =
+        warp::path("service")
+            .and(
+                warp::path::param::<String>()
+                    .or(warp::any().map(String::new))
+                    .unify(),
+            )
+            .and(warp::path::end())
+            .and(caller)
+            .and(warp::body::stream())
+            .and(with_intake.clone())
+            .then(
+                |name: String,
+                 method,
+                 query: String,
+                 headers,
+                 remote,
+                 body,
+                 intake: Arc<Intake>| async move {
+                    intake
+                        .deploy_service(&name, method, &query, &headers, remote, body)
+                        .await
+                },
+            );
     let jobs = warp::path!("jobs")
         .and(caller)
         .and(with_intake.clone())

@@ -4,8 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::containers::Bench;
-use crate::helpers::{TestApp, WEBHOOK_KEY, named};
+use crate::crash::Binary;
+use crate::helpers::{TestApp, WEBHOOK_KEY, http_client, named};
 use crate::support::engine::swarm;
+use crate::support::engine_proxy::{EngineProxy, Hold};
 
 /// A service spec running `image`, labelled `labels`, quick to stop and to judge.
 fn service_spec(name: &str, image: &str, labels: Value, failure_action: &str) -> Value {
@@ -71,7 +73,12 @@ async fn a_new_image_under_the_same_tag_updates_the_service_once() {
     // Pinned as `docker service create` pins it.
     let pinned = format!("{repository}:1@{first}");
     sandbox
-        .service(service_spec(&name, &pinned, json!({ OPTED_IN: "true" }), "pause"))
+        .service(service_spec(
+            &name,
+            &pinned,
+            json!({ OPTED_IN: "true" }),
+            "pause",
+        ))
         .await;
     bench.web_image(&repository, "1", 2, "").await;
     let second = sandbox.registry_digest(&format!("{repository}:1")).await;
@@ -117,7 +124,12 @@ async fn an_image_that_exits_is_rolled_back_by_swarm_and_reported() {
     let name = sandbox.name("web");
     let pinned = format!("{repository}:1@{first}");
     sandbox
-        .service(service_spec(&name, &pinned, json!({ OPTED_IN: "true" }), "rollback"))
+        .service(service_spec(
+            &name,
+            &pinned,
+            json!({ OPTED_IN: "true" }),
+            "rollback",
+        ))
         .await;
     bench
         .web_image(&repository, "1", 2, "CMD [\"sh\", \"-c\", \"exit 3\"]")
@@ -144,7 +156,12 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
     let name = sandbox.name("web");
     let pinned = format!("{repository}:1@{first}");
     sandbox
-        .service(service_spec(&name, &pinned, json!({ OPTED_IN: "true" }), "pause"))
+        .service(service_spec(
+            &name,
+            &pinned,
+            json!({ OPTED_IN: "true" }),
+            "pause",
+        ))
         .await;
     // Its first health check comes after a minute: its task stays `starting`.
     bench
@@ -158,4 +175,254 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
     assert!(reason.contains("within 4 s"), "{reason}");
     assert_eq!(image_of(&sandbox.inspect_service(&name).await), pinned);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_of_put_service() {
+    let Some(bench) = swarm_bench("swarm-put").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let digest = sandbox.registry_digest(&format!("{repository}:1")).await;
+    let pinned = format!("{repository}:1@{digest}");
+    let (opted_in, unlabelled) = (sandbox.name("in"), sandbox.name("plain"));
+    sandbox
+        .service(service_spec(
+            &opted_in,
+            &pinned,
+            json!({ OPTED_IN: "true" }),
+            "pause",
+        ))
+        .await;
+    sandbox
+        .service(service_spec(&unlabelled, &pinned, json!({}), "pause"))
+        .await;
+    bench.web_image(&repository, "2", 2, "").await;
+    let mut app = bench
+        .app(&[(
+            "AUTOREDEPLOY_ALLOWED_REPOS",
+            &format!("{},other/*", sandbox.name("web")),
+        )])
+        .await;
+    let url = format!("{}/service/{opted_in}", app.address);
+    let image = format!("{repository}:2");
+    let body = json!({ "image": image }).to_string();
+
+    let answer = app
+        .http
+        .get(&url)
+        .header("authorization", WEBHOOK_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "PUT");
+    let answer = app.http.put(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let answer = app
+        .http
+        .put(&url)
+        .header("authorization", "not-the-key-0123456789")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    for (bad, error) in [
+        ("", "missing_body"),
+        ("[]", "not_an_image"),
+        ("{\"image\": 3}", "not_an_image"),
+        ("{\"image\": \"web:1\", \"tag\": \"x\"}", "not_an_image"),
+        ("image=web:1", "not_an_image"),
+        ("{\"image\": \"Web:1\"}", "bad_reference"),
+    ] {
+        let (status, answer) = app.put_service(&opted_in, bad).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{bad}: {answer}"
+        );
+    }
+    let (status, answer) = app.put_service("_bad", &body).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("bad_service_name")),
+        "{answer}"
+    );
+    let (status, answer) = app.put_service(&sandbox.name("missing"), &body).await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = app.put_service(&unlabelled, &body).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains(OPTED_IN),
+        "{answer}"
+    );
+    let elsewhere = json!({ "image": "registry.example.com/not/allowed:1" }).to_string();
+    let (status, answer) = app.put_service(&opted_in, &elsewhere).await;
+    assert_eq!(status, 403, "{answer}");
+
+    // symfoni/deployer's README: `curl -X PUT -d '{"image": …}'`, a bare key, and the body
+    // labelled as a form.
+    let answer = app
+        .http
+        .put(&url)
+        .header("authorization", WEBHOOK_KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [opted_in.as_str()], "{units:?}");
+    let service = sandbox.inspect_service(&opted_in).await;
+    let second = sandbox.registry_digest(&image).await;
+    assert_eq!(
+        image_of(&service),
+        format!("{image}@{second}"),
+        "another tag, pinned"
+    );
+    let untouched = sandbox.inspect_service(&unlabelled).await;
+    assert_eq!(image_of(&untouched), pinned);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_services_updated_at_once() {
+    let Some(bench) = swarm_bench("swarm-two").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let (web, api) = (bench.repository("web"), bench.repository("api"));
+    for repository in [&web, &api] {
+        bench.web_image(repository, "1", 1, "").await;
+    }
+    let names = [sandbox.name("web"), sandbox.name("api")];
+    for (name, repository) in names.iter().zip([&web, &api]) {
+        let image = format!("{repository}:1");
+        sandbox
+            .service(service_spec(
+                name,
+                &image,
+                json!({ OPTED_IN: "true" }),
+                "pause",
+            ))
+            .await;
+        bench.web_image(repository, "1", 2, "").await;
+    }
+    let mut app = bench.app(&[]).await;
+    let body = |repository: &str| json!({ "image": format!("{repository}:1") }).to_string();
+    let (web_body, api_body) = (body(&web), body(&api));
+    let (first, second) = tokio::join!(
+        app.put_service(&names[0], &web_body),
+        app.put_service(&names[1], &api_body),
+    );
+    assert_eq!((first.0, second.0), (202, 202));
+    let mut upgraded = Vec::new();
+    for _ in 0..2 {
+        let (units, _) = app.next_job().await;
+        upgraded.extend(named(&units, "upgraded"));
+    }
+    upgraded.sort();
+    let mut expected = names.to_vec();
+    expected.sort();
+    assert_eq!(upgraded, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_hub_pushes_reach_swarm_services_by_tag_and_label() {
+    let Some(bench) = swarm_bench("swarm-hub").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    // A Docker Hub name built here: nothing may be pulled from Docker Hub, so the one
+    // service the push concerns is not opted in, and is only reported.
+    let repository = format!("autoredeploy-test/{}", sandbox.name("hub"));
+    sandbox
+        .build(&format!("{repository}:1"), "CMD [\"sleep\", \"600\"]", &[])
+        .await;
+    let name = sandbox.name("hub");
+    sandbox
+        .service(service_spec(
+            &name,
+            &format!("{repository}:1"),
+            json!({}),
+            "pause",
+        ))
+        .await;
+    let mut app = bench.app(&[]).await;
+    let (units, _) = app.push_and_wait(&repository, Some("1")).await;
+    assert_eq!(named(&units, "skipped"), [name.as_str()], "{units:?}");
+    assert_eq!(units[0].unit.target.as_str(), "swarm");
+    let (units, _) = app.push_and_wait(&repository, Some("2")).await;
+    assert!(units.is_empty(), "another tag: {units:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_swarm_updates_the_service_it_follows_and_never_updates_again() {
+    let Some(bench) = swarm_bench("swarm-kill").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let first = sandbox.registry_digest(&format!("{repository}:1")).await;
+    let name = sandbox.name("web");
+    let id = sandbox
+        .service(service_spec(
+            &name,
+            &format!("{repository}:1@{first}"),
+            json!({ OPTED_IN: "true" }),
+            "pause",
+        ))
+        .await;
+    bench.web_image(&repository, "1", 2, "").await;
+    let second = sandbox.registry_digest(&format!("{repository}:1")).await;
+
+    let socket = crate::support::engine::docker_host()
+        .trim_start_matches("unix://")
+        .to_owned();
+    let proxy = EngineProxy::start(socket.as_ref());
+    let target = [
+        ("DOCKER_HOST", proxy.docker_host()),
+        (
+            "DOCKER_CONFIG",
+            bench.docker_config.path().display().to_string(),
+        ),
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let first_run = Binary::start_for(&target, data.path()).await;
+    // Swarm takes the update; its answer never arrives.
+    proxy.hold(Hold {
+        method: "POST",
+        path_contains: format!("/services/{id}/update"),
+        after_the_engine: true,
+    });
+    let answer = http_client()
+        .put(format!("{}/service/{name}", first_run.address()))
+        .header("authorization", WEBHOOK_KEY)
+        .body(json!({ "image": format!("{repository}:1") }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    let job = answer.json::<Value>().await.unwrap()["job"]
+        .as_i64()
+        .unwrap();
+    proxy.until_held().await;
+    first_run.kill_hard().await;
+    proxy.release();
+
+    let second_run = Binary::start_for(&target, data.path()).await;
+    let job = second_run.wait_until_done(job).await;
+    assert_eq!(job["units"][0]["end"], "upgraded", "{job}");
+    assert_eq!(
+        proxy.count("POST", &format!("/services/{id}/update")),
+        1,
+        "{job}"
+    );
+    let service = sandbox.inspect_service(&name).await;
+    assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
+    second_run.kill_hard().await;
 }

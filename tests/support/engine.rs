@@ -254,18 +254,26 @@ impl Sandbox {
         for _ in 0..300 {
             let service: Value = self
                 .engine
-                .json(Call::get("inspecting a test service", &format!("/services/{id}")))
+                .json(Call::get(
+                    "inspecting a test service",
+                    &format!("/services/{id}"),
+                ))
                 .await
                 .unwrap();
             let image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
-            let filters = urlencode(&json!({ "service": [id], "desired-state": ["running"] }).to_string());
+            let filters =
+                urlencode(&json!({ "service": [id], "desired-state": ["running"] }).to_string());
             let tasks: Vec<Value> = self
                 .engine
-                .json(Call::get("listing test tasks", &format!("/tasks?filters={filters}")))
+                .json(Call::get(
+                    "listing test tasks",
+                    &format!("/tasks?filters={filters}"),
+                ))
                 .await
                 .unwrap();
             if tasks.iter().any(|task| {
-                task["Status"]["State"] == "running" && task["Spec"]["ContainerSpec"]["Image"] == image
+                task["Status"]["State"] == "running"
+                    && task["Spec"]["ContainerSpec"]["Image"] == image
             }) {
                 return;
             }
@@ -277,7 +285,10 @@ impl Sandbox {
     /// The service of that name or id.
     pub async fn inspect_service(&self, name: &str) -> Value {
         self.engine
-            .json(Call::get("inspecting a test service", &format!("/services/{name}")))
+            .json(Call::get(
+                "inspecting a test service",
+                &format!("/services/{name}"),
+            ))
             .await
             .unwrap_or_else(|error| panic!("inspecting service {name}: {error}"))
     }
@@ -286,7 +297,10 @@ impl Sandbox {
     pub async fn registry_digest(&self, reference: &str) -> String {
         let answer: Value = self
             .engine
-            .json(Call::get("asking a digest", &format!("/distribution/{reference}/json")))
+            .json(Call::get(
+                "asking a digest",
+                &format!("/distribution/{reference}/json"),
+            ))
             .await
             .unwrap_or_else(|error| panic!("the digest of {reference}: {error}"));
         answer["Descriptor"]["digest"].as_str().unwrap().to_owned()
@@ -362,14 +376,20 @@ impl Sandbox {
         let name_filter = urlencode(&json!({ "name": [self.id] }).to_string());
         let services: Vec<Value> = self
             .engine
-            .json(Call::get("listing test services", &format!("/services?filters={filters}")))
+            .json(Call::get(
+                "listing test services",
+                &format!("/services?filters={filters}"),
+            ))
             .await
             .unwrap_or_default();
         for service in &services {
             let id = service["ID"].as_str().unwrap_or_default();
             let _ = self
                 .engine
-                .call(Call::delete("removing a test service", &format!("/services/{id}")))
+                .call(Call::delete(
+                    "removing a test service",
+                    &format!("/services/{id}"),
+                ))
                 .await;
         }
         if !services.is_empty() {
@@ -377,10 +397,16 @@ impl Sandbox {
             for _ in 0..100 {
                 let left: Vec<Value> = self
                     .engine
-                    .json(Call::get("listing test containers", &format!("/containers/json?all=1&filters={filters}")))
+                    .json(Call::get(
+                        "listing test containers",
+                        &format!("/containers/json?all=1&filters={filters}"),
+                    ))
                     .await
                     .unwrap_or_default();
-                if !left.iter().any(|container| container["Labels"]["com.docker.swarm.task.id"].is_string()) {
+                if !left
+                    .iter()
+                    .any(|container| container["Labels"]["com.docker.swarm.task.id"].is_string())
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

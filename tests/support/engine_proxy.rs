@@ -26,6 +26,8 @@ pub struct EngineProxy {
     pub socket: PathBuf,
     hold: Arc<Mutex<Option<Hold>>>,
     held: Arc<Notify>,
+    /// The request line of every request, in order.
+    seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
     _folder: tempfile::TempDir,
 }
@@ -38,15 +40,20 @@ impl EngineProxy {
         let listener = UnixListener::bind(&socket).unwrap();
         let hold: Arc<Mutex<Option<Hold>>> = Arc::default();
         let held = Arc::new(Notify::new());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let engine = engine.to_owned();
         let task = {
-            let (hold, held) = (Arc::clone(&hold), Arc::clone(&held));
+            let (hold, held, seen) = (Arc::clone(&hold), Arc::clone(&held), Arc::clone(&seen));
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let (hold, held, engine) =
-                        (Arc::clone(&hold), Arc::clone(&held), engine.clone());
+                    let (hold, held, seen, engine) = (
+                        Arc::clone(&hold),
+                        Arc::clone(&held),
+                        Arc::clone(&seen),
+                        engine.clone(),
+                    );
                     tokio::spawn(async move {
-                        let _ = relay(client, &engine, &hold, &held).await;
+                        let _ = relay(client, &engine, &hold, &held, &seen).await;
                     });
                 }
             })
@@ -55,6 +62,7 @@ impl EngineProxy {
             socket,
             hold,
             held,
+            seen,
             task,
             _folder: folder,
         }
@@ -73,6 +81,16 @@ impl EngineProxy {
     /// Lets every request through from now on (those held stay held).
     pub fn release(&self) {
         *self.hold.lock().unwrap() = None;
+    }
+
+    /// How many requests of `method` whose path holds `path_contains` went through.
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.starts_with(&format!("{method} ")) && line.contains(path_contains))
+            .count()
     }
 
     /// Waits until a request is held.
@@ -95,6 +113,7 @@ async fn relay(
     engine: &Path,
     hold: &Mutex<Option<Hold>>,
     held: &Notify,
+    seen: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut byte = [0u8; 4096];
@@ -107,6 +126,7 @@ async fn relay(
     }
     let line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)])
         .into_owned();
+    seen.lock().unwrap().push(line.clone());
     let mut words = line.split(' ');
     let (method, path) = (
         words.next().unwrap_or_default(),

@@ -25,7 +25,10 @@ impl NamedUnits for SwarmPlatform {
             if let Err(reason) = scan::opted_in(&service, &self.settings.matching) {
                 return Lookup::OptedOut(format!("service {name}: {reason}"));
             }
-            match service.image().and_then(|image| ImageRef::parse(image).ok()) {
+            match service
+                .image()
+                .and_then(|image| ImageRef::parse(image).ok())
+            {
                 Some(image) => Lookup::Found {
                     unit: UnitRef {
                         target: TargetKind::Swarm,
@@ -33,7 +36,9 @@ impl NamedUnits for SwarmPlatform {
                     },
                     image,
                 },
-                None => Lookup::Unfit(format!("service {name} names no image autoredeploy can read")),
+                None => Lookup::Unfit(format!(
+                    "service {name} names no image autoredeploy can read"
+                )),
             }
         })
     }

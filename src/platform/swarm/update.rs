@@ -163,7 +163,9 @@ impl Updater {
             }
         };
         let target = pinned(service.image(), image, &digest);
-        let running = service.image().and_then(|image| ImageRef::parse(image).ok());
+        let running = service
+            .image()
+            .and_then(|image| ImageRef::parse(image).ok());
         if running == ImageRef::parse(&target).ok() {
             return Ok(Outcome::because(
                 UnitEnd::UpToDate,
@@ -362,7 +364,8 @@ fn pinned(running: Option<&str>, image: &ImageRef, digest: &str) -> String {
     let same_tag = running
         .map(|running| running.split('@').next().unwrap_or(running))
         .filter(|unpinned| {
-            ImageRef::parse(unpinned).is_ok_and(|written| written.without_digest() == image.without_digest())
+            ImageRef::parse(unpinned)
+                .is_ok_and(|written| written.without_digest() == image.without_digest())
         });
     match same_tag {
         Some(unpinned) => format!("{unpinned}@{digest}"),
