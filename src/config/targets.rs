@@ -313,6 +313,40 @@ mod tests {
     }
 
     #[test]
+    fn the_swarm_target_follows_the_engine_or_its_name() {
+        let settings = only(&[("DOCKER_HOST", "unix:///run/docker.sock")]).unwrap();
+        let swarm = settings.targets.swarm.unwrap();
+        assert!(!swarm.required, "used only if the engine is a manager");
+        assert_eq!(swarm.matching.label_name, "deployer.allowUpdates");
+        assert!(!swarm.matching.default_opt_in);
+        assert_eq!(swarm.timeout.as_secs(), 300);
+        assert_eq!(swarm.on_failure, crate::config::SwarmOnFailure::Rollback);
+
+        let named = only(&[
+            ("AUTOREDEPLOY_TARGETS", "swarm"),
+            ("SWARM_UPGRADE_ON_FAILURE", "leave"),
+        ])
+        .unwrap();
+        assert!(named.targets.containers.is_none());
+        let swarm = named.targets.swarm.unwrap();
+        assert!(swarm.required);
+        assert_eq!(swarm.engine.address, "unix:///var/run/docker.sock");
+        assert_eq!(swarm.on_failure, crate::config::SwarmOnFailure::Leave);
+
+        let refused = error_of(only(&[
+            ("AUTOREDEPLOY_TARGETS", "swarm"),
+            ("SWARM_UPGRADE_ON_FAILURE", "cancel"),
+        ]));
+        assert!(refused.contains("SWARM_UPGRADE_ON_FAILURE"), "{refused}");
+        let refused = error_of(with(&[("SWARM_AUTOREDEPLOY_DEFAULT", "true")]));
+        assert!(
+            refused.contains("SWARM_AUTOREDEPLOY_DEFAULT is set")
+                && refused.contains("Swarm target is not used"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn containers_settings_without_the_containers_target_are_refused() {
         let refused = error_of(only(&[("DOCKER_AUTOREDEPLOY_DEFAULT", "false")]));
         assert!(

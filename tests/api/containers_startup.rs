@@ -139,6 +139,33 @@ async fn an_engine_answering_an_error_stops_the_start() {
 }
 
 #[tokio::test]
+async fn swarm_named_on_an_engine_that_is_no_manager_stops_the_start() {
+    let engine = FakeEngine::start(200, "1.41");
+    crate::log_capture::install();
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("AUTOREDEPLOY_DATA_DIR", data.path().display().to_string()),
+        ("DOCKER_HUB_KEY", WEBHOOK_KEY.to_owned()),
+        ("DOCKER_HOST", engine.docker_host()),
+        ("AUTOREDEPLOY_TARGETS", "swarm".to_owned()),
+    ];
+    let settings = Settings::from_vars(
+        vars.into_iter()
+            .map(|(name, value)| (name.to_owned(), value)),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = Application::new(listener, settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("not a Swarm manager") && refused.contains("AUTOREDEPLOY_TARGETS"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
 async fn an_engine_older_than_docker_20_10_stops_the_start() {
     let engine = FakeEngine::start(200, "1.40");
     let refused = start(&engine.docker_host()).await.0.unwrap_err();
