@@ -31,7 +31,7 @@ fn bare_key_as_bearer(headers: &HeaderMap) -> HeaderMap {
     let bare = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.starts_with("Bearer ") && !value.contains(' '))
+        .filter(|value| !value.starts_with("Bearer "))
         .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok());
     if let Some(mut bearer) = bare {
         bearer.set_sensitive(true);

@@ -140,7 +140,10 @@ async fn an_image_that_exits_is_rolled_back_by_swarm_and_reported() {
     let (units, _) = app.next_job().await;
     assert_eq!(named(&units, "rolled-back"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
-    assert!(reason.contains("rollback_completed"), "{reason}");
+    assert!(
+        reason.contains("Swarm rolled the update back") && reason.contains("failure"),
+        "{reason}"
+    );
     assert_eq!(image_of(&sandbox.inspect_service(&name).await), pinned);
 }
 

@@ -16,6 +16,9 @@ pub(super) struct Service {
     /// The spec, whole.
     #[serde(rename = "Spec", default)]
     pub spec: Value,
+    /// The spec before the last update, whole (`null` before any).
+    #[serde(rename = "PreviousSpec", default)]
+    pub previous_spec: Value,
     #[serde(rename = "UpdateStatus", default)]
     pub update_status: Option<UpdateStatus>,
 }
@@ -51,6 +54,20 @@ impl Service {
         self.spec
             .pointer("/TaskTemplate/ContainerSpec/Image")
             .and_then(Value::as_str)
+    }
+
+    /// Whether Swarm rolled it back from an update to `image`: its previous spec names that
+    /// image, and its update status is a rollback's.
+    pub fn was_rolled_back_from(&self, image: &str) -> bool {
+        let previous = self
+            .previous_spec
+            .pointer("/TaskTemplate/ContainerSpec/Image")
+            .and_then(Value::as_str);
+        let rolling_back = self
+            .update_status
+            .as_ref()
+            .is_some_and(|status| status.state.starts_with("rollback"));
+        previous == Some(image) && rolling_back
     }
 
     /// The value of its label `name`.

@@ -36,6 +36,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// with nothing to do (Swarm sets no status when no task had to change).
 const NOTHING_TO_DO_AFTER: Duration = Duration::from_secs(5);
 
+/// Least time a rollback is followed.
+const ROLLBACK_AT_LEAST: Duration = Duration::from_secs(120);
+
 /// Attempts at an update that Swarm answers "out of sequence".
 const OUT_OF_SEQUENCE_ATTEMPTS: usize = 5;
 
@@ -191,7 +194,7 @@ impl Updater {
         loop {
             step = match step {
                 Step::Planned => return Ok(Outcome::failed("the update went back to its start")),
-                Step::Updating => match self.post_update(id, &checkpoint).await? {
+                Step::Updating => match self.post_update(id, &mut checkpoint).await? {
                     Ok(()) => Step::Following,
                     Err(outcome) => return Ok(outcome),
                 },
@@ -213,11 +216,13 @@ impl Updater {
         }
     }
 
-    /// Posts the update, unless the spec already names its image.
+    /// Posts the update, unless it was posted already: the spec names its image, or Swarm
+    /// rolled it back (the previous spec names it, and the status is a rollback's). The
+    /// timeout counts from a successful post.
     async fn post_update(
         &self,
         id: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: &mut Checkpoint,
     ) -> Result<Result<(), Outcome>, Halt> {
         let image = ImageRef::parse(&checkpoint.image).ok();
         let auth = image
@@ -227,7 +232,9 @@ impl Updater {
             let Some(service) = self.api.service(id).await? else {
                 return Ok(Err(Outcome::failed("the service was removed")));
             };
-            if service.image() == Some(checkpoint.image.as_str()) {
+            if service.image() == Some(checkpoint.image.as_str())
+                || service.was_rolled_back_from(&checkpoint.image)
+            {
                 return Ok(Ok(()));
             }
             let mut spec = service.spec.clone();
@@ -239,7 +246,10 @@ impl Updater {
                 .update(id, service.version.index, &spec, auth.as_ref())
                 .await
             {
-                Ok(()) => return Ok(Ok(())),
+                Ok(()) => {
+                    checkpoint.issued_at_ms = now_ms();
+                    return Ok(Ok(()));
+                }
                 Err(error) if is_out_of_sequence(&error) => continue,
                 Err(error) if error.is_transient() => return Err(error.into()),
                 Err(error) => {
@@ -261,18 +271,37 @@ impl Updater {
         checkpoint: &Checkpoint,
         rolling_back: bool,
     ) -> Result<Followed, Halt> {
-        let deadline = checkpoint.issued_at_ms + self.timeout.as_millis() as u64;
+        // A rollback has the same time again, from when it is followed, and at least
+        // `ROLLBACK_AT_LEAST`.
+        let timeout = match rolling_back {
+            false => self.timeout,
+            true => self.timeout.max(ROLLBACK_AT_LEAST),
+        };
+        let deadline = match rolling_back {
+            false => checkpoint.issued_at_ms,
+            true => now_ms(),
+        } + timeout.as_millis() as u64;
+        // Why Swarm rolls back: its message while rolling back, not the one it ends with.
+        let mut cause: Option<String> = None;
         loop {
             let Some(service) = self.api.service(id).await? else {
                 return Ok(Followed::Ended(Outcome::failed("the service was removed")));
             };
-            if let Some(end) = self.update_end(&service, checkpoint, rolling_back) {
+            if let Some(status) = &service.update_status
+                && status.state == "rollback_started"
+                && !status.message.is_empty()
+            {
+                cause = Some(status.message.clone());
+            }
+            if let Some(end) = self.update_end(&service, checkpoint, rolling_back, cause.as_deref())
+            {
                 return Ok(Followed::Ended(end));
             }
-            if !rolling_back && now_ms() >= deadline {
+            if now_ms() >= deadline {
+                let what = if rolling_back { "rollback" } else { "update" };
                 return Ok(Followed::TimedOut(format!(
-                    "the update did not complete within {} s (SWARM_UPGRADE_TIMEOUT_S)",
-                    self.timeout.as_secs()
+                    "the {what} did not complete within {} s (SWARM_UPGRADE_TIMEOUT_S)",
+                    timeout.as_secs()
                 )));
             }
             tokio::select! {
@@ -288,6 +317,7 @@ impl Updater {
         service: &Service,
         checkpoint: &Checkpoint,
         rolling_back: bool,
+        cause: Option<&str>,
     ) -> Option<Outcome> {
         let status = service.update_status.clone().unwrap_or_default();
         let message = if status.message.is_empty() {
@@ -302,7 +332,10 @@ impl Updater {
                 UnitEnd::RolledBack,
                 match &checkpoint.failure {
                     Some(failure) => format!("{failure}; Swarm rolled the service back"),
-                    None => format!("Swarm rolled the update back ({message})"),
+                    None => format!(
+                        "Swarm rolled the update back: {}",
+                        cause.unwrap_or(&message)
+                    ),
                 },
             )),
             "paused" | "rollback_paused" => Some(Outcome::failed(format!(
@@ -329,6 +362,15 @@ impl Updater {
         let Some(service) = self.api.service(id).await? else {
             return Ok(Outcome::failed("the service was removed"));
         };
+        // The update may have completed since the timeout was seen.
+        if service.image() == Some(checkpoint.image.as_str())
+            && service
+                .update_status
+                .as_ref()
+                .is_some_and(|status| status.state == "completed")
+        {
+            return Ok(Outcome::upgraded());
+        }
         let state = service
             .update_status
             .as_ref()
@@ -368,6 +410,17 @@ fn pinned(running: Option<&str>, image: &ImageRef, digest: &str) -> String {
                 .is_ok_and(|written| written.without_digest() == image.without_digest())
         });
     match same_tag {
+        // Written without a tag (`latest` by default): the tag is written out, or the
+        // pinned reference would match no tag push again.
+        Some(unpinned)
+            if !unpinned
+                .rsplit('/')
+                .next()
+                .unwrap_or(unpinned)
+                .contains(':') =>
+        {
+            format!("{unpinned}:{}@{digest}", image.tag().unwrap_or("latest"))
+        }
         Some(unpinned) => format!("{unpinned}@{digest}"),
         None => format!("{}@{digest}", image.without_digest()),
     }
@@ -390,4 +443,30 @@ async fn record(log: &StepLog, step: Step, checkpoint: &Checkpoint) -> Result<()
     )
     .await
     .map_err(|error| Halt::Later(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789012345678901234567890123456789012345678901234567890123";
+
+    #[test]
+    fn the_pinned_image_keeps_the_service_spelling_and_always_a_tag() {
+        let pushed = ImageRef::parse("localhost:5000/myorg/app:latest").unwrap();
+        let old = format!("localhost:5000/myorg/app:latest@{DIGEST}");
+        assert_eq!(
+            pinned(Some(&old), &pushed, "sha256:new"),
+            "localhost:5000/myorg/app:latest@sha256:new"
+        );
+        assert_eq!(
+            pinned(Some("localhost:5000/myorg/app"), &pushed, "sha256:new"),
+            "localhost:5000/myorg/app:latest@sha256:new"
+        );
+        let other_tag = ImageRef::parse("myorg/app:2").unwrap();
+        assert_eq!(
+            pinned(Some("myorg/app:1"), &other_tag, "sha256:new"),
+            "docker.io/myorg/app:2@sha256:new"
+        );
+    }
 }
