@@ -11,11 +11,11 @@ use warp::reply::{Reply, Response};
 use warp::{Buf, Stream};
 
 use super::body::{self, BODY_LIMIT, BodyError};
+use super::lookup::{self, Named};
 use super::notify::is_docker_name;
 use super::replies::{error_reply, method_not_allowed, unavailable};
 use super::{Intake, limiter};
 use crate::domain::{ImageRef, PushEvent, SourceKind};
-use crate::platform::Lookup;
 
 /// The one body accepted.
 #[derive(Deserialize)]
@@ -145,26 +145,9 @@ impl Intake {
         if self.shutdown.is_triggered() {
             return unavailable("autoredeploy is shutting down");
         }
-        let unit = match services.find(name).await {
-            Lookup::Found { unit, .. } => unit,
-            Lookup::NotFound => {
-                return error_reply(
-                    StatusCode::NOT_FOUND,
-                    "no_such_service",
-                    &format!("there is no Swarm service named {name}"),
-                );
-            }
-            Lookup::OptedOut(reason) => {
-                tracing::info!(client, service = name, %reason, "deploy refused: opted out");
-                return error_reply(StatusCode::FORBIDDEN, "opted_out", &reason);
-            }
-            Lookup::Unfit(reason) => {
-                return error_reply(StatusCode::CONFLICT, "cannot_update", &reason);
-            }
-            Lookup::Unavailable(reason) => {
-                tracing::warn!(client, service = name, %reason, "deploy refused: the engine cannot be asked");
-                return unavailable("the Docker Engine cannot be asked about the service");
-            }
+        let unit = match lookup::found(services.find(name).await, Named::Service, name, &client) {
+            Ok((unit, _)) => unit,
+            Err(refusal) => return *refusal,
         };
         let push = PushEvent {
             image,

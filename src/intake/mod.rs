@@ -14,6 +14,7 @@ mod body;
 mod deploy_service;
 mod jobs;
 mod limiter;
+mod lookup;
 mod notify;
 mod replies;
 pub mod server;

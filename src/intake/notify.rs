@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
 
+use super::lookup::{self, Named};
 use super::replies::{error_reply, method_not_allowed, unavailable};
 use super::{Intake, limiter};
 use crate::domain::{PushEvent, SourceKind};
-use crate::platform::Lookup;
 
 /// Longest container name accepted (the engine sets no bound; a longer one is no name).
 const MAX_NAME: usize = 255;
@@ -61,27 +61,11 @@ impl Intake {
         if self.shutdown.is_triggered() {
             return unavailable("autoredeploy is shutting down");
         }
-        let (unit, image) = match containers.find(name).await {
-            Lookup::Found { unit, image } => (unit, image),
-            Lookup::NotFound => {
-                return error_reply(
-                    StatusCode::NOT_FOUND,
-                    "no_such_container",
-                    &format!("there is no container named {name}"),
-                );
-            }
-            Lookup::OptedOut(reason) => {
-                tracing::info!(client, container = name, %reason, "notify refused: opted out");
-                return error_reply(StatusCode::FORBIDDEN, "opted_out", &reason);
-            }
-            Lookup::Unfit(reason) => {
-                return error_reply(StatusCode::CONFLICT, "cannot_redeploy", &reason);
-            }
-            Lookup::Unavailable(reason) => {
-                tracing::warn!(client, container = name, %reason, "notify refused: the engine cannot be asked");
-                return unavailable("the Docker Engine cannot be asked about the container");
-            }
-        };
+        let (unit, image) =
+            match lookup::found(containers.find(name).await, Named::Container, name, &client) {
+                Ok(found) => found,
+                Err(refusal) => return *refusal,
+            };
         if !self.is_allowed(&image) {
             return error_reply(
                 StatusCode::FORBIDDEN,
