@@ -124,6 +124,22 @@ impl SwarmApi {
         }
     }
 
+    /// How many tasks of the service are meant to run.
+    pub async fn running_tasks(&self, id: &str) -> Result<usize, EngineError> {
+        let filters = serde_json::json!({ "service": [id], "desired-state": ["running"] });
+        let path = format!(
+            "/tasks?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("filters", &filters.to_string())
+                .finish()
+        );
+        let tasks: Vec<Value> = self
+            .client
+            .json(Call::get("listing the tasks of a Swarm service", &path))
+            .await?;
+        Ok(tasks.len())
+    }
+
     /// The digest `reference` (`name:tag`) names in its registry now, asked through the
     /// engine with the registry credentials.
     pub async fn registry_digest(

@@ -297,6 +297,9 @@ impl Updater {
             {
                 return Ok(Followed::Ended(end));
             }
+            if !rolling_back && self.has_nothing_to_update(&service, checkpoint).await? {
+                return Ok(Followed::Ended(Outcome::upgraded()));
+            }
             if now_ms() >= deadline {
                 let what = if rolling_back { "rollback" } else { "update" };
                 return Ok(Followed::TimedOut(format!(
@@ -309,6 +312,24 @@ impl Updater {
                 () = self.shutdown.triggered() => return Err(Halt::Interrupted),
             }
         }
+    }
+
+    /// Whether an update that has no status a while after it was posted had nothing to
+    /// change: the service runs no task (no replicas, or a global service without nodes).
+    /// While it has tasks, Swarm sets a status, however long that takes.
+    async fn has_nothing_to_update(
+        &self,
+        service: &Service,
+        checkpoint: &Checkpoint,
+    ) -> Result<bool, EngineError> {
+        let posted = Duration::from_millis(now_ms().saturating_sub(checkpoint.issued_at_ms));
+        if service.update_status.is_some()
+            || service.image() != Some(checkpoint.image.as_str())
+            || posted < NOTHING_TO_DO_AFTER
+        {
+            return Ok(false);
+        }
+        Ok(self.api.running_tasks(&service.id).await? == 0)
     }
 
     /// The unit's end, once the service's `UpdateStatus` says the update has ended.
@@ -341,12 +362,9 @@ impl Updater {
             "paused" | "rollback_paused" => Some(Outcome::failed(format!(
                 "Swarm paused the update ({message})"
             ))),
-            "" if !rolling_back && ours => {
-                let posted =
-                    Duration::from_millis(now_ms().saturating_sub(checkpoint.issued_at_ms));
-                // No status a while after the update: no task had to change.
-                (posted >= NOTHING_TO_DO_AFTER).then(Outcome::upgraded)
-            }
+            // No status yet: Swarm sets none when no task has to change, which `follow`
+            // finds out from the service's tasks.
+            "" => None,
             _ if !ours && !rolling_back && status.state != "rollback_started" => {
                 Some(Outcome::failed(format!(
                     "the service's image was changed by someone else meanwhile (it runs {})",
