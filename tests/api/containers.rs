@@ -512,6 +512,15 @@ async fn every_answer_of_notify() {
         (202, Some(names[0].as_str())),
         "{first}"
     );
+    // Once the first job runs, the queue holds the next one.
+    let started = tokio::time::Instant::now();
+    while app.history(&format!("/jobs/{}", first["job"])).await.1["state"] == "queued" {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the first job never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, second) = app.notify(&names[1]).await;
     assert_eq!(status, 202, "{second}");
     assert_ne!(second["job"], first["job"]);
