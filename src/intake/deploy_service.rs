@@ -10,7 +10,6 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 use warp::{Buf, Stream};
 
-use super::body::{self, BODY_LIMIT, BodyError};
 use super::lookup::{self, Named};
 use super::notify::is_docker_name;
 use super::replies::{error_reply, method_not_allowed, unavailable};
@@ -78,39 +77,9 @@ impl Intake {
                 "the Swarm target is not used (DOCKER_HOST must be a Swarm manager's engine)",
             );
         };
-        let body = if body::declared_too_large(&headers) {
-            Err(BodyError::TooLarge)
-        } else {
-            tokio::time::timeout(self.read_timeout, body::read_limited(body, BODY_LIMIT))
-                .await
-                .unwrap_or(Err(BodyError::TooSlow))
-        };
-        let body = match body {
+        let body = match self.read_body(&headers, body, &client, "service").await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                return error_reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    &format!("the body is larger than {BODY_LIMIT} bytes"),
-                );
-            }
-            Err(BodyError::TooSlow) => {
-                return error_reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    &format!(
-                        "the body did not arrive within {} s",
-                        self.read_timeout.as_secs()
-                    ),
-                );
-            }
-            Err(BodyError::Broken) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the body could not be read to its end",
-                );
-            }
+            Err(refusal) => return *refusal,
         };
         if body.iter().all(u8::is_ascii_whitespace) {
             return error_reply(

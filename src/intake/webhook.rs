@@ -51,41 +51,12 @@ impl Intake {
                 "the body must be JSON (Content-Type: application/json)",
             );
         }
-        let body = if body::declared_too_large(headers) {
-            Err(BodyError::TooLarge)
-        } else {
-            tokio::time::timeout(self.read_timeout, body::read_limited(body, BODY_LIMIT))
-                .await
-                .unwrap_or(Err(BodyError::TooSlow))
-        };
-        let body = match body {
+        let body = match self
+            .read_body(headers, body, &client, source.kind.as_str())
+            .await
+        {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                tracing::info!(client, source = %source.kind, "webhook refused: body too large");
-                return error_reply(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    &format!("the body is larger than {BODY_LIMIT} bytes"),
-                );
-            }
-            Err(BodyError::TooSlow) => {
-                tracing::info!(client, source = %source.kind, "webhook refused: body not sent in time");
-                return error_reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    &format!(
-                        "the body did not arrive within {} s",
-                        self.read_timeout.as_secs()
-                    ),
-                );
-            }
-            Err(BodyError::Broken) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the body could not be read to its end",
-                );
-            }
+            Err(refusal) => return *refusal,
         };
         let pushes = match (source.parse)(&body) {
             Ok(pushes) => pushes,
@@ -123,6 +94,56 @@ impl Intake {
             Err(several) => json!({ "status": "accepted", "pushes": several }),
         };
         warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response()
+    }
+
+    /// Reads a request's body within [`BODY_LIMIT`] and the read timeout, or answers the
+    /// request of `client` to `route` with the reason it could not be read.
+    pub(super) async fn read_body<S, B>(
+        &self,
+        headers: &HeaderMap,
+        body: S,
+        client: &str,
+        route: &str,
+    ) -> Result<Vec<u8>, Box<Response>>
+    where
+        S: Stream<Item = Result<B, warp::Error>>,
+        B: Buf,
+    {
+        let body = if body::declared_too_large(headers) {
+            Err(BodyError::TooLarge)
+        } else {
+            tokio::time::timeout(self.read_timeout, body::read_limited(body, BODY_LIMIT))
+                .await
+                .unwrap_or(Err(BodyError::TooSlow))
+        };
+        let refusal = match body {
+            Ok(body) => return Ok(body),
+            Err(BodyError::TooLarge) => {
+                tracing::info!(client, route, "request refused: body too large");
+                error_reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    &format!("the body is larger than {BODY_LIMIT} bytes"),
+                )
+            }
+            Err(BodyError::TooSlow) => {
+                tracing::info!(client, route, "request refused: body not sent in time");
+                error_reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    &format!(
+                        "the body did not arrive within {} s",
+                        self.read_timeout.as_secs()
+                    ),
+                )
+            }
+            Err(BodyError::Broken) => error_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read to its end",
+            ),
+        };
+        Err(Box::new(refusal))
     }
 
     /// Journals one push; its part of the `202` answer, or the refusal.

@@ -37,6 +37,33 @@ async fn swarm_bench(test: &str) -> Option<Bench> {
     Some(bench)
 }
 
+/// Version 1 of the web image, pushed, run as the opted-in service `web`, pinned as
+/// `docker service create` pins it.
+struct WebService {
+    repository: String,
+    name: String,
+    /// `<repository>:1@<digest>`.
+    pinned: String,
+    id: String,
+}
+
+async fn opted_in_web_service(bench: &Bench, failure_action: &str) -> WebService {
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    let digest = sandbox.registry_digest(&format!("{repository}:1")).await;
+    let name = sandbox.name("web");
+    let pinned = format!("{repository}:1@{digest}");
+    let spec = service_spec(&name, &pinned, json!({ OPTED_IN: "true" }), failure_action);
+    let id = sandbox.service(spec).await;
+    WebService {
+        repository,
+        name,
+        pinned,
+        id,
+    }
+}
+
 impl TestApp {
     /// `PUT /service/{name}` with `body`, the key sent as symfoni/deployer sends it.
     pub async fn put_service(&self, name: &str, body: &str) -> (u16, Value) {
@@ -66,23 +93,15 @@ async fn a_new_image_under_the_same_tag_updates_the_service_once() {
         return;
     };
     let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let first = sandbox.registry_digest(&format!("{repository}:1")).await;
-    let name = sandbox.name("web");
-    // Pinned as `docker service create` pins it.
-    let pinned = format!("{repository}:1@{first}");
-    sandbox
-        .service(service_spec(
-            &name,
-            &pinned,
-            json!({ OPTED_IN: "true" }),
-            "pause",
-        ))
-        .await;
+    let WebService {
+        repository,
+        name,
+        pinned,
+        ..
+    } = opted_in_web_service(&bench, "pause").await;
     bench.web_image(&repository, "1", 2, "").await;
     let second = sandbox.registry_digest(&format!("{repository}:1")).await;
-    assert_ne!(first, second);
+    assert!(!pinned.ends_with(&second), "a new digest");
 
     let mut app = bench.app(&[]).await;
     let request = json!({ "image": format!("{repository}:1") }).to_string();
@@ -118,19 +137,12 @@ async fn an_image_that_exits_is_rolled_back_by_swarm_and_reported() {
         return;
     };
     let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let first = sandbox.registry_digest(&format!("{repository}:1")).await;
-    let name = sandbox.name("web");
-    let pinned = format!("{repository}:1@{first}");
-    sandbox
-        .service(service_spec(
-            &name,
-            &pinned,
-            json!({ OPTED_IN: "true" }),
-            "rollback",
-        ))
-        .await;
+    let WebService {
+        repository,
+        name,
+        pinned,
+        ..
+    } = opted_in_web_service(&bench, "rollback").await;
     bench
         .web_image(&repository, "1", 2, "CMD [\"sh\", \"-c\", \"exit 3\"]")
         .await;
@@ -153,19 +165,12 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
         return;
     };
     let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let first = sandbox.registry_digest(&format!("{repository}:1")).await;
-    let name = sandbox.name("web");
-    let pinned = format!("{repository}:1@{first}");
-    sandbox
-        .service(service_spec(
-            &name,
-            &pinned,
-            json!({ OPTED_IN: "true" }),
-            "pause",
-        ))
-        .await;
+    let WebService {
+        repository,
+        name,
+        pinned,
+        ..
+    } = opted_in_web_service(&bench, "pause").await;
     // Its first health check comes after a minute: its task stays `starting`.
     bench
         .web_image(&repository, "1", 2, "HEALTHCHECK --interval=60s CMD true")
@@ -368,18 +373,12 @@ async fn killed_while_swarm_updates_the_service_it_follows_and_never_updates_aga
         return;
     };
     let sandbox = &bench.sandbox;
-    let repository = bench.repository("web");
-    bench.web_image(&repository, "1", 1, "").await;
-    let first = sandbox.registry_digest(&format!("{repository}:1")).await;
-    let name = sandbox.name("web");
-    let id = sandbox
-        .service(service_spec(
-            &name,
-            &format!("{repository}:1@{first}"),
-            json!({ OPTED_IN: "true" }),
-            "pause",
-        ))
-        .await;
+    let WebService {
+        repository,
+        name,
+        id,
+        ..
+    } = opted_in_web_service(&bench, "pause").await;
     bench.web_image(&repository, "1", 2, "").await;
     let second = sandbox.registry_digest(&format!("{repository}:1")).await;
 
