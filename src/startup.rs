@@ -44,12 +44,10 @@ pub enum StartupError {
     /// The Swarm target cannot be used.
     #[error(transparent)]
     Swarm(#[from] SwarmStartError),
-    /// No target is configured (the settings refuse that already; this guards the wiring).
-    #[error(
-        "no target is configured: set RANCHER_HOST, RANCHER_API_KEY and RANCHER_API_SECRET, \
-         or DOCKER_HOST (see AUTOREDEPLOY_TARGETS)"
-    )]
-    NoTarget,
+    /// No target is configured, and the engine at the default socket is no Swarm manager:
+    /// what to set.
+    #[error("{0}")]
+    NoTarget(String),
 }
 
 /// A configured autoredeploy, ready to serve on its listener.
@@ -89,8 +87,21 @@ impl Application {
             Some(engine) => Some(engine),
             None => targets.swarm.as_ref().map(|target| &target.engine),
         };
+        // An engine only looked at for a Swarm nobody asked for may be missing.
+        let engine_optional = targets.containers.is_none()
+            && targets
+                .swarm
+                .as_ref()
+                .is_some_and(|swarm| swarm.asked_for.is_none());
         let engine = match engine {
-            Some(engine) => Some(EngineClient::at_start(engine).await?),
+            Some(engine) => match EngineClient::at_start(engine).await {
+                Ok(client) => Some(client),
+                Err(error) if engine_optional => {
+                    tracing::info!(%error, "no Docker Engine to look for a Swarm at; the Swarm target is not used");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            },
             None => None,
         };
         let containers = match (&targets.containers, &engine) {
@@ -114,7 +125,7 @@ impl Application {
             platforms.push(Arc::clone(swarm) as Arc<dyn Platform>);
         }
         if platforms.is_empty() {
-            return Err(StartupError::NoTarget);
+            return Err(StartupError::NoTarget(targets.what_to_set()));
         }
         let journal = Journal::open(&settings.data_dir)?;
         Ok(Self {
@@ -243,25 +254,27 @@ async fn prune(journal: Journal, history: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EngineEndpoint;
 
     #[tokio::test]
-    async fn without_a_target_nothing_is_started() {
+    async fn without_settings_or_an_engine_nothing_is_started() {
         let data = tempfile::tempdir().unwrap();
         let mut settings = Settings::from_vars(
             [
                 ("AUTOREDEPLOY_DATA_DIR", data.path().to_str().unwrap()),
                 ("DOCKER_HUB_KEY", "hub-secret-value"),
-                ("RANCHER_HOST", "rancher.example.com"),
-                ("RANCHER_API_KEY", "ACCESSKEY"),
-                ("RANCHER_API_SECRET", "rancher-secret-value"),
             ]
             .map(|(name, value)| (name.to_owned(), value.to_owned())),
         )
         .unwrap();
-        settings.targets.rancher = None;
+        // No engine at the socket where a Swarm is looked for.
+        let nowhere = tempfile::tempdir().unwrap();
+        let swarm = settings.targets.swarm.as_mut().unwrap();
+        swarm.engine.endpoint = EngineEndpoint::Unix(nowhere.path().join("docker.sock"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let refused = Application::new(listener, settings).await.unwrap_err();
-        assert!(matches!(refused, StartupError::NoTarget), "{refused}");
+        assert!(matches!(refused, StartupError::NoTarget(_)), "{refused}");
+        assert!(refused.to_string().contains("RANCHER_HOST"), "{refused}");
         assert!(std::fs::read_dir(data.path()).unwrap().next().is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! The Swarm target: the services of the Swarm whose manager is the Docker Engine of
-//! `DOCKER_HOST`, which of them a push updates, and what to do with an update that does not
+//! `DOCKER_HOST` (else the default socket), which of them a push updates, and what to do with an update that does not
 //! complete.
 
 use std::time::Duration;
@@ -17,9 +17,9 @@ pub const SWARM_DEFAULT_LABEL_NAME: &str = "deployer.allowUpdates";
 pub struct SwarmTarget {
     /// The engine: a Swarm manager.
     pub engine: EngineSettings,
-    /// Whether the engine must be a manager (`AUTOREDEPLOY_TARGETS` names `swarm`), or the
-    /// target is used only if it is one.
-    pub required: bool,
+    /// Why the engine must be a manager (`AUTOREDEPLOY_TARGETS` names `swarm`, or a
+    /// `SWARM_*` setting is given); `None` when the target is used only if it is one.
+    pub asked_for: Option<String>,
     /// Which services a push updates (`SWARM_AUTOREDEPLOY_LABEL_NAME`,
     /// `SWARM_AUTOREDEPLOY_DEFAULT`).
     pub matching: MatchSettings,
@@ -42,7 +42,7 @@ pub enum SwarmOnFailure {
 /// Validates the Swarm target's variables.
 pub(super) fn validate(
     engine: EngineSettings,
-    required: bool,
+    asked_for: Option<String>,
     vars: SwarmVars,
 ) -> Result<SwarmTarget, ConfigError> {
     let on_failure = match vars.swarm_upgrade_on_failure.as_deref().map(str::trim) {
@@ -58,7 +58,7 @@ pub(super) fn validate(
     };
     Ok(SwarmTarget {
         engine,
-        required,
+        asked_for,
         matching: MatchSettings {
             default_opt_in: parse_bool(
                 "SWARM_AUTOREDEPLOY_DEFAULT",

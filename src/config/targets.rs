@@ -4,7 +4,8 @@
 //! `AUTOREDEPLOY_TARGETS` names the targets to use. Unset, a target is used when its
 //! settings are present: Rancher when `RANCHER_HOST`, `CATTLE_URL`, `RANCHER_API_KEY` or
 //! `RANCHER_API_SECRET` (or `RANCHER_API_SECRET_FILE`) is set; containers when
-//! `DOCKER_HOST` is set. `CATTLE_ACCESS_KEY` and
+//! `DOCKER_HOST` is set; Swarm when the engine (`DOCKER_HOST`, else the default socket)
+//! turns out at start to be a Swarm manager. `CATTLE_ACCESS_KEY` and
 //! `CATTLE_SECRET_KEY` alone do not count: Rancher injects them into any container with the
 //! agent-role labels, and without `CATTLE_URL` they say nothing about where Rancher is.
 //!
@@ -30,6 +31,32 @@ pub struct TargetSettings {
     pub containers: Option<ContainersTarget>,
     /// Services of a Docker Swarm.
     pub swarm: Option<SwarmTarget>,
+    /// Rancher's injected key pair is set without its address, which the message of a
+    /// process left without a target explains.
+    cattle_without_url: bool,
+}
+
+impl TargetSettings {
+    /// What to set, for a process that turns out at start to have no target: none is
+    /// configured, and the engine at the default socket is no Swarm manager.
+    pub fn what_to_set(&self) -> String {
+        let mut message = "no target is configured, so no push could upgrade anything: to \
+                           upgrade Rancher 1.x services, set RANCHER_HOST, RANCHER_API_KEY and \
+                           RANCHER_API_SECRET (AUTOREDEPLOY_TARGETS=rancher makes them \
+                           required); to redeploy Docker containers, set DOCKER_HOST or \
+                           AUTOREDEPLOY_TARGETS=containers; Swarm services are updated when \
+                           DOCKER_HOST (or the default socket, /var/run/docker.sock) is a \
+                           Swarm manager's engine"
+            .to_owned();
+        if self.cattle_without_url {
+            message.push_str(
+                "; CATTLE_ACCESS_KEY and CATTLE_SECRET_KEY are set but CATTLE_URL is not \
+                 (Rancher leaves it out when its agents were registered with a localhost \
+                 URL): set RANCHER_HOST and they are used",
+            );
+        }
+        message
+    }
 }
 
 /// Decides which targets are used and validates their settings.
@@ -55,22 +82,24 @@ pub(super) fn validate(
     if !containers_used {
         refuse_unused_containers(&containers, named.is_some())?;
     }
-    // Unnamed, Swarm is used when the engine of DOCKER_HOST turns out to be a manager.
-    let swarm_required = named
+    // Unnamed, Swarm is used when the engine turns out at start to be a manager; named, or
+    // with settings of its own, it must be one.
+    let swarm_given = swarm.given_names();
+    let swarm_used = named
         .as_ref()
-        .is_some_and(|named| named.contains(&TargetKind::Swarm));
-    let swarm_used = match &named {
-        Some(_) => swarm_required,
-        None => engine.docker_host.is_some(),
+        .is_none_or(|named| named.contains(&TargetKind::Swarm));
+    let swarm_asked_for = match &named {
+        Some(_) if swarm_used => Some("AUTOREDEPLOY_TARGETS names `swarm`".to_owned()),
+        Some(_) => None,
+        None if swarm_given.is_empty() => None,
+        None => Some(format!(
+            "{} {} set",
+            swarm_given.join(", "),
+            if swarm_given.len() == 1 { "is" } else { "are" }
+        )),
     };
     if !swarm_used {
-        refuse_unused(
-            &swarm.given_names(),
-            TargetKind::Swarm,
-            named.is_some(),
-            "set DOCKER_HOST to a Swarm manager's engine, or add `swarm` to \
-             AUTOREDEPLOY_TARGETS for the default socket",
-        )?;
+        refuse_unused(&swarm_given, TargetKind::Swarm, true, "")?;
     }
     let engine = (containers_used || swarm_used)
         .then(|| containers::engine(engine))
@@ -85,13 +114,11 @@ pub(super) fn validate(
             _ => None,
         },
         swarm: match (engine, swarm_used) {
-            (Some(engine), true) => Some(swarm::validate(engine, swarm_required, swarm)?),
+            (Some(engine), true) => Some(swarm::validate(engine, swarm_asked_for, swarm)?),
             _ => None,
         },
+        cattle_without_url,
     };
-    if targets.rancher.is_none() && targets.containers.is_none() && targets.swarm.is_none() {
-        return Err(no_target(cattle_without_url));
-    }
     Ok(targets)
 }
 
@@ -198,24 +225,6 @@ fn refuse_unused(
     Err(ConfigError(message))
 }
 
-/// The error of a process that would have nothing to upgrade.
-fn no_target(cattle_without_url: bool) -> ConfigError {
-    let mut message = "no target is configured, so no push could upgrade anything: to upgrade \
-                       Rancher 1.x services, set RANCHER_HOST, RANCHER_API_KEY and \
-                       RANCHER_API_SECRET (AUTOREDEPLOY_TARGETS=rancher makes them required); \
-                       to redeploy Docker containers, set DOCKER_HOST or \
-                       AUTOREDEPLOY_TARGETS=containers"
-        .to_owned();
-    if cattle_without_url {
-        message.push_str(
-            "; CATTLE_ACCESS_KEY and CATTLE_SECRET_KEY are set but CATTLE_URL is not (Rancher \
-             leaves it out when its agents were registered with a localhost URL): set \
-             RANCHER_HOST and they are used",
-        );
-    }
-    ConfigError(message)
-}
-
 /// `` `a`, `b` and `c` `` for a message.
 fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let names: Vec<String> = names.map(|name| format!("`{name}`")).collect();
@@ -316,7 +325,11 @@ mod tests {
     fn the_swarm_target_follows_the_engine_or_its_name() {
         let settings = only(&[("DOCKER_HOST", "unix:///run/docker.sock")]).unwrap();
         let swarm = settings.targets.swarm.unwrap();
-        assert!(!swarm.required, "used only if the engine is a manager");
+        assert!(
+            swarm.asked_for.is_none(),
+            "used only if the engine is a manager"
+        );
+        assert_eq!(swarm.engine.address, "unix:///run/docker.sock");
         assert_eq!(swarm.matching.label_name, "deployer.allowUpdates");
         assert!(!swarm.matching.default_opt_in);
         assert_eq!(swarm.timeout.as_secs(), 300);
@@ -329,7 +342,10 @@ mod tests {
         .unwrap();
         assert!(named.targets.containers.is_none());
         let swarm = named.targets.swarm.unwrap();
-        assert!(swarm.required);
+        assert_eq!(
+            swarm.asked_for.as_deref(),
+            Some("AUTOREDEPLOY_TARGETS names `swarm`")
+        );
         assert_eq!(swarm.engine.address, "unix:///var/run/docker.sock");
         assert_eq!(swarm.on_failure, crate::config::SwarmOnFailure::Leave);
 
@@ -338,12 +354,32 @@ mod tests {
             ("SWARM_UPGRADE_ON_FAILURE", "cancel"),
         ]));
         assert!(refused.contains("SWARM_UPGRADE_ON_FAILURE"), "{refused}");
-        let refused = error_of(with(&[("SWARM_AUTOREDEPLOY_DEFAULT", "true")]));
+        // Its own settings make a manager required.
+        let given = with(&[("SWARM_AUTOREDEPLOY_DEFAULT", "true")]).unwrap();
+        let swarm = given.targets.swarm.unwrap();
+        assert_eq!(
+            swarm.asked_for.as_deref(),
+            Some("SWARM_AUTOREDEPLOY_DEFAULT is set")
+        );
+        assert!(swarm.matching.default_opt_in);
+        let refused = error_of(with(&[
+            ("AUTOREDEPLOY_TARGETS", "rancher"),
+            ("SWARM_AUTOREDEPLOY_DEFAULT", "true"),
+        ]));
         assert!(
             refused.contains("SWARM_AUTOREDEPLOY_DEFAULT is set")
-                && refused.contains("Swarm target is not used"),
+                && refused.contains("does not name `swarm`"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn without_settings_a_swarm_at_the_default_socket_is_looked_for() {
+        let settings = only(&[]).unwrap();
+        assert!(settings.targets.rancher.is_none() && settings.targets.containers.is_none());
+        let swarm = settings.targets.swarm.unwrap();
+        assert_eq!(swarm.engine.address, "unix:///var/run/docker.sock");
+        assert!(swarm.asked_for.is_none());
     }
 
     #[test]
@@ -387,16 +423,18 @@ mod tests {
 
     #[test]
     fn without_any_target_the_process_is_told_what_to_set() {
-        let refused = error_of(only(&[]));
+        let told = only(&[]).unwrap().targets.what_to_set();
         for name in [
             "RANCHER_HOST",
             "RANCHER_API_KEY",
             "RANCHER_API_SECRET",
             "AUTOREDEPLOY_TARGETS",
+            "DOCKER_HOST",
+            "Swarm manager",
         ] {
-            assert!(refused.contains(name), "{refused}");
+            assert!(told.contains(name), "{told}");
         }
-        assert!(!refused.contains("CATTLE"), "{refused}");
+        assert!(!told.contains("CATTLE"), "{told}");
     }
 
     #[test]
@@ -405,14 +443,16 @@ mod tests {
             ("CATTLE_ACCESS_KEY", "AGENTKEY"),
             ("CATTLE_SECRET_KEY", "agent-secret"),
         ];
-        let refused = error_of(only(&cattle_keys));
+        let without_url = only(&cattle_keys).unwrap();
+        assert!(without_url.targets.rancher.is_none());
+        let told = without_url.targets.what_to_set();
         assert!(
-            refused.contains("no target")
-                && refused.contains("CATTLE_URL is not")
-                && refused.contains("set RANCHER_HOST"),
-            "{refused}"
+            told.contains("no target")
+                && told.contains("CATTLE_URL is not")
+                && told.contains("set RANCHER_HOST"),
+            "{told}"
         );
-        assert!(!refused.contains("agent-secret"), "{refused}");
+        assert!(!told.contains("agent-secret"), "{told}");
 
         // With the address given, they are the credentials.
         let settings =

@@ -31,6 +31,8 @@ pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
 /// Starts autoredeploy with test settings, overridden by `overrides`.
 pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
     let vars: Vec<(String, String)> = vec![
+        // Not the Swarm the engine of this machine may manage.
+        ("AUTOREDEPLOY_TARGETS".into(), "rancher".into()),
         ("RANCHER_HOST".into(), rancher.host()),
         ("RANCHER_PROJECT_ID".into(), fake_rancher::PROJECT_ID.into()),
         ("RANCHER_API_KEY".into(), fake_rancher::ACCESS_KEY.into()),
@@ -55,6 +57,13 @@ pub async fn spawn_containers_app(
         ("DOCKER_UPGRADE_TIMEOUT_S".into(), "20".into()),
     ];
     spawn_app_with_vars(vars, overrides).await
+}
+
+/// Starts autoredeploy without any target setting, as on a Swarm manager with its socket
+/// mounted, with a `config.json` folder of its own.
+pub async fn spawn_default_socket_app(config_folder: &std::path::Path) -> TestApp {
+    let vars = vec![("DOCKER_CONFIG".into(), config_folder.display().to_string())];
+    spawn_app_with_vars(vars, &[]).await
 }
 
 /// Starts autoredeploy with the key and a fresh data folder, `target_vars` and then

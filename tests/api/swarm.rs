@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 
 use crate::containers::Bench;
 use crate::crash::Binary;
-use crate::helpers::{TestApp, WEBHOOK_KEY, http_client, named};
+use crate::helpers::{
+    TestApp, WEBHOOK_KEY, http_client, named, skip_unless_ci, spawn_default_socket_app,
+};
 use crate::support::engine::swarm;
 use crate::support::engine_proxy::{EngineProxy, Hold};
 
@@ -117,6 +119,16 @@ async fn a_new_image_under_the_same_tag_updates_the_service_once() {
         pinned.as_str()
     );
     assert_eq!(service["UpdateStatus"]["State"], "completed");
+    // The image's platform, as the docker CLI sets it: the service was created without.
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(
+        service["Spec"]["TaskTemplate"]["Placement"]["Platforms"],
+        json!([{ "Architecture": architecture, "OS": "linux" }])
+    );
 
     // The same request again: nothing changes, and the rollback target stays.
     let version = service["Version"]["Index"].clone();
@@ -129,6 +141,34 @@ async fn a_new_image_under_the_same_tag_updates_the_service_once() {
         again["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"],
         pinned.as_str()
     );
+}
+
+/// symfoni/deployer's setup: the manager's socket mounted, and no target setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swarm_manager_at_the_default_socket_is_used_without_settings() {
+    if std::env::var_os("DOCKER_HOST").is_some_and(|host| !host.is_empty()) {
+        skip_unless_ci("DOCKER_HOST points the tests at an engine other than the default socket");
+        return;
+    }
+    let Some(bench) = swarm_bench("swarm-default").await else {
+        return;
+    };
+    let WebService {
+        repository, name, ..
+    } = opted_in_web_service(&bench, "pause").await;
+    bench.web_image(&repository, "1", 2, "").await;
+    let second = bench
+        .sandbox
+        .registry_digest(&format!("{repository}:1"))
+        .await;
+
+    let mut app = spawn_default_socket_app(bench.docker_config.path()).await;
+    let request = json!({ "image": format!("{repository}:1") }).to_string();
+    assert_eq!(app.put_service(&name, &request).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
+    let service = bench.sandbox.inspect_service(&name).await;
+    assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,7 +193,7 @@ async fn an_image_that_exits_is_rolled_back_by_swarm_and_reported() {
     assert_eq!(named(&units, "rolled-back"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
     assert!(
-        reason.contains("Swarm rolled the update back") && reason.contains("failure"),
+        reason.contains("Swarm rolled the update back") && reason.contains("non-zero exit (3)"),
         "{reason}"
     );
     assert_eq!(image_of(&sandbox.inspect_service(&name).await), pinned);

@@ -23,6 +23,42 @@ pub(super) struct Service {
     pub update_status: Option<UpdateStatus>,
 }
 
+/// What the registry says of a tag, through `GET /distribution/{name}/json`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RegistryImage {
+    /// The digest of the manifest (or index) the tag names.
+    pub digest: String,
+    /// The image's platforms, as a service's `Placement.Platforms` names them.
+    pub platforms: Vec<Value>,
+}
+
+impl RegistryImage {
+    /// Reads the engine's answer. Platforms are kept as the docker CLI keeps them: without
+    /// the `unknown` ones of attestation manifests, without the architecture of `arm`
+    /// (nodes report `armv7l`, which `arm` would not match), each once.
+    fn read(answer: &Value) -> Option<Self> {
+        let digest = answer.pointer("/Descriptor/digest")?.as_str()?.to_owned();
+        let mut platforms = Vec::new();
+        for platform in answer["Platforms"].as_array().into_iter().flatten() {
+            let os = platform["os"].as_str().unwrap_or_default();
+            let architecture = platform["architecture"].as_str().unwrap_or_default();
+            if os == "unknown" || architecture == "unknown" {
+                continue;
+            }
+            let architecture = if architecture == "arm" {
+                ""
+            } else {
+                architecture
+            };
+            let placement = serde_json::json!({ "Architecture": architecture, "OS": os });
+            if !platforms.contains(&placement) {
+                platforms.push(placement);
+            }
+        }
+        Some(Self { digest, platforms })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub(super) struct ObjectVersion {
     #[serde(rename = "Index", default)]
@@ -140,27 +176,58 @@ impl SwarmApi {
         Ok(tasks.len())
     }
 
-    /// The digest `reference` (`name:tag`) names in its registry now, asked through the
-    /// engine with the registry credentials.
-    pub async fn registry_digest(
+    /// Why the last failed task of the service that ran `image` failed (its
+    /// `Status.Err`, such as `task: non-zero exit (3)`), from the tasks Swarm keeps.
+    pub async fn task_failure(&self, id: &str, image: &str) -> Result<Option<String>, EngineError> {
+        let filters = serde_json::json!({ "service": [id] });
+        let path = format!(
+            "/tasks?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("filters", &filters.to_string())
+                .finish()
+        );
+        let tasks: Vec<Value> = self
+            .client
+            .json(Call::get("listing the tasks of a Swarm service", &path))
+            .await?;
+        let failed = tasks
+            .iter()
+            .filter(|task| task.pointer("/Spec/ContainerSpec/Image") == Some(&Value::from(image)))
+            .filter(|task| {
+                matches!(
+                    task.pointer("/Status/State").and_then(Value::as_str),
+                    Some("failed" | "rejected")
+                )
+            })
+            .filter_map(|task| {
+                let error = task.pointer("/Status/Err").and_then(Value::as_str)?;
+                let at = task
+                    .pointer("/Status/Timestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                (!error.is_empty()).then_some((at, error))
+            })
+            .max_by(|left, right| left.0.cmp(right.0));
+        Ok(failed.map(|(_, error)| error.to_owned()))
+    }
+
+    /// The digest `reference` (`name:tag`) names in its registry now, and the platforms
+    /// of that image, asked through the engine with the registry credentials.
+    pub async fn registry_image(
         &self,
         reference: &str,
         auth: Option<&secrecy::SecretString>,
-    ) -> Result<String, EngineError> {
+    ) -> Result<RegistryImage, EngineError> {
         let what = format!("asking the registry for the digest of {reference}");
         let path = format!("/distribution/{reference}/json");
         let answer: Value = self
             .client
             .json(Call::get(&what, &path).registry_auth(auth))
             .await?;
-        answer
-            .pointer("/Descriptor/digest")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(EngineError::Unreadable {
-                what,
-                reason: "no Descriptor.digest in the answer".into(),
-            })
+        RegistryImage::read(&answer).ok_or(EngineError::Unreadable {
+            what,
+            reason: "no Descriptor.digest in the answer".into(),
+        })
     }
 
     /// Updates the service to `spec`, from its `version`, with the registry credentials.
@@ -193,4 +260,50 @@ impl SwarmApi {
 /// Whether an update was refused because the service changed since it was read.
 pub(super) fn is_out_of_sequence(error: &EngineError) -> bool {
     matches!(error, EngineError::Answer { message, .. } if message.contains("out of sequence"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_recorded_distribution_answer_gives_its_digest_and_platform() {
+        let recorded: Value = serde_json::from_str(include_str!(
+            "../../../fixtures/docker/docker-distribution-inspect.json"
+        ))
+        .unwrap();
+        let image = RegistryImage::read(&recorded).unwrap();
+        assert_eq!(
+            image.digest,
+            "sha256:542140816df08f594f76825988a47ca12e3e6033e526d131e3131d61707d984a"
+        );
+        assert_eq!(
+            image.platforms,
+            [json!({ "Architecture": "amd64", "OS": "linux" })]
+        );
+    }
+
+    #[test]
+    fn platforms_are_kept_as_the_docker_cli_keeps_them() {
+        let answer = json!({
+            "Descriptor": { "digest": "sha256:index" },
+            "Platforms": [
+                { "architecture": "amd64", "os": "linux" },
+                { "architecture": "arm", "os": "linux", "variant": "v7" },
+                { "architecture": "arm", "os": "linux", "variant": "v6" },
+                { "architecture": "unknown", "os": "unknown" },
+                { "architecture": "amd64", "os": "linux" }
+            ]
+        });
+        let image = RegistryImage::read(&answer).unwrap();
+        assert_eq!(
+            image.platforms,
+            [
+                json!({ "Architecture": "amd64", "OS": "linux" }),
+                json!({ "Architecture": "", "OS": "linux" })
+            ]
+        );
+        assert_eq!(RegistryImage::read(&json!({ "Platforms": [] })), None);
+    }
 }

@@ -32,17 +32,22 @@ pub enum SwarmStartError {
     /// The engine cannot be asked.
     #[error("DOCKER_HOST: {0}")]
     Engine(#[from] EngineError),
-    /// `AUTOREDEPLOY_TARGETS` names `swarm`, but the engine is no manager.
+    /// The target is asked for, but the engine is no manager.
     #[error(
-        "AUTOREDEPLOY_TARGETS names `swarm`, but the Docker Engine at {0} is not a Swarm \
-         manager: point DOCKER_HOST at a manager's engine, or remove `swarm`"
+        "{asked_for}, but the Docker Engine at {address} is not a Swarm manager: point \
+         DOCKER_HOST at a manager's engine, or do not ask for the Swarm target"
     )]
-    NotAManager(String),
+    NotAManager {
+        /// Why the target must be used.
+        asked_for: String,
+        /// `DOCKER_HOST`, or the default socket.
+        address: String,
+    },
 }
 
 impl SwarmPlatform {
     /// Sets the target up: `None` when the engine is no Swarm manager and the target was
-    /// not asked for by name.
+    /// not asked for.
     pub async fn start(
         settings: &SwarmTarget,
         client: EngineClient,
@@ -51,19 +56,23 @@ impl SwarmPlatform {
         let api = SwarmApi::new(client);
         let manager = match api.is_manager().await {
             Ok(manager) => manager,
-            Err(error) if settings.required => return Err(error.into()),
+            Err(error) if settings.asked_for.is_some() => return Err(error.into()),
             Err(error) => {
                 tracing::info!(%error, "the engine could not say whether it is a Swarm manager; the Swarm target is not used");
                 false
             }
         };
         if !manager {
-            if settings.required {
-                return Err(SwarmStartError::NotAManager(
-                    settings.engine.address.clone(),
-                ));
-            }
-            return Ok(None);
+            return match &settings.asked_for {
+                Some(asked_for) => Err(SwarmStartError::NotAManager {
+                    asked_for: asked_for.clone(),
+                    address: settings.engine.address.clone(),
+                }),
+                None => {
+                    tracing::info!(engine = %settings.engine.address, "the Docker Engine is not a Swarm manager; the Swarm target is not used");
+                    Ok(None)
+                }
+            };
         }
         Ok(Some(Arc::new(Self {
             settings: settings.clone(),

@@ -3,8 +3,9 @@
 //! 1. Resolve the pushed tag to its digest in the registry; a service already on that
 //!    digest ends `up-to-date`, untouched (an update would overwrite `PreviousSpec`, the
 //!    target of any later rollback).
-//! 2. `updating`: post the spec with the image pinned as `name:tag@digest`, from the
-//!    version just read (read again and retried when Swarm answers "out of sequence").
+//! 2. `updating`: post the spec with the image pinned as `name:tag@digest` and
+//!    `Placement.Platforms` set to the image's platforms, as the docker CLI sets them, from
+//!    the version just read (read again and retried when Swarm answers "out of sequence").
 //! 3. `following`: read `UpdateStatus` until `completed`, or a failure Swarm reports
 //!    (its own `FailureAction` included), or `SWARM_UPGRADE_TIMEOUT_S` after the update was
 //!    posted; then roll back (`rolling-back`) or leave it, as `SWARM_UPGRADE_ON_FAILURE`
@@ -83,6 +84,10 @@ struct Checkpoint {
     /// Why the update is being rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
+    /// The image's platforms, for `Placement.Platforms`; empty when the registry was not
+    /// asked (the request named a digest), which leaves the placement as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<Value>,
 }
 
 fn now_ms() -> u64 {
@@ -151,13 +156,13 @@ impl Updater {
         if let Err(reason) = scan::opted_in(&service, &self.rule) {
             return Ok(Outcome::skipped(reason));
         }
-        let digest = match image.digest() {
-            Some(digest) => digest.to_owned(),
+        let (digest, platforms) = match image.digest() {
+            Some(digest) => (digest.to_owned(), Vec::new()),
             None => {
                 let tag = image.to_string();
                 let auth = registry_auth(self.config_folder.as_deref(), image.registry());
-                match self.api.registry_digest(&tag, auth.as_ref()).await {
-                    Ok(digest) => digest,
+                match self.api.registry_image(&tag, auth.as_ref()).await {
+                    Ok(resolved) => (resolved.digest, resolved.platforms),
                     Err(error) if error.is_transient() => return Err(error.into()),
                     Err(error) => {
                         return Ok(Outcome::failed(format!("{error}; nothing was changed")));
@@ -179,6 +184,7 @@ impl Updater {
             image: target,
             issued_at_ms: now_ms(),
             failure: None,
+            platforms,
         };
         record(log, Step::Updating, &checkpoint).await?;
         self.resume(id, Step::Updating, checkpoint, log).await
@@ -237,10 +243,7 @@ impl Updater {
             {
                 return Ok(Ok(()));
             }
-            let mut spec = service.spec.clone();
-            if let Some(container) = spec.pointer_mut("/TaskTemplate/ContainerSpec") {
-                container["Image"] = Value::String(checkpoint.image.clone());
-            }
+            let spec = updated_spec(&service.spec, checkpoint);
             match self
                 .api
                 .update(id, service.version.index, &spec, auth.as_ref())
@@ -293,8 +296,17 @@ impl Updater {
             {
                 cause = Some(status.message.clone());
             }
-            if let Some(end) = self.update_end(&service, checkpoint, rolling_back, cause.as_deref())
+            if let Some(mut end) =
+                self.update_end(&service, checkpoint, rolling_back, cause.as_deref())
             {
+                if end.end == UnitEnd::RolledBack
+                    && checkpoint.failure.is_none()
+                    && let Some(error) = self.api.task_failure(id, &checkpoint.image).await?
+                {
+                    end.reason = end
+                        .reason
+                        .map(|reason| format!("{reason}; a task of the new image failed: {error}"));
+                }
                 return Ok(Followed::Ended(end));
             }
             if !rolling_back && self.has_nothing_to_update(&service, checkpoint).await? {
@@ -444,6 +456,28 @@ fn pinned(running: Option<&str>, image: &ImageRef, digest: &str) -> String {
     }
 }
 
+/// `spec` with the checkpoint's image, and its platforms when the registry named them.
+fn updated_spec(spec: &Value, checkpoint: &Checkpoint) -> Value {
+    let mut spec = spec.clone();
+    let Some(template) = spec.get_mut("TaskTemplate").and_then(Value::as_object_mut) else {
+        return spec;
+    };
+    if let Some(container) = template
+        .get_mut("ContainerSpec")
+        .and_then(Value::as_object_mut)
+    {
+        container.insert("Image".into(), Value::String(checkpoint.image.clone()));
+    }
+    if !checkpoint.platforms.is_empty() {
+        let placement = template.entry("Placement").or_insert(Value::Null);
+        if !placement.is_object() {
+            *placement = Value::Object(Default::default());
+        }
+        placement["Platforms"] = Value::Array(checkpoint.platforms.clone());
+    }
+    spec
+}
+
 /// How following an update ended.
 enum Followed {
     Ended(Outcome),
@@ -485,6 +519,55 @@ mod tests {
         assert_eq!(
             pinned(Some("myorg/app:1"), &other_tag, "sha256:new"),
             "docker.io/myorg/app:2@sha256:new"
+        );
+    }
+
+    #[test]
+    fn the_update_sets_the_image_and_its_platforms_and_keeps_the_rest() {
+        let recorded: Value = serde_json::from_str(include_str!(
+            "../../../fixtures/docker/swarm-service-inspect-before-update.json"
+        ))
+        .unwrap();
+        let spec = &recorded[0]["Spec"];
+        let arm = serde_json::json!({ "Architecture": "", "OS": "linux" });
+        let mut checkpoint = Checkpoint {
+            image: format!("localhost:5000/myorg/app:latest@{DIGEST}"),
+            issued_at_ms: 0,
+            failure: None,
+            platforms: vec![arm.clone()],
+        };
+        let updated = updated_spec(spec, &checkpoint);
+        assert_eq!(
+            updated["TaskTemplate"]["ContainerSpec"]["Image"],
+            checkpoint.image.as_str()
+        );
+        assert_eq!(
+            updated["TaskTemplate"]["Placement"]["Platforms"],
+            serde_json::json!([arm])
+        );
+        assert_eq!(updated["Labels"], spec["Labels"]);
+        assert_eq!(updated["Mode"], spec["Mode"]);
+        assert_eq!(
+            updated["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
+            spec["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"]
+        );
+
+        // Without platforms, the placement stays; without one, none is added.
+        checkpoint.platforms.clear();
+        let updated = updated_spec(spec, &checkpoint);
+        assert_eq!(
+            updated["TaskTemplate"]["Placement"],
+            spec["TaskTemplate"]["Placement"]
+        );
+        let mut bare = spec.clone();
+        bare["TaskTemplate"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Placement");
+        assert!(
+            updated_spec(&bare, &checkpoint)["TaskTemplate"]
+                .get("Placement")
+                .is_none()
         );
     }
 }
