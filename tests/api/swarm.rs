@@ -12,7 +12,7 @@ use crate::support::engine::swarm;
 use crate::support::engine_proxy::{EngineProxy, Hold};
 
 /// A service spec running `image`, labelled `labels`, quick to stop and to judge.
-fn service_spec(name: &str, image: &str, labels: Value, failure_action: &str) -> Value {
+pub(crate) fn service_spec(name: &str, image: &str, labels: Value, failure_action: &str) -> Value {
     json!({
         "Name": name,
         "Labels": labels,
@@ -30,7 +30,7 @@ fn service_spec(name: &str, image: &str, labels: Value, failure_action: &str) ->
     })
 }
 
-const OPTED_IN: &str = "deployer.allowUpdates";
+pub(crate) const OPTED_IN: &str = "deployer.allowUpdates";
 
 /// The bench, made a swarm manager.
 async fn swarm_bench(test: &str) -> Option<Bench> {
@@ -83,7 +83,7 @@ impl TestApp {
 }
 
 /// The image a service's spec names.
-fn image_of(service: &Value) -> &str {
+pub(crate) fn image_of(service: &Value) -> &str {
     service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         .as_str()
         .unwrap_or_default()

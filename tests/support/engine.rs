@@ -295,15 +295,40 @@ impl Sandbox {
 
     /// The digest `reference` names in its registry now.
     pub async fn registry_digest(&self, reference: &str) -> String {
+        self.registry_digest_with(reference, &secrecy::SecretString::from(NO_CREDENTIALS))
+            .await
+    }
+
+    /// The digest `reference` names in its registry now, asked with the `X-Registry-Auth`
+    /// value `auth`.
+    pub async fn registry_digest_with(
+        &self,
+        reference: &str,
+        auth: &secrecy::SecretString,
+    ) -> String {
         let answer: Value = self
             .engine
-            .json(Call::get(
-                "asking a digest",
-                &format!("/distribution/{reference}/json"),
-            ))
+            .json(
+                Call::get(
+                    "asking a digest",
+                    &format!("/distribution/{reference}/json"),
+                )
+                .registry_auth(Some(auth)),
+            )
             .await
             .unwrap_or_else(|error| panic!("the digest of {reference}: {error}"));
         answer["Descriptor"]["digest"].as_str().unwrap().to_owned()
+    }
+
+    /// Removes the image `reference` from the engine, so that running it needs a pull.
+    pub async fn remove_image(&self, reference: &str) {
+        self.engine
+            .call(Call::delete(
+                "removing a test image",
+                &format!("/images/{reference}"),
+            ))
+            .await
+            .unwrap_or_else(|error| panic!("removing image {reference}: {error}"));
     }
 
     /// Creates a volume with the sandbox's label.

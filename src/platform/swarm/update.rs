@@ -299,7 +299,7 @@ impl Updater {
             if let Some(mut end) =
                 self.update_end(&service, checkpoint, rolling_back, cause.as_deref())
             {
-                if end.end == UnitEnd::RolledBack
+                if matches!(end.end, UnitEnd::RolledBack | UnitEnd::Failed)
                     && checkpoint.failure.is_none()
                     && let Some(error) = self.api.task_failure(id, &checkpoint.image).await?
                 {
