@@ -10,6 +10,7 @@ use crate::helpers::{
 };
 use crate::support::engine::swarm;
 use crate::support::engine_proxy::{EngineProxy, Hold};
+use autoredeploy::platform::engine::Call;
 
 /// A service spec running `image`, labelled `labels`, quick to stop and to judge.
 pub(crate) fn service_spec(name: &str, image: &str, labels: Value, failure_action: &str) -> Value {
@@ -222,7 +223,80 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
     assert_eq!(named(&units, "rolled-back"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
     assert!(reason.contains("within 4 s"), "{reason}");
-    assert_eq!(image_of(&sandbox.inspect_service(&name).await), pinned);
+    let service = sandbox.inspect_service(&name).await;
+    assert_eq!(image_of(&service), pinned);
+    let tried = service["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
+    drop(app);
+
+    // Asked again with `leave`: the update is posted again, not taken for the one Swarm
+    // rolled back, and left running past the timeout.
+    let mut app = bench
+        .app(&[
+            ("SWARM_UPGRADE_TIMEOUT_S", "4"),
+            ("SWARM_UPGRADE_ON_FAILURE", "leave"),
+        ])
+        .await;
+    assert_eq!(app.put_service(&name, &request).await.0, 202);
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "left"), [name.as_str()], "{units:?}");
+    let service = sandbox.inspect_service(&name).await;
+    assert_eq!(
+        service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        tried
+    );
+    assert_eq!(service["UpdateStatus"]["State"], "updating");
+}
+
+/// The service changes between the read and the update: Swarm refuses the update as out
+/// of sequence, and it is read again and posted on top of the change.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_out_of_sequence_is_read_again_and_posted_again() {
+    let Some(bench) = swarm_bench("swarm-sequence").await else {
+        return;
+    };
+    let sandbox = &bench.sandbox;
+    let WebService {
+        repository,
+        name,
+        id,
+        ..
+    } = opted_in_web_service(&bench, "pause").await;
+    bench.web_image(&repository, "1", 2, "").await;
+    let second = sandbox.registry_digest(&format!("{repository}:1")).await;
+    let socket = crate::support::engine::docker_host()
+        .trim_start_matches("unix://")
+        .to_owned();
+    let proxy = EngineProxy::start(socket.as_ref());
+    let mut app = bench.app(&[("DOCKER_HOST", &proxy.docker_host())]).await;
+    let update = format!("/services/{id}/update");
+    proxy.hold(Hold {
+        method: "POST",
+        path_contains: update.clone(),
+        after_the_engine: false,
+    });
+    let request = json!({ "image": format!("{repository}:1") }).to_string();
+    assert_eq!(app.put_service(&name, &request).await.0, 202);
+    proxy.until_held().await;
+    proxy.release();
+
+    // Someone else labels the service meanwhile.
+    let service = sandbox.inspect_service(&id).await;
+    let mut spec = service["Spec"].clone();
+    spec["Labels"]["changed.meanwhile"] = json!("yes");
+    let path = format!("{update}?version={}", service["Version"]["Index"]);
+    sandbox
+        .engine
+        .call(Call::post("labelling the test service", &path).json(&spec))
+        .await
+        .unwrap();
+    proxy.let_held_through();
+
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
+    assert_eq!(proxy.count("POST", &update), 2, "refused once, then taken");
+    let service = sandbox.inspect_service(&id).await;
+    assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
+    assert_eq!(service["Spec"]["Labels"]["changed.meanwhile"], "yes");
 }
 
 #[tokio::test(flavor = "multi_thread")]

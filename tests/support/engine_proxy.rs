@@ -1,5 +1,6 @@
 //! A Unix socket in front of the real engine's, which can hold one kind of request: the
-//! process under test then waits for an answer while the test kills it. autoredeploy
+//! process under test then waits for an answer while the test kills it, or changes the
+//! engine's state before the request goes on. autoredeploy
 //! opens a connection per request, so each connection carries one request.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ pub struct Hold {
     pub method: &'static str,
     /// A part of the path (`/containers/create`).
     pub path_contains: String,
-    /// Pass the request to the engine first, and hold only its answer.
+    /// Pass the request to the engine first, and hold only its answer (for ever).
+    /// Otherwise the request waits until [`EngineProxy::let_held_through`].
     pub after_the_engine: bool,
 }
 
@@ -26,6 +28,7 @@ pub struct EngineProxy {
     pub socket: PathBuf,
     hold: Arc<Mutex<Option<Hold>>>,
     held: Arc<Notify>,
+    go: Arc<Notify>,
     /// The request line of every request, in order.
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
@@ -40,20 +43,21 @@ impl EngineProxy {
         let listener = UnixListener::bind(&socket).unwrap();
         let hold: Arc<Mutex<Option<Hold>>> = Arc::default();
         let held = Arc::new(Notify::new());
+        let go = Arc::new(Notify::new());
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let engine = engine.to_owned();
         let task = {
-            let (hold, held, seen) = (Arc::clone(&hold), Arc::clone(&held), Arc::clone(&seen));
+            let signals = Signals {
+                hold: Arc::clone(&hold),
+                held: Arc::clone(&held),
+                go: Arc::clone(&go),
+                seen: Arc::clone(&seen),
+            };
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let (hold, held, seen, engine) = (
-                        Arc::clone(&hold),
-                        Arc::clone(&held),
-                        Arc::clone(&seen),
-                        engine.clone(),
-                    );
+                    let (signals, engine) = (signals.clone(), engine.clone());
                     tokio::spawn(async move {
-                        let _ = relay(client, &engine, &hold, &held, &seen).await;
+                        let _ = relay(client, &engine, &signals).await;
                     });
                 }
             })
@@ -62,6 +66,7 @@ impl EngineProxy {
             socket,
             hold,
             held,
+            go,
             seen,
             task,
             _folder: folder,
@@ -81,6 +86,11 @@ impl EngineProxy {
     /// Lets every request through from now on (those held stay held).
     pub fn release(&self) {
         *self.hold.lock().unwrap() = None;
+    }
+
+    /// Sends the request held before the engine on to it.
+    pub fn let_held_through(&self) {
+        self.go.notify_one();
     }
 
     /// How many requests of `method` whose path holds `path_contains` went through.
@@ -107,14 +117,23 @@ impl Drop for EngineProxy {
     }
 }
 
+/// What the proxy and its connections share.
+#[derive(Clone)]
+struct Signals {
+    hold: Arc<Mutex<Option<Hold>>>,
+    held: Arc<Notify>,
+    go: Arc<Notify>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
 /// Carries one connection to the engine, unless its request is to be held.
-async fn relay(
-    mut client: UnixStream,
-    engine: &Path,
-    hold: &Mutex<Option<Hold>>,
-    held: &Notify,
-    seen: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
+async fn relay(mut client: UnixStream, engine: &Path, signals: &Signals) -> std::io::Result<()> {
+    let Signals {
+        hold,
+        held,
+        go,
+        seen,
+    } = signals;
     let mut head = Vec::new();
     let mut byte = [0u8; 4096];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") {
@@ -137,20 +156,22 @@ async fn relay(
         .unwrap()
         .clone()
         .filter(|rule| rule.method == method && path.contains(&rule.path_contains));
-    let mut upstream = match &rule {
+    let hold_the_answer = match &rule {
         Some(rule) if !rule.after_the_engine => {
             held.notify_one();
-            std::future::pending::<()>().await;
-            unreachable!()
+            go.notified().await;
+            false
         }
-        _ => UnixStream::connect(engine).await?,
+        Some(_) => true,
+        None => false,
     };
+    let mut upstream = UnixStream::connect(engine).await?;
     upstream.write_all(&head).await?;
-    match rule {
-        None => {
+    match hold_the_answer {
+        false => {
             tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         }
-        Some(_) => {
+        true => {
             // The engine acts on the request; its answer never reaches the caller.
             let (mut from_client, _to_client) = client.split();
             let (mut from_engine, mut to_engine) = upstream.split();

@@ -11,8 +11,9 @@
 //!    posted; then roll back (`rolling-back`) or leave it, as `SWARM_UPGRADE_ON_FAILURE`
 //!    says.
 //!
-//! A resumed `updating` posts nothing when the spec already names the pinned image: an
-//! update whose answer was lost is followed, never posted twice.
+//! A resumed `updating` posts nothing when the service changed since it was read and its
+//! spec names the pinned image (or Swarm rolled back from it): an update whose answer was
+//! lost is followed, never posted twice.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,6 +82,10 @@ struct Checkpoint {
     image: String,
     /// When the update was first posted, in Unix milliseconds: the timeout counts from it.
     issued_at_ms: u64,
+    /// The service's version when the update was decided: only a later version can hold
+    /// this update (an earlier rollback from the same image is not one).
+    #[serde(default)]
+    from_version: u64,
     /// Why the update is being rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
@@ -183,6 +188,7 @@ impl Updater {
         let checkpoint = Checkpoint {
             image: target,
             issued_at_ms: now_ms(),
+            from_version: service.version.index,
             failure: None,
             platforms,
         };
@@ -222,9 +228,10 @@ impl Updater {
         }
     }
 
-    /// Posts the update, unless it was posted already: the spec names its image, or Swarm
-    /// rolled it back (the previous spec names it, and the status is a rollback's). The
-    /// timeout counts from a successful post.
+    /// Posts the update, unless it was posted already: the service changed since the
+    /// update was decided, and its spec names the image, or Swarm rolled it back (the
+    /// previous spec names it, and the status is a rollback's). The timeout counts from a
+    /// successful post.
     async fn post_update(
         &self,
         id: &str,
@@ -238,8 +245,9 @@ impl Updater {
             let Some(service) = self.api.service(id).await? else {
                 return Ok(Err(Outcome::failed("the service was removed")));
             };
-            if service.image() == Some(checkpoint.image.as_str())
-                || service.was_rolled_back_from(&checkpoint.image)
+            if service.version.index > checkpoint.from_version
+                && (service.image() == Some(checkpoint.image.as_str())
+                    || service.was_rolled_back_from(&checkpoint.image))
             {
                 return Ok(Ok(()));
             }
@@ -533,6 +541,7 @@ mod tests {
         let mut checkpoint = Checkpoint {
             image: format!("localhost:5000/myorg/app:latest@{DIGEST}"),
             issued_at_ms: 0,
+            from_version: 0,
             failure: None,
             platforms: vec![arm.clone()],
         };
