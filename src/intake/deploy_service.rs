@@ -74,7 +74,9 @@ impl Intake {
             return error_reply(
                 StatusCode::NOT_FOUND,
                 "no_swarm_target",
-                "the Swarm target is not used (DOCKER_HOST must be a Swarm manager's engine)",
+                "the Swarm target is not used: DOCKER_HOST (or, unset, the default socket) must \
+                 be a Swarm manager's engine, and AUTOREDEPLOY_TARGETS, when set, must name \
+                 `swarm`",
             );
         };
         let body = match self.read_body(&headers, body, &client, "service").await {

@@ -8,8 +8,9 @@ use crate::crash::Binary;
 use crate::helpers::{
     TestApp, WEBHOOK_KEY, http_client, named, skip_unless_ci, spawn_default_socket_app,
 };
+use crate::support::engine::free_port;
 use crate::support::engine::swarm;
-use crate::support::engine_proxy::{EngineProxy, Hold};
+use crate::support::engine_proxy::{EngineProxy, Hold, TcpRelay};
 use autoredeploy::platform::engine::Call;
 
 /// A service spec running `image`, labelled `labels`, quick to stop and to judge.
@@ -245,6 +246,35 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
         tried
     );
     assert_eq!(service["UpdateStatus"]["State"], "updating");
+}
+
+/// A TCP engine that does not answer at start is asked again whether it manages a Swarm
+/// when a request comes, rather than the Swarm target being dropped until a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_engine_silent_at_start_is_asked_again_when_a_request_comes() {
+    let Some(bench) = swarm_bench("swarm-late").await else {
+        return;
+    };
+    let WebService {
+        repository, name, ..
+    } = opted_in_web_service(&bench, "pause").await;
+    bench.web_image(&repository, "1", 2, "").await;
+    let port = free_port();
+    let mut app = bench
+        .app(&[("DOCKER_HOST", &format!("tcp://127.0.0.1:{port}"))])
+        .await;
+    let request = json!({ "image": format!("{repository}:1") }).to_string();
+    let (status, answer) = app.put_service(&name, &request).await;
+    assert_eq!(status, 503, "{answer}");
+
+    let socket = crate::support::engine::docker_host()
+        .trim_start_matches("unix://")
+        .to_owned();
+    let _relay = TcpRelay::start(port, socket.as_ref()).await;
+    let (status, answer) = app.put_service(&name, &request).await;
+    assert_eq!(status, 202, "{answer}");
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
 }
 
 /// The service changes between the read and the update: Swarm refuses the update as out

@@ -70,6 +70,24 @@ async fn rejected_requests_get_precise_statuses_and_cost_rancher_nothing() {
         .unwrap();
     assert_eq!(elsewhere.status(), 404);
 
+    // The routes of targets this process does not use.
+    for (method, path, error) in [
+        ("POST", "/notify/web", "no_containers_target"),
+        ("PUT", "/service/web", "no_swarm_target"),
+    ] {
+        let response = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .bearer_auth(WEBHOOK_KEY)
+            .body(r#"{"image": "myorg/web:2"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], error, "{answer}");
+    }
+
     assert!(rancher.requests().is_empty(), "{:?}", rancher.requests());
 }
 

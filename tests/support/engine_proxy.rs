@@ -187,3 +187,36 @@ async fn relay(mut client: UnixStream, engine: &Path, signals: &Signals) -> std:
     }
     Ok(())
 }
+
+/// The engine's Unix socket offered on 127.0.0.1 over plain TCP, as `DOCKER_HOST=tcp://…`
+/// reaches it; it stops when dropped.
+pub struct TcpRelay {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpRelay {
+    /// Relays each connection to 127.0.0.1:`port` to the socket `engine`.
+    pub async fn start(port: u16, engine: &Path) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let engine = engine.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) = UnixStream::connect(&engine).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,8 +1,11 @@
 //! The Engine API calls of the Swarm target, and the parts of their answers it reads. A
 //! service's spec is kept as JSON, so that an update sends back every field of it.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 use crate::platform::engine::{Call, EngineClient, EngineError};
 
@@ -116,19 +119,31 @@ impl Service {
 #[derive(Debug, Clone)]
 pub(super) struct SwarmApi {
     client: EngineClient,
+    /// Whether the engine is a Swarm manager, once it said so.
+    manager: Arc<OnceCell<bool>>,
 }
 
 impl SwarmApi {
     pub fn new(client: EngineClient) -> Self {
-        Self { client }
+        Self {
+            client,
+            manager: Arc::default(),
+        }
     }
 
     pub fn client(&self) -> &EngineClient {
         &self.client
     }
 
-    /// Whether the engine is a Swarm manager.
+    /// Whether the engine is a Swarm manager: asked until it answers, then remembered.
     pub async fn is_manager(&self) -> Result<bool, EngineError> {
+        self.manager
+            .get_or_try_init(|| self.ask_whether_manager())
+            .await
+            .copied()
+    }
+
+    async fn ask_whether_manager(&self) -> Result<bool, EngineError> {
         let info: Value = self
             .client
             .json(Call::get(

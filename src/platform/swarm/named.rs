@@ -13,6 +13,11 @@ use crate::platform::{
 impl NamedUnits for SwarmPlatform {
     fn find<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup> {
         Box::pin(async move {
+            match self.updater.api.is_manager().await {
+                Ok(true) => {}
+                Ok(false) => return Lookup::NotFound,
+                Err(error) => return Lookup::Unavailable(error.to_string()),
+            }
             let service = match self.updater.api.service(name).await {
                 Ok(Some(service)) => service,
                 Ok(None) => return Lookup::NotFound,

@@ -78,6 +78,17 @@ impl Scan for ServiceScan {
                 return Ok(None);
             }
             self.done = true;
+            match self.api.is_manager().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(engine = %self.api.client().address(), "the Docker Engine is not a Swarm manager; no service to update");
+                    return Ok(Some(Vec::new()));
+                }
+                Err(error) if error.is_transient() => {
+                    return Err(ScanError::Later(error.to_string()));
+                }
+                Err(error) => return Err(ScanError::Failed(error.to_string())),
+            }
             let services = match self.api.services().await {
                 Ok(services) => services,
                 Err(error) if error.is_transient() => {
