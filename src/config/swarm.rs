@@ -1,6 +1,6 @@
 //! The Swarm target: the services of the Swarm whose manager is the Docker Engine of
-//! `DOCKER_HOST` (else the default socket), which of them a push updates, and what to do with an update that does not
-//! complete.
+//! `DOCKER_HOST` (else the default socket), which of them a push updates, and what to do
+//! with an update that does not complete.
 
 use std::time::Duration;
 
