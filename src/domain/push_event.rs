@@ -11,6 +11,10 @@ pub enum SourceKind {
     Notify,
     /// `PUT /service/{name}`: set that Swarm service's image (symfoni/deployer's API).
     Service,
+    /// A distribution registry's notifications (`POST /autoredeploy/registry`).
+    Registry,
+    /// A CI job's `POST /autoredeploy/image`.
+    Image,
 }
 
 impl SourceKind {
@@ -20,6 +24,8 @@ impl SourceKind {
             Self::DockerHub => "dockerhub",
             Self::Notify => "notify",
             Self::Service => "service",
+            Self::Registry => "registry",
+            Self::Image => "image",
         }
     }
 
@@ -29,6 +35,8 @@ impl SourceKind {
             "dockerhub" => Some(Self::DockerHub),
             "notify" => Some(Self::Notify),
             "service" => Some(Self::Service),
+            "registry" => Some(Self::Registry),
+            "image" => Some(Self::Image),
             _ => None,
         }
     }

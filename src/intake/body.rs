@@ -16,8 +16,10 @@ pub(super) enum BodyError {
     Broken,
 }
 
-/// Whether the request says its body is not JSON (saying nothing is accepted: Docker Hub
-/// has sent pushes without a `Content-Type`).
+/// Whether the request says its body is not JSON: `application/json`, or a JSON-based type
+/// such as a registry's `application/vnd.docker.distribution.events.v1+json` or Harbor's
+/// `application/cloudevents+json`. Saying nothing is accepted: Docker Hub has sent pushes
+/// without a `Content-Type`.
 pub(super) fn declares_other_than_json(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|value| {
         let essence = value
@@ -27,7 +29,9 @@ pub(super) fn declares_other_than_json(headers: &HeaderMap) -> bool {
             .next()
             .unwrap_or_default()
             .trim();
-        !essence.eq_ignore_ascii_case("application/json")
+        let essence = essence.to_ascii_lowercase();
+        essence != "application/json"
+            && !(essence.starts_with("application/") && essence.ends_with("+json"))
     })
 }
 

@@ -153,11 +153,20 @@ impl Intake {
         None
     }
 
-    /// Whether pushes of `image` are accepted: its Docker Hub name (`nginx`, `myorg/web`)
-    /// matches one of `AUTOREDEPLOY_ALLOWED_REPOS`, or the list is empty.
+    /// Whether pushes of `image` are accepted: its name matches one of
+    /// `AUTOREDEPLOY_ALLOWED_REPOS`, or the list is empty. The name of a Docker Hub image is
+    /// its short name (`nginx`, `myorg/web`); that of another registry's starts with its
+    /// host (`registry.example.com:5000/team/app`), so that a pattern without a host never
+    /// lets in the same repository on a host someone else runs.
     fn is_allowed(&self, image: &crate::domain::ImageRef) -> bool {
         let repository = image.repository();
-        let name = repository.strip_prefix("library/").unwrap_or(repository);
+        let name = match image.registry() {
+            "docker.io" => repository
+                .strip_prefix("library/")
+                .unwrap_or(repository)
+                .to_owned(),
+            host => format!("{host}/{repository}"),
+        };
         let options = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
@@ -167,7 +176,7 @@ impl Intake {
             || self
                 .allowed_repos
                 .iter()
-                .any(|pattern| pattern.matches_with(name, options))
+                .any(|pattern| pattern.matches_with(&name, options))
     }
 
     /// Whether the request carries the key, as `Authorization: Bearer <key>` or `?key=<key>`.
@@ -204,11 +213,9 @@ pub fn routes(
             warp::ext::optional::<server::Peer>()
                 .map(|peer: Option<server::Peer>| peer.map(|server::Peer(address)| address)),
         );
-    let source = warp::path::param::<String>()
-        .and(warp::path::end())
-        .and_then(|path: String| async move {
-            sources::by_path(&path).ok_or_else(warp::reject::not_found)
-        });
+    let source = warp::path::tail().and_then(|path: warp::path::Tail| async move {
+        sources::by_path(path.as_str()).ok_or_else(warp::reject::not_found)
+    });
     let webhook = source
         .and(caller)
         .and(warp::body::stream())

@@ -11,7 +11,7 @@ use warp::{Buf, Stream};
 
 use super::body::{self, BODY_LIMIT, BodyError};
 use super::replies::{error_reply, method_not_allowed, unavailable};
-use super::sources::{Auth, Source};
+use super::sources::{Auth, Delivery, Source};
 use super::{Intake, limiter};
 use crate::domain::PushEvent;
 use crate::journal::AcceptError;
@@ -58,13 +58,25 @@ impl Intake {
             Ok(body) => body,
             Err(refusal) => return *refusal,
         };
-        let pushes = match (source.parse)(&body) {
-            Ok(pushes) => pushes,
+        let delivery = Delivery {
+            body: &body,
+            headers,
+        };
+        let announced = match (source.parse)(&delivery) {
+            Ok(announced) => announced,
             Err(reason) => {
                 tracing::info!(client, source = %source.kind, %reason, "webhook refused: not a push");
                 return error_reply(StatusCode::BAD_REQUEST, "not_a_push", &reason.to_string());
             }
         };
+        let pushes = announced.pushes;
+        if pushes.is_empty() {
+            let ignored = announced.ignored.join("; ");
+            tracing::debug!(client, source = %source.kind, ignored, "webhook ignored: no push to act on");
+            let body = json!({ "status": "ignored", "ignored": ignored });
+            return warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
+                .into_response();
+        }
         if let Some(push) = pushes.iter().find(|push| !self.is_allowed(&push.image)) {
             let image = push.image.to_string();
             tracing::warn!(

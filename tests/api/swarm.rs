@@ -355,7 +355,7 @@ async fn every_answer_of_put_service() {
     let mut app = bench
         .app(&[(
             "AUTOREDEPLOY_ALLOWED_REPOS",
-            &format!("{},other/*", sandbox.name("web")),
+            &format!("{},other/*", bench.repository("web")),
         )])
         .await;
     let url = format!("{}/service/{opted_in}", app.address);
@@ -411,9 +411,15 @@ async fn every_answer_of_put_service() {
         answer["message"].as_str().unwrap().contains(OPTED_IN),
         "{answer}"
     );
-    let elsewhere = json!({ "image": "registry.example.com/not/allowed:1" }).to_string();
-    let (status, answer) = app.put_service(&opted_in, &elsewhere).await;
-    assert_eq!(status, 403, "{answer}");
+    // Neither another repository nor the same one on another registry.
+    for image in [
+        "registry.example.com/not/allowed:1".to_owned(),
+        format!("registry.example.com/{}:2", sandbox.name("web")),
+    ] {
+        let elsewhere = json!({ "image": image }).to_string();
+        let (status, answer) = app.put_service(&opted_in, &elsewhere).await;
+        assert_eq!(status, 403, "{image}: {answer}");
+    }
 
     // symfoni/deployer's README: `curl -X PUT -d '{"image": …}'`, a bare key, and the body
     // labelled as a form.

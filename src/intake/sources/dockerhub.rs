@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{Auth, NotAPush, Source, read_json};
+use super::{Announced, Auth, NotAPush, Source, read_json};
 use crate::domain::{ImageRef, PushEvent, SourceKind, excerpt};
 
 /// Docker Hub's repository webhook: `POST /autoredeploy?key=…`, the path and key of the
@@ -15,7 +15,7 @@ pub const SOURCE: Source = Source {
     kind: SourceKind::DockerHub,
     path: "autoredeploy",
     auth: Auth::Key,
-    parse: |body| parse_push(body).map(|push| vec![push]),
+    parse: |delivery| parse_push(delivery.body).map(Announced::push),
 };
 
 #[derive(Deserialize)]

@@ -2,11 +2,14 @@
 //! path, the way it proves it may push, and its parser; every parser produces the same
 //! [`PushEvent`]s, and nothing past the intake sees a payload.
 
+pub mod distribution;
 pub mod dockerhub;
+pub mod image;
 
 use serde::de::DeserializeOwned;
+use warp::http::HeaderMap;
 
-use crate::domain::{PushEvent, SourceKind, excerpt};
+use crate::domain::{ImageRef, PushEvent, SourceKind, excerpt};
 
 /// How a sender proves it may push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +28,66 @@ pub struct Source {
     pub path: &'static str,
     /// How it authenticates.
     pub auth: Auth,
-    /// Reads its body into the pushes it announces.
-    pub parse: fn(&[u8]) -> Result<Vec<PushEvent>, NotAPush>,
+    /// Reads a delivery into the pushes it announces, and what it announces that is not
+    /// a push to act on.
+    pub parse: fn(&Delivery<'_>) -> Result<Announced, NotAPush>,
+}
+
+/// One authenticated request of a sender.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The raw body.
+    pub body: &'a [u8],
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> Delivery<'a> {
+    /// A delivery of `body` without headers of note.
+    pub fn of(body: &'a [u8]) -> Self {
+        static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        Self {
+            body,
+            headers: &NONE,
+        }
+    }
+
+    /// The value of the header `name`, when it is text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// What a delivery announces.
+#[derive(Debug, Default, PartialEq)]
+pub struct Announced {
+    /// The pushes to act on.
+    pub pushes: Vec<PushEvent>,
+    /// Why each other event it holds is not one (a pull, a layer, an untagged manifest):
+    /// such a delivery is answered `202` and costs no target a request.
+    pub ignored: Vec<String>,
+}
+
+impl Announced {
+    /// A delivery of one push.
+    pub fn push(push: PushEvent) -> Self {
+        Self {
+            pushes: vec![push],
+            ignored: Vec::new(),
+        }
+    }
+
+    /// A delivery of nothing to act on, and why.
+    pub fn ignored(why: impl Into<String>) -> Self {
+        Self {
+            pushes: Vec::new(),
+            ignored: vec![why.into()],
+        }
+    }
 }
 
 /// Every sender.
-pub static SOURCES: [Source; 1] = [dockerhub::SOURCE];
+pub static SOURCES: [Source; 3] = [dockerhub::SOURCE, distribution::SOURCE, image::SOURCE];
 
 /// The sender whose route is `POST /<path>`.
 pub fn by_path(path: &str) -> Option<&'static Source> {
@@ -41,6 +98,36 @@ pub fn by_path(path: &str) -> Option<&'static Source> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct NotAPush(pub String);
+
+/// The image `host/repository:tag` a registry's push names, as autoredeploy names it: the
+/// registry host is kept (`docker.io` and its aliases become `docker.io`), and a tag is
+/// required. `what` names the field for the message.
+pub fn pushed_image(
+    host: &str,
+    repository: &str,
+    tag: &str,
+    what: &str,
+) -> Result<ImageRef, NotAPush> {
+    let reference = format!("{host}/{repository}:{tag}");
+    let image = ImageRef::parse(&reference).map_err(|error| {
+        NotAPush(format!(
+            "{what} does not name an image ({}): {error}",
+            excerpt(&reference)
+        ))
+    })?;
+    if image.is_pinned_by_digest() || image.tag().is_none() {
+        return Err(NotAPush(format!("{what} names no tag")));
+    }
+    Ok(image)
+}
+
+/// A digest as registries write it (`sha256:` and 64 hex digits), or `None`.
+pub fn digest(value: Option<&str>) -> Option<String> {
+    let value = value?.trim();
+    let hex = value.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .then(|| value.to_ascii_lowercase())
+}
 
 /// Deepest nesting of arrays and objects accepted; pushes are a few levels deep.
 const MAX_DEPTH: usize = 32;
