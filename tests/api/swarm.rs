@@ -519,7 +519,34 @@ async fn docker_hub_pushes_reach_swarm_services_by_tag_and_label() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_while_swarm_updates_the_service_it_follows_and_never_updates_again() {
-    let Some(bench) = swarm_bench("swarm-kill").await else {
+    killed_while_swarm_updates("swarm-kill", "pause", "", None, "upgraded").await;
+}
+
+/// Swarm rolls the update back while autoredeploy is down, which leaves no `PreviousSpec`
+/// naming the image it undid: the update is still not posted again.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_swarm_rolls_the_update_back_it_reports_that_and_never_updates_again() {
+    killed_while_swarm_updates(
+        "swarm-kill-back",
+        "rollback",
+        "CMD [\"sh\", \"-c\", \"exit 3\"]",
+        Some("rollback_completed"),
+        "rolled-back",
+    )
+    .await;
+}
+
+/// Posts an update of a version 2 built with `extra` through a proxy that never passes
+/// Swarm's answer on, kills autoredeploy, waits until Swarm's update reaches `state` (if
+/// given), and starts autoredeploy again: the unit ends `end`, and the update was posted once.
+async fn killed_while_swarm_updates(
+    test: &str,
+    failure_action: &str,
+    extra: &str,
+    state: Option<&str>,
+    end: &str,
+) {
+    let Some(bench) = swarm_bench(test).await else {
         return;
     };
     let sandbox = &bench.sandbox;
@@ -528,8 +555,8 @@ async fn killed_while_swarm_updates_the_service_it_follows_and_never_updates_aga
         name,
         id,
         ..
-    } = opted_in_web_service(&bench, "pause").await;
-    bench.web_image(&repository, "1", 2, "").await;
+    } = opted_in_web_service(&bench, failure_action).await;
+    bench.web_image(&repository, "1", 2, extra).await;
     let second = sandbox.registry_digest(&format!("{repository}:1")).await;
 
     let socket = crate::support::engine::docker_host()
@@ -565,16 +592,32 @@ async fn killed_while_swarm_updates_the_service_it_follows_and_never_updates_aga
     proxy.until_held().await;
     first_run.kill_hard().await;
     proxy.release();
+    if let Some(state) = state {
+        until_update_state(sandbox, &id, state).await;
+    }
 
     let second_run = Binary::start_for(&target, data.path()).await;
     let job = second_run.wait_until_done(job).await;
-    assert_eq!(job["units"][0]["end"], "upgraded", "{job}");
+    assert_eq!(job["units"][0]["end"], end, "{job}");
     assert_eq!(
         proxy.count("POST", &format!("/services/{id}/update")),
         1,
         "{job}"
     );
-    let service = sandbox.inspect_service(&name).await;
-    assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
+    if end == "upgraded" {
+        let service = sandbox.inspect_service(&name).await;
+        assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
+    }
     second_run.kill_hard().await;
+}
+
+/// Waits until the service's `UpdateStatus.State` is `state`.
+async fn until_update_state(sandbox: &crate::support::engine::Sandbox, id: &str, state: &str) {
+    for _ in 0..600 {
+        if sandbox.inspect_service(id).await["UpdateStatus"]["State"] == state {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the update of service {id} did not reach {state}");
 }

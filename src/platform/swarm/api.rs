@@ -77,6 +77,9 @@ pub(super) struct UpdateStatus {
     pub state: String,
     #[serde(rename = "Message", default)]
     pub message: String,
+    /// When the update (or the rollback) started, as Swarm writes it.
+    #[serde(rename = "StartedAt", default)]
+    pub started_at: Option<String>,
 }
 
 impl Service {

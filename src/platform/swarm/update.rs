@@ -11,9 +11,10 @@
 //!    posted; then roll back (`rolling-back`) or leave it, as `SWARM_UPGRADE_ON_FAILURE`
 //!    says.
 //!
-//! A resumed `updating` posts nothing when the service changed since it was read and its
-//! spec names the pinned image (or Swarm rolled back from it): an update whose answer was
-//! lost is followed, never posted twice.
+//! A resumed `updating` posts nothing when the service changed since the update was decided
+//! and its spec names the pinned image, or a rollback started since then (Swarm's own
+//! rollback leaves no `PreviousSpec` to tell which image it undid): an update whose answer
+//! was lost is followed, never posted twice.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,6 +87,10 @@ struct Checkpoint {
     /// this update (an earlier rollback from the same image is not one).
     #[serde(default)]
     from_version: u64,
+    /// When the service's last update or rollback had started, when the update was
+    /// decided: a rollback that started at another time came after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_started_at: Option<String>,
     /// Why the update is being rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
@@ -161,18 +166,18 @@ impl Updater {
         if let Err(reason) = scan::opted_in(&service, &self.rule) {
             return Ok(Outcome::skipped(reason));
         }
-        let (digest, platforms) = match image.digest() {
-            Some(digest) => (digest.to_owned(), Vec::new()),
-            None => {
-                let tag = image.to_string();
-                let auth = registry_auth(self.config_folder.as_deref(), image.registry());
-                match self.api.registry_image(&tag, auth.as_ref()).await {
-                    Ok(resolved) => (resolved.digest, resolved.platforms),
-                    Err(error) if error.is_transient() => return Err(error.into()),
-                    Err(error) => {
-                        return Ok(Outcome::failed(format!("{error}; nothing was changed")));
-                    }
-                }
+        // A digest given is asked about too, for the image's platforms (and whether the
+        // registry has it), as the docker CLI does.
+        let asked = match image.digest() {
+            Some(digest) => format!("{}/{}@{digest}", image.registry(), image.repository()),
+            None => image.to_string(),
+        };
+        let auth = registry_auth(self.config_folder.as_deref(), image.registry());
+        let (digest, platforms) = match self.api.registry_image(&asked, auth.as_ref()).await {
+            Ok(resolved) => (resolved.digest, resolved.platforms),
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Outcome::failed(format!("{error}; nothing was changed")));
             }
         };
         let target = pinned(service.image(), image, &digest);
@@ -189,24 +194,42 @@ impl Updater {
             image: target,
             issued_at_ms: now_ms(),
             from_version: service.version.index,
+            status_started_at: service
+                .update_status
+                .as_ref()
+                .and_then(|status| status.started_at.clone()),
             failure: None,
             platforms,
         };
         record(log, Step::Updating, &checkpoint).await?;
-        self.resume(id, Step::Updating, checkpoint, log).await
+        self.steps(id, Step::Updating, checkpoint, log, false).await
     }
 
+    /// Carries an update on from a step the journal recorded before a restart.
     async fn resume(
+        &self,
+        id: &str,
+        step: Step,
+        checkpoint: Checkpoint,
+        log: &StepLog,
+    ) -> Result<Outcome, Halt> {
+        self.steps(id, step, checkpoint, log, true).await
+    }
+
+    /// Takes the steps from `step` to an end; `resumed` when the process may have been
+    /// stopped after the update was posted.
+    async fn steps(
         &self,
         id: &str,
         mut step: Step,
         mut checkpoint: Checkpoint,
         log: &StepLog,
+        resumed: bool,
     ) -> Result<Outcome, Halt> {
         loop {
             step = match step {
                 Step::Planned => return Ok(Outcome::failed("the update went back to its start")),
-                Step::Updating => match self.post_update(id, &mut checkpoint).await? {
+                Step::Updating => match self.post_update(id, &mut checkpoint, resumed).await? {
                     Ok(()) => Step::Following,
                     Err(outcome) => return Ok(outcome),
                 },
@@ -228,27 +251,24 @@ impl Updater {
         }
     }
 
-    /// Posts the update, unless it was posted already: the service changed since the
-    /// update was decided, and its spec names the image, or Swarm rolled it back (the
-    /// previous spec names it, and the status is a rollback's). The timeout counts from a
-    /// successful post.
+    /// Posts the update. `resumed`, it is first looked for: the service changed since the
+    /// update was decided, and its spec names the image, or it was rolled back since. The
+    /// timeout counts from a successful post.
     async fn post_update(
         &self,
         id: &str,
         checkpoint: &mut Checkpoint,
+        resumed: bool,
     ) -> Result<Result<(), Outcome>, Halt> {
         let image = ImageRef::parse(&checkpoint.image).ok();
         let auth = image
             .as_ref()
             .and_then(|image| registry_auth(self.config_folder.as_deref(), image.registry()));
-        for _ in 0..OUT_OF_SEQUENCE_ATTEMPTS {
+        for attempt in 0..OUT_OF_SEQUENCE_ATTEMPTS {
             let Some(service) = self.api.service(id).await? else {
                 return Ok(Err(Outcome::failed("the service was removed")));
             };
-            if service.version.index > checkpoint.from_version
-                && (service.image() == Some(checkpoint.image.as_str())
-                    || service.was_rolled_back_from(&checkpoint.image))
-            {
+            if resumed && attempt == 0 && was_posted(&service, checkpoint) {
                 return Ok(Ok(()));
             }
             let spec = updated_spec(&service.spec, checkpoint);
@@ -307,9 +327,10 @@ impl Updater {
             if let Some(mut end) =
                 self.update_end(&service, checkpoint, rolling_back, cause.as_deref())
             {
+                // Best effort: a socket proxy may not let `/tasks` through.
                 if matches!(end.end, UnitEnd::RolledBack | UnitEnd::Failed)
                     && checkpoint.failure.is_none()
-                    && let Some(error) = self.api.task_failure(id, &checkpoint.image).await?
+                    && let Ok(Some(error)) = self.api.task_failure(id, &checkpoint.image).await
                 {
                     end.reason = end
                         .reason
@@ -464,6 +485,20 @@ fn pinned(running: Option<&str>, image: &ImageRef, digest: &str) -> String {
     }
 }
 
+/// Whether the update of `checkpoint` was posted before the process stopped: the service
+/// changed since it was decided, and its spec names the image, or a rollback started since
+/// (after Swarm's own rollback no `PreviousSpec` names the image it undid).
+fn was_posted(service: &Service, checkpoint: &Checkpoint) -> bool {
+    let status = service.update_status.as_ref();
+    let rolled_back_since = status.is_some_and(|status| {
+        status.state.starts_with("rollback") && status.started_at != checkpoint.status_started_at
+    });
+    service.version.index > checkpoint.from_version
+        && (service.image() == Some(checkpoint.image.as_str())
+            || service.was_rolled_back_from(&checkpoint.image)
+            || rolled_back_since)
+}
+
 /// `spec` with the checkpoint's image, and its platforms when the registry named them.
 fn updated_spec(spec: &Value, checkpoint: &Checkpoint) -> Value {
     let mut spec = spec.clone();
@@ -542,6 +577,7 @@ mod tests {
             image: format!("localhost:5000/myorg/app:latest@{DIGEST}"),
             issued_at_ms: 0,
             from_version: 0,
+            status_started_at: None,
             failure: None,
             platforms: vec![arm.clone()],
         };
@@ -578,5 +614,47 @@ mod tests {
                 .get("Placement")
                 .is_none()
         );
+    }
+
+    fn recorded(name: &str) -> Service {
+        let text = match name {
+            "before" => {
+                include_str!("../../../fixtures/docker/swarm-service-inspect-before-update.json")
+            }
+            "after-update" => {
+                include_str!("../../../fixtures/docker/swarm-service-inspect-after-update.json")
+            }
+            _ => include_str!("../../../fixtures/docker/swarm-service-inspect-after-rollback.json"),
+        };
+        let mut services: Vec<Service> = serde_json::from_str(text).unwrap();
+        services.remove(0)
+    }
+
+    #[test]
+    fn a_resumed_update_is_found_posted_in_what_swarm_did_since() {
+        let before = recorded("before");
+        let updated = recorded("after-update");
+        let decided = |service: &Service, image: &str| Checkpoint {
+            image: image.to_owned(),
+            issued_at_ms: 0,
+            from_version: service.version.index,
+            status_started_at: service
+                .update_status
+                .as_ref()
+                .and_then(|s| s.started_at.clone()),
+            failure: None,
+            platforms: Vec::new(),
+        };
+        let ours = updated.image().unwrap().to_owned();
+        let checkpoint = decided(&before, &ours);
+        assert!(!was_posted(&before, &checkpoint), "nothing happened yet");
+        assert!(was_posted(&updated, &checkpoint), "the spec names it");
+        // Swarm's own rollback leaves no PreviousSpec: the rollback since tells.
+        let rolled_back = recorded("after-rollback");
+        assert!(rolled_back.previous_spec.is_null());
+        assert!(was_posted(&rolled_back, &checkpoint));
+        // Decided after that rollback, the same image again: the old rollback is not it.
+        let again = decided(&rolled_back, &ours);
+        assert!(!was_posted(&rolled_back, &again));
     }
 }
