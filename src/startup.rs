@@ -93,11 +93,18 @@ impl Application {
                 .swarm
                 .as_ref()
                 .is_some_and(|swarm| swarm.asked_for.is_none());
+        // Why no Swarm was found, for the message of a process left without a target.
+        let mut no_swarm = None;
         let engine = match engine {
             Some(engine) => match EngineClient::at_start(engine).await {
                 Ok(client) => Some(client),
                 Err(error) if engine_optional => {
                     tracing::info!(%error, "no Docker Engine to look for a Swarm at; the Swarm target is not used");
+                    no_swarm = Some(format!(
+                        "the Docker Engine at {} could not be asked whether it manages a \
+                         Swarm: {error}",
+                        engine.address
+                    ));
                     None
                 }
                 Err(error) => return Err(error.into()),
@@ -117,7 +124,14 @@ impl Application {
         }
         let swarm = match (&targets.swarm, engine) {
             (Some(target), Some(client)) => {
-                SwarmPlatform::start(target, client, signal.clone()).await?
+                let swarm = SwarmPlatform::start(target, client, signal.clone()).await?;
+                if swarm.is_none() {
+                    no_swarm = Some(format!(
+                        "the Docker Engine at {} is not a Swarm manager (see the line above)",
+                        target.engine.address
+                    ));
+                }
+                swarm
             }
             _ => None,
         };
@@ -125,7 +139,11 @@ impl Application {
             platforms.push(Arc::clone(swarm) as Arc<dyn Platform>);
         }
         if platforms.is_empty() {
-            return Err(StartupError::NoTarget(targets.what_to_set()));
+            let mut message = targets.what_to_set();
+            if let Some(no_swarm) = no_swarm {
+                message = format!("{message}; {no_swarm}");
+            }
+            return Err(StartupError::NoTarget(message));
         }
         let journal = Journal::open(&settings.data_dir)?;
         Ok(Self {
@@ -274,7 +292,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let refused = Application::new(listener, settings).await.unwrap_err();
         assert!(matches!(refused, StartupError::NoTarget(_)), "{refused}");
-        assert!(refused.to_string().contains("RANCHER_HOST"), "{refused}");
+        let refused = refused.to_string();
+        assert!(
+            refused.contains("RANCHER_HOST") && refused.contains("could not be asked"),
+            "{refused}"
+        );
         assert!(std::fs::read_dir(data.path()).unwrap().next().is_none());
     }
 }

@@ -4,8 +4,9 @@
 //! `AUTOREDEPLOY_TARGETS` names the targets to use. Unset, a target is used when its
 //! settings are present: Rancher when `RANCHER_HOST`, `CATTLE_URL`, `RANCHER_API_KEY` or
 //! `RANCHER_API_SECRET` (or `RANCHER_API_SECRET_FILE`) is set; containers when
-//! `DOCKER_HOST` is set; Swarm when the engine (`DOCKER_HOST`, else the default socket)
-//! turns out at start to be a Swarm manager. `CATTLE_ACCESS_KEY` and
+//! `DOCKER_HOST` is set; Swarm when the engine of `DOCKER_HOST` turns out at start to be a
+//! Swarm manager, or, with no other target, the engine at the default socket (as on a
+//! manager with its socket mounted and nothing else set). `CATTLE_ACCESS_KEY` and
 //! `CATTLE_SECRET_KEY` alone do not count: Rancher injects them into any container with the
 //! agent-role labels, and without `CATTLE_URL` they say nothing about where Rancher is.
 //!
@@ -82,12 +83,14 @@ pub(super) fn validate(
     if !containers_used {
         refuse_unused_containers(&containers, named.is_some())?;
     }
-    // Unnamed, Swarm is used when the engine turns out at start to be a manager; named, or
+    // Unnamed, Swarm is used when the engine turns out at start to be a manager: that of
+    // DOCKER_HOST, or the default socket's when no other target is configured. Named, or
     // with settings of its own, it must be one.
     let swarm_given = swarm.given_names();
-    let swarm_used = named
-        .as_ref()
-        .is_none_or(|named| named.contains(&TargetKind::Swarm));
+    let swarm_used = match &named {
+        Some(named) => named.contains(&TargetKind::Swarm),
+        None => containers_used || !rancher_used || !swarm_given.is_empty(),
+    };
     let swarm_asked_for = match &named {
         Some(_) if swarm_used => Some("AUTOREDEPLOY_TARGETS names `swarm`".to_owned()),
         Some(_) => None,
@@ -99,7 +102,7 @@ pub(super) fn validate(
         )),
     };
     if !swarm_used {
-        refuse_unused(&swarm_given, TargetKind::Swarm, true, "")?;
+        refuse_unused(&swarm_given, TargetKind::Swarm, named.is_some(), "")?;
     }
     let engine = (containers_used || swarm_used)
         .then(|| containers::engine(engine))
@@ -354,6 +357,11 @@ mod tests {
             ("SWARM_UPGRADE_ON_FAILURE", "cancel"),
         ]));
         assert!(refused.contains("SWARM_UPGRADE_ON_FAILURE"), "{refused}");
+        // Beside Rancher, the default socket is not looked at; DOCKER_HOST's engine is.
+        assert!(with(&[]).unwrap().targets.swarm.is_none());
+        let beside = with(&[("DOCKER_HOST", "tcp://docker:2375")]).unwrap();
+        assert!(beside.targets.swarm.unwrap().asked_for.is_none());
+
         // Its own settings make a manager required.
         let given = with(&[("SWARM_AUTOREDEPLOY_DEFAULT", "true")]).unwrap();
         let swarm = given.targets.swarm.unwrap();

@@ -34,7 +34,6 @@ fn free_port() -> u16 {
 
 fn command(rancher: &FakeRancher, data: &Path) -> Command {
     let target = [
-        ("AUTOREDEPLOY_TARGETS", "rancher".to_owned()),
         ("RANCHER_HOST", rancher.host()),
         ("RANCHER_PROJECT_ID", fake_rancher::PROJECT_ID.to_owned()),
         ("RANCHER_API_KEY", fake_rancher::ACCESS_KEY.to_owned()),

@@ -31,8 +31,6 @@ pub async fn spawn_app(rancher: &FakeRancher) -> TestApp {
 /// Starts autoredeploy with test settings, overridden by `overrides`.
 pub async fn spawn_app_with(rancher: &FakeRancher, overrides: &[(&str, &str)]) -> TestApp {
     let vars: Vec<(String, String)> = vec![
-        // Not the Swarm the engine of this machine may manage.
-        ("AUTOREDEPLOY_TARGETS".into(), "rancher".into()),
         ("RANCHER_HOST".into(), rancher.host()),
         ("RANCHER_PROJECT_ID".into(), fake_rancher::PROJECT_ID.into()),
         ("RANCHER_API_KEY".into(), fake_rancher::ACCESS_KEY.into()),

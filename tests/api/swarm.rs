@@ -8,7 +8,6 @@ use crate::crash::Binary;
 use crate::helpers::{
     TestApp, WEBHOOK_KEY, http_client, named, skip_unless_ci, spawn_default_socket_app,
 };
-use crate::support::engine::free_port;
 use crate::support::engine::swarm;
 use crate::support::engine_proxy::{EngineProxy, Hold, TcpRelay};
 use autoredeploy::platform::engine::Call;
@@ -259,7 +258,7 @@ async fn a_tcp_engine_silent_at_start_is_asked_again_when_a_request_comes() {
         repository, name, ..
     } = opted_in_web_service(&bench, "pause").await;
     bench.web_image(&repository, "1", 2, "").await;
-    let port = free_port();
+    let (reserved, port) = TcpRelay::reserve();
     let mut app = bench
         .app(&[("DOCKER_HOST", &format!("tcp://127.0.0.1:{port}"))])
         .await;
@@ -270,7 +269,7 @@ async fn a_tcp_engine_silent_at_start_is_asked_again_when_a_request_comes() {
     let socket = crate::support::engine::docker_host()
         .trim_start_matches("unix://")
         .to_owned();
-    let _relay = TcpRelay::start(port, socket.as_ref()).await;
+    let _relay = TcpRelay::start(reserved, socket.as_ref()).await;
     let (status, answer) = app.put_service(&name, &request).await;
     assert_eq!(status, 202, "{answer}");
     let (units, _) = app.next_job().await;

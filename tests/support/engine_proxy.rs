@@ -195,11 +195,18 @@ pub struct TcpRelay {
 }
 
 impl TcpRelay {
-    /// Relays each connection to 127.0.0.1:`port` to the socket `engine`.
-    pub async fn start(port: u16, engine: &Path) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+    /// A port on 127.0.0.1 kept for a relay: bound but not listening, so that connections
+    /// to it are refused and no other test takes it meanwhile.
+    pub fn reserve() -> (tokio::net::TcpSocket, u16) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        (socket, port)
+    }
+
+    /// Relays each connection to the `reserved` port to the socket `engine`.
+    pub async fn start(reserved: tokio::net::TcpSocket, engine: &Path) -> Self {
+        let listener = reserved.listen(64).unwrap();
         let engine = engine.to_owned();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {

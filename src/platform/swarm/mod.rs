@@ -56,12 +56,12 @@ impl SwarmPlatform {
         let api = SwarmApi::new(client);
         let manager = match api.is_manager().await {
             Ok(manager) => manager,
-            Err(error) if settings.asked_for.is_some() => return Err(error.into()),
             // A TCP engine that does not answer yet is asked again at each push.
             Err(error) if error.is_transient() => {
                 tracing::warn!(%error, "the Docker Engine does not answer yet; whether it is a Swarm manager is asked again at the first push");
                 true
             }
+            Err(error) if settings.asked_for.is_some() => return Err(error.into()),
             Err(error) => {
                 tracing::info!(%error, "the engine could not say whether it is a Swarm manager; the Swarm target is not used");
                 false

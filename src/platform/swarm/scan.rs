@@ -81,7 +81,7 @@ impl Scan for ServiceScan {
             match self.api.is_manager().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::info!(engine = %self.api.client().address(), "the Docker Engine is not a Swarm manager; no service to update");
+                    tracing::warn!(engine = %self.api.client().address(), "the Docker Engine is not a Swarm manager; no service to update");
                     return Ok(Some(Vec::new()));
                 }
                 Err(error) if error.is_transient() => {
