@@ -21,6 +21,7 @@ mod paging;
 mod polling;
 mod rancher_tls;
 mod real_fixtures;
+mod registries;
 mod registry_credentials;
 mod reliability;
 mod scheduling;

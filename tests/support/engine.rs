@@ -554,6 +554,8 @@ pub struct Registry {
     child: Child,
     /// `127.0.0.1:<port>`.
     pub host: String,
+    binary: PathBuf,
+    config_file: PathBuf,
     _storage: tempfile::TempDir,
 }
 
@@ -578,23 +580,37 @@ impl Registry {
         }
         let config_file = storage.path().join("config.yml");
         std::fs::write(&config_file, config).map_err(|error| error.to_string())?;
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config_file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("starting docker-registry: {error}"))?;
-        let host = format!("127.0.0.1:{port}");
+        let child = serve(&binary, &config_file)?;
         let registry = Self {
             child,
-            host,
+            host: format!("127.0.0.1:{port}"),
+            binary,
+            config_file,
             _storage: storage,
         };
+        registry.until_listening().await?;
+        Ok(registry)
+    }
+
+    /// Starts the registry again, notifying `url` of every event with `Authorization:
+    /// Bearer <key>`, as an operator configures it for autoredeploy.
+    pub async fn notify(&mut self, url: &str, key: &str) {
+        self.stop().await;
+        let mut config = std::fs::read_to_string(&self.config_file).unwrap();
+        config.push_str(&format!(
+            "notifications:\n  endpoints:\n    - name: autoredeploy\n      url: {url}\n      \
+             headers:\n        Authorization: [Bearer {key}]\n      timeout: 2s\n      \
+             threshold: 3\n      backoff: 500ms\n"
+        ));
+        std::fs::write(&self.config_file, config).unwrap();
+        self.child = serve(&self.binary, &self.config_file).unwrap();
+        self.until_listening().await.unwrap();
+    }
+
+    async fn until_listening(&self) -> Result<(), String> {
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(&registry.host).await.is_ok() {
-                return Ok(registry);
+            if tokio::net::TcpStream::connect(&self.host).await.is_ok() {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -605,6 +621,18 @@ impl Registry {
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// `docker-registry serve <config_file>`, ended when dropped.
+fn serve(binary: &Path, config_file: &Path) -> Result<Child, String> {
+    Command::new(binary)
+        .arg("serve")
+        .arg(config_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("starting docker-registry: {error}"))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
