@@ -221,7 +221,8 @@ impl Application {
             settings.deploy.queue_size,
             signal,
             &settings.access,
-        );
+        )
+        .with_signing_secrets(settings.signing_secrets.clone());
         if let Some(containers) = containers {
             intake = intake.with_named_containers(containers);
         }

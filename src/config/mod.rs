@@ -35,7 +35,7 @@ pub use rancher::{
     DEFAULT_LABEL_NAME, MatchSettings, OnFailure, RancherSettings, RancherTarget, RetrySettings,
     UpgradeSettings,
 };
-pub use server::{AccessSettings, MIN_KEY_LENGTH};
+pub use server::{AccessSettings, MIN_KEY_LENGTH, SigningSecrets};
 pub use swarm::{SWARM_DEFAULT_LABEL_NAME, SwarmOnFailure, SwarmTarget};
 pub use targets::TargetSettings;
 pub use vars::FILE_SECRETS;
@@ -52,6 +52,8 @@ pub struct Settings {
     /// The secrets a webhook may present as `?key=` or bearer token (`DOCKER_HUB_KEY`,
     /// comma-separated so a key can be rotated without downtime).
     pub webhook_keys: Vec<SecretString>,
+    /// The secrets GitHub and Gitea sign their deliveries with.
+    pub signing_secrets: SigningSecrets,
     /// Who may call the webhook, and for which repositories.
     pub access: AccessSettings,
     /// What a push upgrades: each target in use, with its own settings.
@@ -122,6 +124,7 @@ impl Settings {
             bind_address: server.listen.ip(),
             bind_port: server.listen.port(),
             webhook_keys: server.webhook_keys,
+            signing_secrets: server.signing_secrets,
             access: server.access,
             targets,
             deploy: deploy.deploy,

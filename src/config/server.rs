@@ -27,6 +27,15 @@ pub struct AccessSettings {
     pub read_timeout: Duration,
 }
 
+/// The secrets senders sign their deliveries with; a route whose secret is unset is off.
+#[derive(Debug, Clone, Default)]
+pub struct SigningSecrets {
+    /// `GITHUB_WEBHOOK_SECRET`, for `POST /autoredeploy/github`.
+    pub github: Option<SecretString>,
+    /// `GITEA_WEBHOOK_SECRET`, for `POST /autoredeploy/gitea`.
+    pub gitea: Option<SecretString>,
+}
+
 /// Shortest webhook key accepted.
 pub const MIN_KEY_LENGTH: usize = 16;
 
@@ -36,6 +45,8 @@ pub(super) struct ServerSection {
     pub listen: SocketAddr,
     /// `DOCKER_HUB_KEY`.
     pub webhook_keys: Vec<SecretString>,
+    /// `GITHUB_WEBHOOK_SECRET`, `GITEA_WEBHOOK_SECRET`.
+    pub signing_secrets: SigningSecrets,
     /// The `AUTOREDEPLOY_*` limits on callers.
     pub access: AccessSettings,
 }
@@ -44,6 +55,10 @@ pub(super) struct ServerSection {
 pub(super) fn validate(vars: ServerVars) -> Result<ServerSection, ConfigError> {
     Ok(ServerSection {
         webhook_keys: webhook_keys(vars.docker_hub_key)?,
+        signing_secrets: SigningSecrets {
+            github: vars.github_webhook_secret,
+            gitea: vars.gitea_webhook_secret,
+        },
         listen: listen(vars.listen)?,
         access: AccessSettings {
             auth_failures_per_minute: parse_or(

@@ -54,6 +54,8 @@ pub(super) struct ServerVars {
     #[serde(flatten)]
     pub listen: ListenVars,
     pub docker_hub_key: Option<SecretString>,
+    pub github_webhook_secret: Option<SecretString>,
+    pub gitea_webhook_secret: Option<SecretString>,
     pub autoredeploy_auth_failures_per_minute: Option<String>,
     pub autoredeploy_trusted_proxies: Option<String>,
     pub autoredeploy_allowed_repos: Option<String>,
@@ -331,7 +333,13 @@ pub(super) fn is_ours(name: &str) -> bool {
 
 /// Secrets that may also be given as `<NAME>_FILE`, the path of a file holding them (Docker
 /// and Rancher secrets are mounted as files).
-pub const FILE_SECRETS: [&str; 3] = ["DOCKER_HUB_KEY", "RANCHER_API_SECRET", "CATTLE_SECRET_KEY"];
+pub const FILE_SECRETS: [&str; 5] = [
+    "DOCKER_HUB_KEY",
+    "GITHUB_WEBHOOK_SECRET",
+    "GITEA_WEBHOOK_SECRET",
+    "RANCHER_API_SECRET",
+    "CATTLE_SECRET_KEY",
+];
 
 /// Replaces each `<NAME>_FILE` of [`FILE_SECRETS`] by `<NAME>` holding the file's content,
 /// without its trailing newline. Setting both is an error; neither message shows a secret.

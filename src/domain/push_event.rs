@@ -3,7 +3,7 @@ use std::fmt;
 use super::ImageRef;
 
 /// Which sender said an image was pushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {
     /// Docker Hub's repository webhook.
     DockerHub,
@@ -15,6 +15,18 @@ pub enum SourceKind {
     Registry,
     /// A CI job's `POST /autoredeploy/image`.
     Image,
+    /// GitHub's package webhook (GHCR).
+    GitHub,
+    /// Harbor's webhook.
+    Harbor,
+    /// Quay's repository push notification.
+    Quay,
+    /// Azure Container Registry's webhook.
+    Acr,
+    /// JFrog Artifactory's Docker webhook.
+    JFrog,
+    /// Gitea's (or Forgejo's) package webhook.
+    Gitea,
 }
 
 impl SourceKind {
@@ -26,6 +38,12 @@ impl SourceKind {
             Self::Service => "service",
             Self::Registry => "registry",
             Self::Image => "image",
+            Self::GitHub => "github",
+            Self::Harbor => "harbor",
+            Self::Quay => "quay",
+            Self::Acr => "acr",
+            Self::JFrog => "jfrog",
+            Self::Gitea => "gitea",
         }
     }
 
@@ -37,6 +55,12 @@ impl SourceKind {
             "service" => Some(Self::Service),
             "registry" => Some(Self::Registry),
             "image" => Some(Self::Image),
+            "github" => Some(Self::GitHub),
+            "harbor" => Some(Self::Harbor),
+            "quay" => Some(Self::Quay),
+            "acr" => Some(Self::Acr),
+            "jfrog" => Some(Self::JFrog),
+            "gitea" => Some(Self::Gitea),
             _ => None,
         }
     }

@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 
 use serde::Deserialize;
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Buf, Stream};
 
+use super::auth::bare_key_as_bearer;
 use super::lookup::{self, Named};
 use super::notify::is_docker_name;
 use super::replies::{error_reply, method_not_allowed, unavailable};
@@ -21,22 +22,6 @@ use crate::domain::{ImageRef, PushEvent, SourceKind};
 #[serde(deny_unknown_fields)]
 struct SetImage {
     image: String,
-}
-
-/// `headers` with a bare `Authorization: <key>` written as `Bearer <key>`, as every other
-/// route reads it.
-fn bare_key_as_bearer(headers: &HeaderMap) -> HeaderMap {
-    let mut headers = headers.clone();
-    let bare = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.starts_with("Bearer "))
-        .and_then(|key| HeaderValue::from_str(&format!("Bearer {key}")).ok());
-    if let Some(mut bearer) = bare {
-        bearer.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, bearer);
-    }
-    headers
 }
 
 impl Intake {

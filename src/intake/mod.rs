@@ -11,6 +11,7 @@
 
 mod auth;
 mod body;
+mod deliveries;
 mod deploy_service;
 mod jobs;
 mod limiter;
@@ -37,7 +38,7 @@ use warp::reply::{Reply, Response};
 pub use auth::WebhookKey;
 pub use body::BODY_LIMIT;
 
-use crate::config::AccessSettings;
+use crate::config::{AccessSettings, SigningSecrets};
 use crate::journal::Journal;
 use crate::platform::NamedUnits;
 use crate::shutdown::ShutdownSignal;
@@ -69,6 +70,10 @@ pub struct Intake {
     named_containers: Option<Arc<dyn NamedUnits>>,
     /// Swarm services by name, for `PUT /service/{name}`, when that target is used.
     named_services: Option<Arc<dyn NamedUnits>>,
+    /// The secrets GitHub and Gitea sign with; their routes are off without them.
+    signing_secrets: SigningSecrets,
+    /// Deliveries accepted lately, by their sender's id for them.
+    deliveries: Arc<deliveries::RecentDeliveries>,
 }
 
 impl Intake {
@@ -94,7 +99,15 @@ impl Intake {
             read_timeout: access.read_timeout,
             named_containers: None,
             named_services: None,
+            signing_secrets: SigningSecrets::default(),
+            deliveries: Arc::default(),
         }
+    }
+
+    /// The same intake, checking the signatures of GitHub and Gitea with `secrets`.
+    pub fn with_signing_secrets(mut self, secrets: SigningSecrets) -> Self {
+        self.signing_secrets = secrets;
+        self
     }
 
     /// The same intake, answering `PUT /service/{name}` with the services of `named`.
@@ -115,9 +128,15 @@ impl Intake {
     /// A caller locked out is refused whatever key it sends; when it did send the right one,
     /// the refusal is logged as an error: Docker Hub does not send a refused push again.
     fn refuse_caller(&self, client: IpAddr, query: &str, headers: &HeaderMap) -> Option<Response> {
+        self.judge_caller(client, self.is_authorized(query, headers))
+    }
+
+    /// Refuses a caller that failed to authenticate too often, or one that is not
+    /// `authorized` (which counts as a failure). `None` lets the request go on.
+    fn judge_caller(&self, client: IpAddr, authorized: bool) -> Option<Response> {
         if let Some(lockout) = self.limiter.blocked(client) {
             let counted_as = lockout.counter.to_string();
-            if self.is_authorized(query, headers) {
+            if authorized {
                 tracing::error!(
                     %client,
                     counted_as,
@@ -145,7 +164,7 @@ impl Intake {
             }
             return Some(response);
         }
-        if !self.is_authorized(query, headers) {
+        if !authorized {
             self.limiter.record_failure(client);
             tracing::warn!(%client, "request refused: missing or wrong key");
             return Some(unauthorized());

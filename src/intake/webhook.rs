@@ -9,6 +9,7 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Buf, Stream};
 
+use super::auth::{bare_key_as_bearer, hmac_matches};
 use super::body::{self, BODY_LIMIT, BodyError};
 use super::replies::{error_reply, method_not_allowed, unavailable};
 use super::sources::{Auth, Delivery, Source};
@@ -36,12 +37,16 @@ impl Intake {
         if method != Method::POST {
             return method_not_allowed("POST");
         }
-        match source.auth {
-            Auth::Key => {
-                if let Some(refusal) = self.refuse_caller(client_ip, query, headers) {
-                    return refusal;
-                }
+        // Keys are judged before the body is read; signatures once it is.
+        let refusal = match source.auth {
+            Auth::Key => self.refuse_caller(client_ip, query, headers),
+            Auth::KeyHeader => self.refuse_caller(client_ip, "", &bare_key_as_bearer(headers)),
+            Auth::GitHubSignature | Auth::GiteaSignature | Auth::JFrog => {
+                self.route_off(source.auth)
             }
+        };
+        if let Some(refusal) = refusal {
+            return refusal;
         }
         if body::declares_other_than_json(headers) {
             tracing::info!(client, source = %source.kind, "webhook refused: not JSON");
@@ -58,6 +63,11 @@ impl Intake {
             Ok(body) => body,
             Err(refusal) => return *refusal,
         };
+        if let Some(signed) = self.signature_verified(source.auth, &body, headers)
+            && let Some(refusal) = self.judge_caller(client_ip, signed)
+        {
+            return refusal;
+        }
         let delivery = Delivery {
             body: &body,
             headers,
@@ -69,13 +79,28 @@ impl Intake {
                 return error_reply(StatusCode::BAD_REQUEST, "not_a_push", &reason.to_string());
             }
         };
+        if announced.ping {
+            return warp::reply::json(&json!({ "status": "pong" })).into_response();
+        }
+        let delivery_id = source
+            .delivery_id
+            .and_then(|name| headers.get(name))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        if let Some(id) = &delivery_id
+            && self.deliveries.seen(source.kind, id)
+        {
+            tracing::info!(client, source = %source.kind, "webhook ignored: a delivery received before");
+            return ignored(&format!(
+                "delivery {} was received before",
+                crate::domain::excerpt(id)
+            ));
+        }
         let pushes = announced.pushes;
         if pushes.is_empty() {
-            let ignored = announced.ignored.join("; ");
-            tracing::debug!(client, source = %source.kind, ignored, "webhook ignored: no push to act on");
-            let body = json!({ "status": "ignored", "ignored": ignored });
-            return warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED)
-                .into_response();
+            let why = announced.ignored.join("; ");
+            tracing::debug!(client, source = %source.kind, ignored = why, "webhook ignored: no push to act on");
+            return ignored(&why);
         }
         if let Some(push) = pushes.iter().find(|push| !self.is_allowed(&push.image)) {
             let image = push.image.to_string();
@@ -101,11 +126,73 @@ impl Intake {
                 Err(refusal) => return refusal,
             }
         }
+        if let Some(id) = &delivery_id {
+            self.deliveries.remember(source.kind, id);
+        }
         let body = match <[Value; 1]>::try_from(accepted) {
             Ok([one]) => one,
             Err(several) => json!({ "status": "accepted", "pushes": several }),
         };
         warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response()
+    }
+
+    /// `404` for a route whose signing secret is not set.
+    fn route_off(&self, auth: Auth) -> Option<Response> {
+        let (unset, variable, sender) = match auth {
+            Auth::GitHubSignature => (
+                self.signing_secrets.github.is_none(),
+                "GITHUB_WEBHOOK_SECRET",
+                "GitHub",
+            ),
+            Auth::GiteaSignature => (
+                self.signing_secrets.gitea.is_none(),
+                "GITEA_WEBHOOK_SECRET",
+                "Gitea",
+            ),
+            _ => (false, "", ""),
+        };
+        unset.then(|| {
+            error_reply(
+                StatusCode::NOT_FOUND,
+                "route_off",
+                &format!("{sender}'s webhooks are not received: set {variable}"),
+            )
+        })
+    }
+
+    /// Whether the body is signed as the sender of `auth` signs it; `None` for senders
+    /// judged by their key alone.
+    fn signature_verified(&self, auth: Auth, body: &[u8], headers: &HeaderMap) -> Option<bool> {
+        let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let secret = |secret: &Option<secrecy::SecretString>| {
+            secret
+                .as_ref()
+                .map(|secret| {
+                    secrecy::ExposeSecret::expose_secret(secret)
+                        .as_bytes()
+                        .to_vec()
+                })
+                .unwrap_or_default()
+        };
+        Some(match auth {
+            Auth::Key | Auth::KeyHeader => return None,
+            Auth::GitHubSignature => header("x-hub-signature-256")
+                .and_then(|value| value.strip_prefix("sha256="))
+                .is_some_and(|signature| {
+                    hmac_matches(&secret(&self.signing_secrets.github), body, signature)
+                }),
+            Auth::GiteaSignature => header("x-gitea-signature")
+                .or_else(|| header("x-forgejo-signature"))
+                .is_some_and(|signature| {
+                    hmac_matches(&secret(&self.signing_secrets.gitea), body, signature)
+                }),
+            // The secret token itself, or the body signed with it.
+            Auth::JFrog => header("x-jfrog-event-auth").is_some_and(|value| {
+                let key = self.key.verify(value);
+                let signed = self.key.signed(body, value);
+                key | signed
+            }),
+        })
     }
 
     /// Reads a request's body within [`BODY_LIMIT`] and the read timeout, or answers the
@@ -184,4 +271,10 @@ impl Intake {
             }
         }
     }
+}
+
+/// `202` for a delivery with nothing to act on, and why: senders retry anything else.
+fn ignored(why: &str) -> Response {
+    let body = json!({ "status": "ignored", "ignored": why });
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response()
 }

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::containers::{Bench, web_container};
-use crate::helpers::{TestApp, WEBHOOK_KEY, named, spawn_app};
+use crate::helpers::{TestApp, WEBHOOK_KEY, named, spawn_app, spawn_app_with};
 use crate::support::engine::{free_port, read_published, swarm};
 use crate::support::fake_rancher::{FakeRancher, service};
 use crate::swarm::{OPTED_IN, image_of, service_spec};
@@ -153,4 +153,222 @@ async fn a_ci_job_names_the_new_image() {
     assert_eq!(answer["image"], "docker.io/myorg/app:latest");
     let (units, _) = app.next_job().await;
     assert_eq!(named(&units, "upgraded"), ["hub"], "{units:?}");
+}
+
+const GITHUB_SECRET: &str = "github-secret-for-the-tests";
+const GITEA_SECRET: &str = "gitea-secret-for-the-tests";
+
+/// The hex HMAC-SHA256 of `body` keyed with `secret`, as the senders sign.
+fn signed(secret: &str, body: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// One sender's delivery: the Rancher service on its registry it must upgrade, its body,
+/// the headers that authenticate it, and headers that do not.
+struct Sender {
+    route: &'static str,
+    service: &'static str,
+    image: &'static str,
+    body: String,
+    good: Vec<(String, String)>,
+    bad: Vec<(String, String)>,
+}
+
+/// `pairs` as the `&str` pairs a delivery takes.
+fn refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Every sender, with a recorded payload (GitHub's tagged, Gitea's built from its fields).
+fn senders() -> Vec<Sender> {
+    let bearer = format!("Bearer {WEBHOOK_KEY}");
+    let mut github: Value = serde_json::from_str(include_str!(
+        "../../fixtures/registries/ghcr-package-published.json"
+    ))
+    .unwrap();
+    let version = &mut github["package"]["package_version"];
+    version["container_metadata"]["tag"]["name"] = json!("v1.2");
+    version["package_url"] = json!("ghcr.io/Codertocat/hello-world:v1.2");
+    github["package"]["package_type"] = json!("CONTAINER");
+    let github = github.to_string();
+    let gitea = json!({
+        "action": "created",
+        "package": {
+            "type": "container", "name": "app", "version": "1.4",
+            "owner": { "login": "team" },
+            "html_url": "https://git.example.com:3000/team/-/packages/container/app/1.4"
+        },
+        "sender": { "login": "ci" }
+    })
+    .to_string();
+    let jfrog = include_str!("../../fixtures/registries/jfrog-docker-pushed.json").to_owned();
+    vec![
+        Sender {
+            route: "github",
+            service: "ghcr",
+            image: "ghcr.io/codertocat/hello-world:v1.2",
+            good: headers(&[
+                ("x-github-event", "package"),
+                ("x-github-delivery", "8a1f0e1c-0001"),
+                (
+                    "x-hub-signature-256",
+                    &format!("sha256={}", signed(GITHUB_SECRET, &github)),
+                ),
+            ]),
+            bad: headers(&[
+                ("x-github-event", "package"),
+                (
+                    "x-hub-signature-256",
+                    &format!("sha256={}", signed("not-the-secret", &github)),
+                ),
+            ]),
+            body: github,
+        },
+        Sender {
+            route: "harbor",
+            service: "harbor",
+            image: "hub.harbor.com/test-webhook/debian:latest",
+            body: include_str!("../../fixtures/registries/harbor-push-artifact.json").to_owned(),
+            good: headers(&[("authorization", WEBHOOK_KEY)]),
+            bad: headers(&[("authorization", "Bearer not-the-key-0123456789")]),
+        },
+        Sender {
+            route: "quay",
+            service: "quay",
+            image: "quay.io/hiddeco/foo:3.10",
+            body: include_str!("../../fixtures/registries/quay-repo-push-real.json").to_owned(),
+            good: Vec::new(),
+            bad: Vec::new(),
+        },
+        Sender {
+            route: "acr",
+            service: "acr",
+            image: "myregistry.azurecr.io/hello-world:v1",
+            body: include_str!("../../fixtures/registries/acr-push.json").to_owned(),
+            good: headers(&[("authorization", &bearer)]),
+            bad: headers(&[("authorization", WEBHOOK_KEY)]),
+        },
+        Sender {
+            route: "jfrog",
+            service: "jfrog",
+            image: "trial30g6c2.jfrog.io/test-repo/foo/bar/busybox:latest",
+            good: headers(&[("x-jfrog-event-auth", &signed(WEBHOOK_KEY, &jfrog))]),
+            bad: headers(&[("x-jfrog-event-auth", &signed("not-the-key", &jfrog))]),
+            body: jfrog,
+        },
+        Sender {
+            route: "gitea",
+            service: "gitea",
+            image: "git.example.com:3000/team/app:1.4",
+            good: headers(&[
+                ("x-gitea-event", "package"),
+                ("x-gitea-signature", &signed(GITEA_SECRET, &gitea)),
+            ]),
+            bad: headers(&[("x-gitea-event", "package")]),
+            body: gitea,
+        },
+    ]
+}
+
+/// Each sender's own authentication is checked on the raw body before it is read: a
+/// wrong one is `401` and costs Rancher nothing; a right one upgrades the service that
+/// runs the pushed image on that sender's registry, and only that one.
+#[tokio::test]
+async fn every_sender_authenticates_its_own_way_and_deploys_its_registry_s_image() {
+    let senders = senders();
+    let rancher = FakeRancher::start(
+        senders
+            .iter()
+            .map(|sender| service(sender.service, &format!("docker:{}", sender.image)))
+            .collect(),
+    )
+    .await;
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
+            ("GITEA_WEBHOOK_SECRET", GITEA_SECRET),
+            ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "100"),
+        ],
+    )
+    .await;
+    for sender in &senders {
+        let bad = refs(&sender.bad);
+        let (status, answer) = app.deliver(sender.route, &bad, &sender.body).await;
+        assert_eq!(status, 401, "{}: {answer}", sender.route);
+    }
+    assert!(rancher.requests().is_empty(), "{:?}", rancher.requests());
+    for sender in &senders {
+        let good = refs(&sender.good);
+        let route = match sender.route {
+            "quay" => format!("quay?key={WEBHOOK_KEY}"),
+            route => route.to_owned(),
+        };
+        let (status, answer) = app.deliver(&route, &good, &sender.body).await;
+        assert_eq!(status, 202, "{}: {answer}", sender.route);
+        assert_eq!(answer["image"], sender.image, "{}: {answer}", sender.route);
+        let (units, _) = app.next_job().await;
+        assert_eq!(named(&units, "upgraded"), [sender.service], "{units:?}");
+    }
+
+    // GitHub's redelivery of the same delivery is not a new push; its ping is answered.
+    let github = &senders[0];
+    let good = refs(&github.good);
+    let (status, answer) = app.deliver("github", &good, &github.body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("received before"),
+        "{answer}"
+    );
+    let ping = r#"{"zen": "Keep it logically awesome."}"#;
+    let signature = format!("sha256={}", signed(GITHUB_SECRET, ping));
+    let (status, answer) = app
+        .deliver(
+            "github",
+            &[
+                ("x-github-event", "ping"),
+                ("x-hub-signature-256", &signature),
+            ],
+            ping,
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("pong")),
+        "{answer}"
+    );
+}
+
+/// Without its secret, a signed sender's route is off, and says what to set.
+#[tokio::test]
+async fn a_signed_sender_without_its_secret_is_told_what_to_set() {
+    let rancher = FakeRancher::start(vec![]).await;
+    let app = spawn_app(&rancher).await;
+    for (route, variable) in [
+        ("github", "GITHUB_WEBHOOK_SECRET"),
+        ("gitea", "GITEA_WEBHOOK_SECRET"),
+    ] {
+        let (status, answer) = app.deliver(route, &[], "{}").await;
+        assert_eq!(status, 404, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(variable),
+            "{answer}"
+        );
+    }
 }

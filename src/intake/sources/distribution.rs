@@ -15,6 +15,7 @@ pub const SOURCE: Source = Source {
     kind: SourceKind::Registry,
     path: "autoredeploy/registry",
     auth: Auth::Key,
+    delivery_id: None,
     parse,
 };
 

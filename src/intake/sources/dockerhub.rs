@@ -15,6 +15,7 @@ pub const SOURCE: Source = Source {
     kind: SourceKind::DockerHub,
     path: "autoredeploy",
     auth: Auth::Key,
+    delivery_id: None,
     parse: |delivery| parse_push(delivery.body).map(Announced::push),
 };
 

@@ -11,6 +11,7 @@ pub const SOURCE: Source = Source {
     kind: SourceKind::Image,
     path: "autoredeploy/image",
     auth: Auth::Key,
+    delivery_id: None,
     parse,
 };
 

@@ -2,21 +2,40 @@
 //! path, the way it proves it may push, and its parser; every parser produces the same
 //! [`PushEvent`]s, and nothing past the intake sees a payload.
 
+pub mod acr;
 pub mod distribution;
 pub mod dockerhub;
+pub mod gitea;
+pub mod github;
+pub mod harbor;
 pub mod image;
+pub mod jfrog;
+pub mod quay;
 
 use serde::de::DeserializeOwned;
-use warp::http::HeaderMap;
+/// The headers of a delivery.
+pub use warp::http::HeaderMap;
 
 use crate::domain::{ImageRef, PushEvent, SourceKind, excerpt};
 
-/// How a sender proves it may push.
+/// How a sender proves it may push. Keys and signatures are compared in constant time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     /// One of the webhook keys, as `Authorization: Bearer <key>` or, for senders that
     /// cannot set headers, as `?key=<key>`; checked before the body is read.
     Key,
+    /// One of the webhook keys in `Authorization`, as `Bearer <key>` or bare (Harbor sends
+    /// its "auth header" verbatim).
+    KeyHeader,
+    /// `X-Hub-Signature-256: sha256=<hex>`, the HMAC-SHA256 of the raw body keyed with
+    /// `GITHUB_WEBHOOK_SECRET`.
+    GitHubSignature,
+    /// `X-Gitea-Signature` (or `X-Forgejo-Signature`): the hex HMAC-SHA256 of the raw body
+    /// keyed with `GITEA_WEBHOOK_SECRET`.
+    GiteaSignature,
+    /// `X-JFrog-Event-Auth`: one of the webhook keys, or the hex HMAC-SHA256 of the raw
+    /// body keyed with one.
+    JFrog,
 }
 
 /// One sender of push notifications.
@@ -28,6 +47,8 @@ pub struct Source {
     pub path: &'static str,
     /// How it authenticates.
     pub auth: Auth,
+    /// The header naming each delivery, whose repetition (a redelivery) is ignored.
+    pub delivery_id: Option<&'static str>,
     /// Reads a delivery into the pushes it announces, and what it announces that is not
     /// a push to act on.
     pub parse: fn(&Delivery<'_>) -> Result<Announced, NotAPush>,
@@ -66,6 +87,8 @@ pub struct Announced {
     /// Why each other event it holds is not one (a pull, a layer, an untagged manifest):
     /// such a delivery is answered `202` and costs no target a request.
     pub ignored: Vec<String>,
+    /// A sender's test of the hook (GitHub's `ping`), answered `200`.
+    pub ping: bool,
 }
 
 impl Announced {
@@ -73,21 +96,39 @@ impl Announced {
     pub fn push(push: PushEvent) -> Self {
         Self {
             pushes: vec![push],
-            ignored: Vec::new(),
+            ..Self::default()
         }
     }
 
     /// A delivery of nothing to act on, and why.
     pub fn ignored(why: impl Into<String>) -> Self {
         Self {
-            pushes: Vec::new(),
             ignored: vec![why.into()],
+            ..Self::default()
+        }
+    }
+
+    /// A sender's test of the hook.
+    pub fn ping() -> Self {
+        Self {
+            ping: true,
+            ..Self::default()
         }
     }
 }
 
 /// Every sender.
-pub static SOURCES: [Source; 3] = [dockerhub::SOURCE, distribution::SOURCE, image::SOURCE];
+pub static SOURCES: [Source; 9] = [
+    dockerhub::SOURCE,
+    distribution::SOURCE,
+    github::SOURCE,
+    harbor::SOURCE,
+    quay::SOURCE,
+    acr::SOURCE,
+    jfrog::SOURCE,
+    gitea::SOURCE,
+    image::SOURCE,
+];
 
 /// The sender whose route is `POST /<path>`.
 pub fn by_path(path: &str) -> Option<&'static Source> {
