@@ -19,6 +19,9 @@ pub struct AccessSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Repositories whose pushes are accepted; empty means all (`AUTOREDEPLOY_ALLOWED_REPOS`).
     pub allowed_repos: Vec<glob::Pattern>,
+    /// Registry hosts reached under another name too: a push naming the first is also a
+    /// push of the second (`AUTOREDEPLOY_REGISTRY_ALIASES`).
+    pub registry_aliases: Vec<(String, String)>,
     /// Connections served at once; further ones wait to be accepted
     /// (`AUTOREDEPLOY_MAX_CONNECTIONS`).
     pub max_connections: usize,
@@ -69,6 +72,7 @@ pub(super) fn validate(vars: ServerVars) -> Result<ServerSection, ConfigError> {
             )?,
             trusted_proxies: trusted_proxies(vars.autoredeploy_trusted_proxies.as_deref())?,
             allowed_repos: allowed_repos(vars.autoredeploy_allowed_repos.as_deref())?,
+            registry_aliases: registry_aliases(vars.autoredeploy_registry_aliases.as_deref())?,
             max_connections: parse_or(
                 "AUTOREDEPLOY_MAX_CONNECTIONS",
                 vars.autoredeploy_max_connections,
@@ -142,6 +146,33 @@ fn trusted_proxies(value: Option<&str>) -> Result<Vec<ipnet::IpNet>, ConfigError
 }
 
 /// Patterns of the repositories whose pushes are accepted.
+/// `pushed=used` pairs of registry hosts, each a host (and port) as an image names it.
+fn registry_aliases(value: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    let host = |text: &str| {
+        let text = text.trim();
+        crate::domain::ImageRef::parse(&format!("{text}/image"))
+            .ok()
+            .map(|image| image.registry().to_owned())
+            .filter(|registry| registry.eq_ignore_ascii_case(text))
+    };
+    list(value)
+        .map(|entry| {
+            entry
+                .split_once('=')
+                .and_then(|(pushed, used)| Some((host(pushed)?, host(used)?)))
+                .filter(|(pushed, used)| pushed != used)
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        "AUTOREDEPLOY_REGISTRY_ALIASES",
+                        "comma-separated pairs of registry hosts such as \
+                         registry.internal:5000=registry.example.com",
+                        entry,
+                    )
+                })
+        })
+        .collect()
+}
+
 fn allowed_repos(value: Option<&str>) -> Result<Vec<glob::Pattern>, ConfigError> {
     list(value)
         .map(|entry| {

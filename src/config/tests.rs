@@ -165,6 +165,12 @@ fn malformed_values_name_the_variable_and_the_expectation() {
         ("RANCHER_RETRY_TOTAL_S", "0"),
         ("AUTOREDEPLOY_TRUSTED_PROXIES", "10.0.0.0/33"),
         ("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/[web"),
+        ("AUTOREDEPLOY_REGISTRY_ALIASES", "registry.internal:5000"),
+        ("AUTOREDEPLOY_REGISTRY_ALIASES", "a.example.com=Bad Host"),
+        (
+            "AUTOREDEPLOY_REGISTRY_ALIASES",
+            "a.example.com=a.example.com",
+        ),
         ("AUTOREDEPLOY_AUTH_FAILURES_PER_MINUTE", "0"),
         ("AUTOREDEPLOY_MAX_CONNECTIONS", "0"),
         ("RANCHER_LIST_CONCURRENCY", "0"),
@@ -177,6 +183,25 @@ fn malformed_values_name_the_variable_and_the_expectation() {
             "{message}"
         );
     }
+}
+
+#[test]
+fn registry_aliases_are_pairs_of_hosts() {
+    let settings = with(&[(
+        "AUTOREDEPLOY_REGISTRY_ALIASES",
+        " registry.internal:5000 = Registry.Example.com , localhost:5000=127.0.0.1:5000",
+    )])
+    .unwrap();
+    assert_eq!(
+        settings.access.registry_aliases,
+        [
+            (
+                "registry.internal:5000".to_owned(),
+                "registry.example.com".to_owned()
+            ),
+            ("localhost:5000".to_owned(), "127.0.0.1:5000".to_owned()),
+        ]
+    );
 }
 
 #[test]

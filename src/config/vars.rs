@@ -59,6 +59,7 @@ pub(super) struct ServerVars {
     pub autoredeploy_auth_failures_per_minute: Option<String>,
     pub autoredeploy_trusted_proxies: Option<String>,
     pub autoredeploy_allowed_repos: Option<String>,
+    pub autoredeploy_registry_aliases: Option<String>,
     pub autoredeploy_max_connections: Option<String>,
     pub autoredeploy_read_timeout_s: Option<String>,
 }

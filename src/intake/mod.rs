@@ -64,6 +64,8 @@ pub struct Intake {
     trusted_proxies: Vec<IpNet>,
     /// Repositories whose pushes are accepted; empty means all.
     allowed_repos: Vec<glob::Pattern>,
+    /// Registry hosts whose pushes are also pushes of another host name.
+    registry_aliases: Vec<(String, String)>,
     /// Time a client has to send the body once its head has arrived.
     read_timeout: Duration,
     /// Containers by name, for `/notify/{container}`, when that target is used.
@@ -96,6 +98,7 @@ impl Intake {
             limiter: Arc::new(FailureLimiter::new(access.auth_failures_per_minute)),
             trusted_proxies: access.trusted_proxies.clone(),
             allowed_repos: access.allowed_repos.clone(),
+            registry_aliases: access.registry_aliases.clone(),
             read_timeout: access.read_timeout,
             named_containers: None,
             named_services: None,

@@ -96,7 +96,7 @@ impl Intake {
                 crate::domain::excerpt(id)
             ));
         }
-        let pushes = announced.pushes;
+        let pushes = self.with_aliases(announced.pushes);
         if pushes.is_empty() {
             let why = announced.ignored.join("; ");
             tracing::debug!(client, source = %source.kind, ignored = why, "webhook ignored: no push to act on");
@@ -134,6 +134,31 @@ impl Intake {
             Err(several) => json!({ "status": "accepted", "pushes": several }),
         };
         warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response()
+    }
+
+    /// `pushes`, each followed by its copy under every other name of its registry
+    /// (`AUTOREDEPLOY_REGISTRY_ALIASES`).
+    fn with_aliases(&self, pushes: Vec<PushEvent>) -> Vec<PushEvent> {
+        let mut all = Vec::with_capacity(pushes.len());
+        for push in pushes {
+            let aliases: Vec<PushEvent> = self
+                .registry_aliases
+                .iter()
+                .filter(|(pushed, _)| pushed == push.image.registry())
+                .filter_map(|(_, used)| {
+                    let tag = push.image.tag()?;
+                    let reference = format!("{used}/{}:{tag}", push.image.repository());
+                    let image = crate::domain::ImageRef::parse(&reference).ok()?;
+                    Some(PushEvent {
+                        image,
+                        ..push.clone()
+                    })
+                })
+                .collect();
+            all.push(push);
+            all.extend(aliases);
+        }
+        all
     }
 
     /// `404` for a route whose signing secret is not set.

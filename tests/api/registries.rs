@@ -372,3 +372,54 @@ async fn a_signed_sender_without_its_secret_is_told_what_to_set() {
         );
     }
 }
+
+/// A registry reached under two names: a push naming the one it was pushed to also
+/// redeploys what runs the image under the other.
+#[tokio::test]
+async fn a_registry_alias_makes_a_push_reach_the_other_name_too() {
+    let rancher = FakeRancher::start(vec![
+        service("internal", "docker:localhost:5000/myorg/app:latest"),
+        service("external", "docker:registry.example.com/myorg/app:latest"),
+        service("elsewhere", "docker:other.example.com/myorg/app:latest"),
+    ])
+    .await;
+    let mut app = spawn_app_with(
+        &rancher,
+        &[(
+            "AUTOREDEPLOY_REGISTRY_ALIASES",
+            "localhost:5000=registry.example.com",
+        )],
+    )
+    .await;
+    let bearer = format!("Bearer {WEBHOOK_KEY}");
+    let manifest =
+        include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
+    let (status, answer) = app
+        .deliver(
+            "registry",
+            &[EVENTS_V1, ("authorization", &bearer)],
+            manifest,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let images: Vec<&str> = answer["pushes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|push| push["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            "localhost:5000/myorg/app:latest",
+            "registry.example.com/myorg/app:latest"
+        ]
+    );
+    let mut upgraded = Vec::new();
+    for _ in 0..2 {
+        let (units, _) = app.next_job().await;
+        upgraded.extend(named(&units, "upgraded"));
+    }
+    upgraded.sort();
+    assert_eq!(upgraded, ["external", "internal"]);
+}
