@@ -29,6 +29,7 @@ fn fixture_with(queue_size: usize, allowed_repos: &[&str]) -> Fixture {
             .iter()
             .map(|p| glob::Pattern::new(p).unwrap())
             .collect(),
+        registry_aliases: Vec::new(),
         max_connections: 8,
         read_timeout: Duration::from_secs(10),
     };
