@@ -211,6 +211,7 @@ mod tests {
             image: ImageRef::parse(image).unwrap(),
             resuming,
             only: None,
+            digest: None,
         }
     }
 

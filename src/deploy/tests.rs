@@ -89,6 +89,7 @@ impl Platform for TestPlatform {
         unit: &'a UnitRecord,
         _: Option<Prefetched>,
         _: &'a ImageRef,
+        _: Option<&'a str>,
         _: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
         self.drives.fetch_add(1, Ordering::SeqCst);

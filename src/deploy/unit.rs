@@ -63,7 +63,9 @@ impl Deployer {
             }
         };
         let log = StepLog::new(self.journal.clone(), job.id, unit_ref);
-        let progress = platform.drive(&unit, prefetched, &job.image, &log).await;
+        let progress = platform
+            .drive(&unit, prefetched, &job.image, job.digest.as_deref(), &log)
+            .await;
         drop(log);
         // Boxed: only needed at the end, not while the unit is driven.
         match progress {

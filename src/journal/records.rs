@@ -40,6 +40,8 @@ pub struct PendingJob {
     pub resuming: bool,
     /// The one unit it concerns, when it is not a push of the image to every unit.
     pub only: Option<UnitRef>,
+    /// The digest the last push merged into it says the tag names, when it says so.
+    pub digest: Option<String>,
 }
 
 /// Lifecycle of a job.
@@ -221,7 +223,7 @@ pub struct StepRecord {
 /// Jobs to work on: running (to resume) first, then queued, oldest first.
 pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
     let mut statement = db.prepare(
-        "SELECT id, image, state, only_unit FROM jobs WHERE state IN ('running', 'queued')
+        "SELECT id, image, state, only_unit, digest FROM jobs WHERE state IN ('running', 'queued')
          ORDER BY state = 'running' DESC, id",
     )?;
     let rows = statement.query_map([], |row| {
@@ -246,6 +248,7 @@ pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
                     )
                 })?),
             },
+            digest: row.get(4)?,
         })
     })?;
     rows.collect()

@@ -47,14 +47,16 @@ pub trait Platform: Send + Sync + fmt::Debug {
     }
 
     /// Carries one unit from the step the journal last recorded (`unit.step`, with
-    /// `unit.checkpoint`) to an end, recording each step through `log` before taking it. `prefetched` is what the
-    /// scan read of the unit moments ago, given only when nothing had to wait since: it may
-    /// stand in for a fresh read.
+    /// `unit.checkpoint`) to an end, recording each step through `log` before taking it.
+    /// `prefetched` is what the scan read of the unit moments ago, given only when nothing
+    /// had to wait since: it may stand in for a fresh read. `digest` is the one the push
+    /// says the tag names now, when it says so: a unit that runs it is up to date.
     fn drive<'a>(
         &'a self,
         unit: &'a UnitRecord,
         prefetched: Option<Prefetched>,
         image: &'a ImageRef,
+        digest: Option<&'a str>,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress>;
 }

@@ -62,6 +62,25 @@ async fn a_docker_push_to_a_notifying_registry_redeploys_once() {
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0]["source"], "registry");
     assert_eq!(jobs[0]["image"], tagged.as_str());
+
+    // The registry is the source of truth: told the digest they run, both are left alone,
+    // the container without a pull.
+    let bearer = format!("Bearer {WEBHOOK_KEY}");
+    let again = json!({ "image": tagged, "digest": second }).to_string();
+    let (status, answer) = app
+        .deliver("image", &[("authorization", &bearer)], &again)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let (units, _) = app.next_job().await;
+    let mut up_to_date = named(&units, "up-to-date");
+    up_to_date.sort();
+    assert_eq!(up_to_date, expected, "{units:?}");
+    let reason = units
+        .iter()
+        .find(|unit| unit.name == container)
+        .and_then(|unit| unit.outcome.reason.clone())
+        .unwrap_or_default();
+    assert!(reason.contains("the pushed digest"), "{reason}");
 }
 
 impl TestApp {

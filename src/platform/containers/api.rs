@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use url::form_urlencoded;
 
 use super::wire::{ContainerView, ImageView, ListedContainer};
+use crate::domain::ImageRef;
 use crate::platform::engine::{Call, EngineClient, EngineError, REQUEST_TIMEOUT};
 
 /// A container's inspect, whole and read.
@@ -77,6 +78,32 @@ impl ContainerApi {
         let what = format!("inspecting image {name}");
         let path = format!("/images/{name}/json");
         absent_is_none(self.client.json(Call::get(&what, &path)).await)
+    }
+
+    /// Whether the image `id` is, for its registry, `image`'s repository at `digest`: one
+    /// of its `RepoDigests` names them.
+    pub async fn runs_digest(
+        &self,
+        id: &str,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<bool, EngineError> {
+        let Some(document) = self.image(id).await? else {
+            return Ok(false);
+        };
+        let named = document["RepoDigests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|value| ImageRef::parse(value.as_str()?).ok())
+            .any(|known| {
+                known.registry() == image.registry()
+                    && known.repository() == image.repository()
+                    && known
+                        .digest()
+                        .is_some_and(|known| known.eq_ignore_ascii_case(digest))
+            });
+        Ok(named)
     }
 
     /// The id of the image of that reference, if the engine has it.

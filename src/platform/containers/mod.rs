@@ -90,8 +90,9 @@ impl Platform for ContainersPlatform {
         unit: &'a UnitRecord,
         _prefetched: Option<Prefetched>,
         image: &'a ImageRef,
+        digest: Option<&'a str>,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
-        Box::pin(self.redeployer.drive(unit, image, log))
+        Box::pin(self.redeployer.drive(unit, image, digest, log))
     }
 }

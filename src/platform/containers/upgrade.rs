@@ -97,7 +97,13 @@ fn parked_name(name: &str) -> String {
 
 impl Redeployer {
     /// Carries the container of `unit` from its recorded step to an end.
-    pub async fn drive(&self, unit: &UnitRecord, image: &ImageRef, log: &StepLog) -> Progress {
+    pub async fn drive(
+        &self,
+        unit: &UnitRecord,
+        image: &ImageRef,
+        digest: Option<&str>,
+        log: &StepLog,
+    ) -> Progress {
         let Some(step) = Step::parse(&unit.step) else {
             return Progress::Ended(Outcome::failed(format!(
                 "the journal holds a step this version does not know: `{}`",
@@ -105,7 +111,10 @@ impl Redeployer {
             )));
         };
         let checkpoint = Checkpoint::from_json(unit.checkpoint.as_deref());
-        match self.run(&unit.id, image, step, checkpoint, log).await {
+        match self
+            .run(&unit.id, image, digest, step, checkpoint, log)
+            .await
+        {
             Ok(outcome) => Progress::Ended(outcome),
             Err(Halt::Later(reason)) => Progress::Later(reason),
             Err(Halt::Interrupted) => Progress::Interrupted,
@@ -116,15 +125,18 @@ impl Redeployer {
         &self,
         name: &str,
         image: &ImageRef,
+        digest: Option<&str>,
         step: Step,
         checkpoint: Option<Checkpoint>,
         log: &StepLog,
     ) -> Result<Outcome, Halt> {
         let mut checkpoint = match (step, checkpoint) {
-            (Step::Planned | Step::Pulling, _) => match self.prepare(name, image, log).await? {
-                Ok(checkpoint) => checkpoint,
-                Err(outcome) => return Ok(outcome),
-            },
+            (Step::Planned | Step::Pulling, _) => {
+                match self.prepare(name, image, digest, log).await? {
+                    Ok(checkpoint) => checkpoint,
+                    Err(outcome) => return Ok(outcome),
+                }
+            }
             (_, Some(checkpoint)) => checkpoint,
             (_, None) => {
                 return Ok(Outcome::failed(
@@ -194,11 +206,14 @@ impl Redeployer {
     }
 
     /// Checks that the container still runs the pushed image, pulls it, and compares.
-    /// Returns the checkpoint to create the new container with, or the unit's end.
+    /// Returns the checkpoint to create the new container with, or the unit's end. A
+    /// container whose image the registry knows by the pushed `digest` is up to date
+    /// without a pull.
     async fn prepare(
         &self,
         name: &str,
         image: &ImageRef,
+        digest: Option<&str>,
         log: &StepLog,
     ) -> Result<Result<Checkpoint, Outcome>, Halt> {
         let Some(Inspected { view, .. }) = self.api.inspect(name).await? else {
@@ -228,6 +243,14 @@ impl Redeployer {
                     view.config.image
                 ))));
             }
+        }
+        if let Some(digest) = digest
+            && self.api.runs_digest(&view.image_id, image, digest).await?
+        {
+            return Ok(Err(Outcome::because(
+                UnitEnd::UpToDate,
+                format!("it already runs {digest}, the pushed digest"),
+            )));
         }
         log.record(
             Step::Pulling.as_str(),

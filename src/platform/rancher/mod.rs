@@ -112,6 +112,8 @@ impl Platform for RancherPlatform {
         unit: &'a UnitRecord,
         prefetched: Option<Prefetched>,
         image: &'a ImageRef,
+        // Rancher names a service's image by its tag only.
+        _digest: Option<&'a str>,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
         let listed = prefetched.and_then(|prefetched| prefetched.copy.downcast::<Listed>().ok());

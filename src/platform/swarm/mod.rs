@@ -133,8 +133,9 @@ impl Platform for SwarmPlatform {
         unit: &'a UnitRecord,
         _prefetched: Option<Prefetched>,
         image: &'a ImageRef,
+        digest: Option<&'a str>,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress> {
-        Box::pin(self.updater.drive(unit, image, log))
+        Box::pin(self.updater.drive(unit, image, digest, log))
     }
 }

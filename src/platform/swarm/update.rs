@@ -131,7 +131,13 @@ pub(super) struct Updater {
 
 impl Updater {
     /// Carries the service of `unit` from its recorded step to an end.
-    pub async fn drive(&self, unit: &UnitRecord, image: &ImageRef, log: &StepLog) -> Progress {
+    pub async fn drive(
+        &self,
+        unit: &UnitRecord,
+        image: &ImageRef,
+        digest: Option<&str>,
+        log: &StepLog,
+    ) -> Progress {
         let Some(step) = Step::parse(&unit.step) else {
             return Progress::Ended(Outcome::failed(format!(
                 "the journal holds a step this version does not know: `{}`",
@@ -143,7 +149,7 @@ impl Updater {
             .as_deref()
             .and_then(|text| serde_json::from_str::<Checkpoint>(text).ok());
         let result = match (step, checkpoint) {
-            (Step::Planned, _) => self.begin(&unit.id, image, log).await,
+            (Step::Planned, _) => self.begin(&unit.id, image, digest, log).await,
             (step, Some(checkpoint)) => self.resume(&unit.id, step, checkpoint, log).await,
             (_, None) => Ok(Outcome::failed(
                 "the journal holds no checkpoint for this update's step",
@@ -159,16 +165,22 @@ impl Updater {
     /// Reads the service, resolves the digest of `image` (the pushed tag, or the image a
     /// request sets), and posts the update unless the service runs it already. Which
     /// services a push concerns was decided by the scan; only the label is read again.
-    async fn begin(&self, id: &str, image: &ImageRef, log: &StepLog) -> Result<Outcome, Halt> {
+    async fn begin(
+        &self,
+        id: &str,
+        image: &ImageRef,
+        pushed: Option<&str>,
+        log: &StepLog,
+    ) -> Result<Outcome, Halt> {
         let Some(service) = self.api.service(id).await? else {
             return Ok(Outcome::skipped("the service was removed"));
         };
         if let Err(reason) = scan::opted_in(&service, &self.rule) {
             return Ok(Outcome::skipped(reason));
         }
-        // A digest given is asked about too, for the image's platforms (and whether the
-        // registry has it), as the docker CLI does.
-        let asked = match image.digest() {
+        // A digest given (by the request, or by the push) is asked about too, for the
+        // image's platforms (and whether the registry has it), as the docker CLI does.
+        let asked = match image.digest().or(pushed) {
             Some(digest) => format!("{}/{}@{digest}", image.registry(), image.repository()),
             None => image.to_string(),
         };
