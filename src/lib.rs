@@ -19,6 +19,8 @@
 //!   the ends every platform shares.
 //! * [`events`] is what happened to each unit and each push: one log line each, and a
 //!   stream that tests and later consumers can subscribe to.
+//! * [`recheck`] reads, every `AUTOREDEPLOY_RECHECK_INTERVAL`, the digest of each tag the
+//!   opted-in workloads run from its registry, and journals a push for each that moved.
 //! * [`startup`] wires everything together around a listener the caller binds,
 //!   [`shutdown`] carries the signal to stop between two steps, [`telemetry`] sets up
 //!   logging, [`healthcheck`] and [`jobs_command`] are the binary's other commands.
@@ -33,6 +35,7 @@ pub mod intake;
 pub mod jobs_command;
 pub mod journal;
 pub mod platform;
+pub mod recheck;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -18,6 +18,8 @@ use crate::platform::containers::ContainersPlatform;
 use crate::platform::engine::{EngineClient, EngineError};
 use crate::platform::rancher::{RancherError, RancherPlatform};
 use crate::platform::swarm::{SwarmPlatform, SwarmStartError};
+use crate::recheck::Recheck;
+use crate::recheck::manifest::ManifestClient;
 use crate::shutdown::{Shutdown, ShutdownSignal};
 
 /// Outcomes kept for a subscriber that falls behind.
@@ -199,6 +201,24 @@ impl Application {
         let targets = targets.join(",");
 
         let wake = Arc::new(Notify::new());
+        if let Some(interval) = settings.deploy.recheck_interval {
+            match ManifestClient::new(engine_config_folder(&settings)) {
+                Ok(manifests) => {
+                    let recheck = Recheck {
+                        platforms: platforms.clone(),
+                        journal: journal.clone(),
+                        wake: Arc::clone(&wake),
+                        manifests,
+                        interval,
+                        queue_size: settings.deploy.queue_size,
+                    };
+                    tokio::spawn(recheck.run(signal.clone()));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the re-check cannot read registries; AUTOREDEPLOY_RECHECK_INTERVAL is not honoured");
+                }
+            }
+        }
         let deployer = Deployer::new(DeployerParts {
             platforms,
             journal: journal.clone(),
@@ -268,6 +288,17 @@ async fn prune(journal: Journal, history: Duration) {
             Err(error) => tracing::warn!(%error, "cannot prune the history"),
         }
     }
+}
+
+/// The folder of the `config.json` the engine targets read registry credentials from.
+fn engine_config_folder(settings: &Settings) -> Option<std::path::PathBuf> {
+    let targets = &settings.targets;
+    targets
+        .containers
+        .as_ref()
+        .map(|target| &target.engine)
+        .or(targets.swarm.as_ref().map(|target| &target.engine))
+        .and_then(|engine| engine.config_folder.clone())
 }
 
 #[cfg(test)]

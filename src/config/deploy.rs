@@ -22,6 +22,10 @@ pub struct DeploySettings {
     /// How long running upgrades may go on after a shutdown signal
     /// (`AUTOREDEPLOY_SHUTDOWN_GRACE_S`).
     pub shutdown_grace: Duration,
+    /// How often the tags that opted-in containers and Swarm services run are read from
+    /// their registries, to redeploy those a missed push left behind; `None`, the
+    /// default, never (`AUTOREDEPLOY_RECHECK_INTERVAL`).
+    pub recheck_interval: Option<Duration>,
 }
 
 /// Runs again of a job whose run could not reach its end (a target unreachable beyond
@@ -43,6 +47,23 @@ pub(super) struct DeploySection {
     pub data_dir: PathBuf,
     /// `AUTOREDEPLOY_HISTORY_DAYS`.
     pub history: Duration,
+}
+
+/// `AUTOREDEPLOY_RECHECK_INTERVAL`: a duration such as `24h` or `30m`, from a second to
+/// thirty days.
+fn recheck_interval(value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim())
+        .ok()
+        .filter(|interval| {
+            (Duration::from_secs(1)..=Duration::from_secs(30 * 86_400)).contains(interval)
+        })
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "AUTOREDEPLOY_RECHECK_INTERVAL",
+                "a duration from 1s to 30d, such as 24h or 30m",
+                value,
+            )
+        })
 }
 
 /// Validates the job variables.
@@ -72,6 +93,10 @@ pub(super) fn validate(vars: DeployVars) -> Result<DeploySection, ConfigError> {
                 30,
                 0..=3600,
             )?),
+            recheck_interval: vars
+                .autoredeploy_recheck_interval
+                .map(|value| recheck_interval(&value))
+                .transpose()?,
             job_retry: JobRetrySettings {
                 pause: Duration::from_secs(parse_or(
                     "AUTOREDEPLOY_JOB_RETRY_S",

@@ -166,6 +166,9 @@ fn malformed_values_name_the_variable_and_the_expectation() {
         ("AUTOREDEPLOY_TRUSTED_PROXIES", "10.0.0.0/33"),
         ("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/[web"),
         ("AUTOREDEPLOY_REGISTRY_ALIASES", "registry.internal:5000"),
+        ("AUTOREDEPLOY_RECHECK_INTERVAL", "daily"),
+        ("AUTOREDEPLOY_RECHECK_INTERVAL", "0s"),
+        ("AUTOREDEPLOY_RECHECK_INTERVAL", "40d"),
         ("AUTOREDEPLOY_REGISTRY_ALIASES", "a.example.com=Bad Host"),
         (
             "AUTOREDEPLOY_REGISTRY_ALIASES",
@@ -183,6 +186,16 @@ fn malformed_values_name_the_variable_and_the_expectation() {
             "{message}"
         );
     }
+}
+
+#[test]
+fn the_recheck_is_off_unless_an_interval_is_given() {
+    assert_eq!(with(&[]).unwrap().deploy.recheck_interval, None);
+    let daily = with(&[("AUTOREDEPLOY_RECHECK_INTERVAL", "24h")]).unwrap();
+    assert_eq!(
+        daily.deploy.recheck_interval,
+        Some(Duration::from_secs(86_400))
+    );
 }
 
 #[test]

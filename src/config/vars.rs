@@ -313,6 +313,7 @@ pub(super) struct DeployVars {
     pub autoredeploy_shutdown_grace_s: Option<String>,
     pub autoredeploy_data_dir: Option<String>,
     pub autoredeploy_history_days: Option<String>,
+    pub autoredeploy_recheck_interval: Option<String>,
 }
 
 /// Whether a variable belongs to autoredeploy, so that a value that is not UTF-8 is refused
@@ -327,6 +328,8 @@ pub(super) fn is_ours(name: &str) -> bool {
         "DOCKER_AUTOREDEPLOY_",
         "DOCKER_UPGRADE_",
         "SWARM_",
+        "GITHUB_WEBHOOK_",
+        "GITEA_WEBHOOK_",
     ]
     .iter()
     .any(|prefix| name.starts_with(prefix))

@@ -27,6 +27,8 @@ pub enum SourceKind {
     JFrog,
     /// Gitea's (or Forgejo's) package webhook.
     Gitea,
+    /// The safety re-check (`AUTOREDEPLOY_RECHECK_INTERVAL`), which found a tag moved.
+    Recheck,
 }
 
 impl SourceKind {
@@ -44,6 +46,7 @@ impl SourceKind {
             Self::Acr => "acr",
             Self::JFrog => "jfrog",
             Self::Gitea => "gitea",
+            Self::Recheck => "recheck",
         }
     }
 
@@ -61,6 +64,7 @@ impl SourceKind {
             "acr" => Some(Self::Acr),
             "jfrog" => Some(Self::JFrog),
             "gitea" => Some(Self::Gitea),
+            "recheck" => Some(Self::Recheck),
             _ => None,
         }
     }

@@ -46,6 +46,12 @@ pub trait Platform: Send + Sync + fmt::Debug {
         self.scan(image)
     }
 
+    /// The tags its opted-in units run, each with the digest it runs it at when that is
+    /// known, for the safety re-check. By default none: the re-check leaves it out.
+    fn in_use(&self) -> BoxFuture<'_, Result<Vec<InUse>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Carries one unit from the step the journal last recorded (`unit.step`, with
     /// `unit.checkpoint`) to an end, recording each step through `log` before taking it.
     /// `prefetched` is what the scan read of the unit moments ago, given only when nothing
@@ -59,6 +65,15 @@ pub trait Platform: Send + Sync + fmt::Debug {
         digest: Option<&'a str>,
         log: &'a StepLog,
     ) -> BoxFuture<'a, Progress>;
+}
+
+/// A tag an opted-in unit runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InUse {
+    /// The image, by its tag.
+    pub image: ImageRef,
+    /// The digest the unit runs it at, when that is known.
+    pub digest: Option<String>,
 }
 
 /// Finds a workload by the name a request gives it (`POST /notify/{container}`).

@@ -442,3 +442,47 @@ async fn a_registry_alias_makes_a_push_reach_the_other_name_too() {
     upgraded.sort();
     assert_eq!(upgraded, ["external", "internal"]);
 }
+
+/// A push nobody was told of (the registry notifies no one) is found by the re-check
+/// within an interval and redeployed, as a job of source `recheck`; a container whose tag
+/// did not move is left alone, and a later re-check finds nothing more to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recheck_finds_a_missed_push_and_leaves_the_rest_alone() {
+    let Some(bench) = Bench::new("recheck").await else {
+        return;
+    };
+    // Only this test's containers: others on the engine are other tests' business.
+    const LABEL: &str = "autoredeploy.test.recheck";
+    let sandbox = &bench.sandbox;
+    let repository = bench.repository("web");
+    bench.web_image(&repository, "1", 1, "").await;
+    bench.web_image(&repository, "stable", 1, "").await;
+    let (moved, steady) = (sandbox.name("moved"), sandbox.name("steady"));
+    let port = free_port();
+    for (name, tag, port) in [(&moved, "1", port), (&steady, "stable", free_port())] {
+        let mut body = web_container(&format!("{repository}:{tag}"), port);
+        body["Labels"] = json!({ LABEL: "true" });
+        sandbox.run(name, body).await;
+    }
+    bench.web_image(&repository, "1", 2, "").await;
+
+    let mut app = bench
+        .app(&[
+            ("AUTOREDEPLOY_TARGETS", "containers"),
+            ("DOCKER_AUTOREDEPLOY_LABEL_NAME", LABEL),
+            ("DOCKER_AUTOREDEPLOY_DEFAULT", "false"),
+            ("AUTOREDEPLOY_RECHECK_INTERVAL", "2s"),
+        ])
+        .await;
+    let (units, _) = app.next_job().await;
+    assert_eq!(named(&units, "upgraded"), [moved.clone()], "{units:?}");
+    assert_eq!(read_published(port, "/index.html").await.unwrap(), "v2");
+
+    // Two more intervals: everything runs what its tag names.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let (_, jobs) = app.history("/jobs").await;
+    let jobs = jobs["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["source"], "recheck");
+    assert_eq!(jobs[0]["image"], format!("{repository}:1"));
+}

@@ -80,30 +80,38 @@ impl ContainerApi {
         absent_is_none(self.client.json(Call::get(&what, &path)).await)
     }
 
-    /// Whether the image `id` is, for its registry, `image`'s repository at `digest`: one
-    /// of its `RepoDigests` names them.
+    /// Whether the image `id` is, for its registry, `image`'s repository at `digest`.
     pub async fn runs_digest(
         &self,
         id: &str,
         image: &ImageRef,
         digest: &str,
     ) -> Result<bool, EngineError> {
+        Ok(self
+            .digest_in(id, image)
+            .await?
+            .is_some_and(|known| known.eq_ignore_ascii_case(digest)))
+    }
+
+    /// The digest the image `id` has in the repository of `image`, as its `RepoDigests`
+    /// say (written when it was pulled or pushed).
+    pub async fn digest_in(
+        &self,
+        id: &str,
+        image: &ImageRef,
+    ) -> Result<Option<String>, EngineError> {
         let Some(document) = self.image(id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let named = document["RepoDigests"]
+        Ok(document["RepoDigests"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|value| ImageRef::parse(value.as_str()?).ok())
-            .any(|known| {
-                known.registry() == image.registry()
-                    && known.repository() == image.repository()
-                    && known
-                        .digest()
-                        .is_some_and(|known| known.eq_ignore_ascii_case(digest))
-            });
-        Ok(named)
+            .find(|known| {
+                known.registry() == image.registry() && known.repository() == image.repository()
+            })
+            .and_then(|known| known.digest().map(str::to_owned)))
     }
 
     /// The id of the image of that reference, if the engine has it.

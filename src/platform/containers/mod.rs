@@ -7,6 +7,7 @@ mod api;
 mod checkpoint;
 mod dependants;
 mod gate;
+mod in_use;
 mod matching;
 mod named;
 mod own;
@@ -21,7 +22,7 @@ use crate::config::ContainersTarget;
 use crate::domain::{ImageRef, TargetKind};
 use crate::journal::UnitRecord;
 use crate::platform::engine::EngineClient;
-use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
+use crate::platform::{BoxFuture, InUse, Platform, Prefetched, Progress, Scan, StepLog};
 use crate::shutdown::ShutdownSignal;
 use api::ContainerApi;
 use upgrade::Redeployer;
@@ -83,6 +84,18 @@ impl Platform for ContainersPlatform {
             self.settings.matching.clone(),
             self.redeployer.own_id.clone(),
         ))
+    }
+
+    fn in_use(&self) -> BoxFuture<'_, Result<Vec<InUse>, String>> {
+        Box::pin(async move {
+            in_use::in_use(
+                &self.redeployer.api,
+                &self.settings.matching,
+                self.redeployer.own_id.as_deref(),
+            )
+            .await
+            .map_err(|error| error.to_string())
+        })
     }
 
     fn drive<'a>(

@@ -21,6 +21,9 @@ pub(super) struct ListedContainer {
     /// names another image.
     #[serde(rename = "Image", default)]
     pub image: String,
+    /// The id of its image.
+    #[serde(rename = "ImageID", default)]
+    pub image_id: String,
     /// Its labels.
     #[serde(rename = "Labels", default)]
     pub labels: Option<HashMap<String, String>>,

@@ -256,6 +256,12 @@ impl RegistryAuth {
         )
     }
 
+    /// The user name and password, for a registry's own `Basic` challenge or its token
+    /// service; `None` with an identity token only. Secrets: never to be logged.
+    pub fn user_and_password(&self) -> Option<(&str, &SecretString)> {
+        Some((self.username.as_deref()?, self.password.as_ref()?))
+    }
+
     /// The key of `auths` these credentials were found under.
     pub fn server_address(&self) -> &str {
         &self.server_address

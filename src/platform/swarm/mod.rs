@@ -14,7 +14,7 @@ use crate::config::SwarmTarget;
 use crate::domain::{ImageRef, TargetKind, UnitRef};
 use crate::journal::UnitRecord;
 use crate::platform::engine::{EngineClient, EngineError};
-use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
+use crate::platform::{BoxFuture, InUse, Platform, Prefetched, Progress, Scan, StepLog};
 use crate::shutdown::ShutdownSignal;
 use api::SwarmApi;
 use update::Updater;
@@ -125,6 +125,31 @@ impl Platform for SwarmPlatform {
             rule: self.settings.matching.clone(),
             summary: Default::default(),
             done: false,
+        })
+    }
+
+    fn in_use(&self) -> BoxFuture<'_, Result<Vec<InUse>, String>> {
+        Box::pin(async move {
+            if !self.updater.api.is_manager().await.unwrap_or(false) {
+                return Ok(Vec::new());
+            }
+            let services = self
+                .updater
+                .api
+                .services()
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(services
+                .iter()
+                .filter(|service| scan::opted_in(service, &self.settings.matching).is_ok())
+                .filter_map(|service| {
+                    let written = ImageRef::parse(service.image()?).ok()?;
+                    Some(InUse {
+                        image: written.tag().map(|_| written.without_digest())?,
+                        digest: written.digest().map(str::to_owned),
+                    })
+                })
+                .collect())
         })
     }
 
