@@ -475,7 +475,7 @@ async fn the_recheck_finds_a_missed_push_and_leaves_the_rest_alone() {
         ])
         .await;
     let (units, _) = app.next_job().await;
-    assert_eq!(named(&units, "upgraded"), [moved.clone()], "{units:?}");
+    assert_eq!(named(&units, "upgraded"), [moved.as_str()], "{units:?}");
     assert_eq!(read_published(port, "/index.html").await.unwrap(), "v2");
 
     // Two more intervals: everything runs what its tag names.
