@@ -59,8 +59,8 @@ pub(super) fn validate(vars: ServerVars) -> Result<ServerSection, ConfigError> {
     Ok(ServerSection {
         webhook_keys: webhook_keys(vars.docker_hub_key)?,
         signing_secrets: SigningSecrets {
-            github: vars.github_webhook_secret,
-            gitea: vars.gitea_webhook_secret,
+            github: signing_secret("GITHUB_WEBHOOK_SECRET", vars.github_webhook_secret)?,
+            gitea: signing_secret("GITEA_WEBHOOK_SECRET", vars.gitea_webhook_secret)?,
         },
         listen: listen(vars.listen)?,
         access: AccessSettings {
@@ -145,7 +145,23 @@ fn trusted_proxies(value: Option<&str>) -> Result<Vec<ipnet::IpNet>, ConfigError
         .collect()
 }
 
-/// Patterns of the repositories whose pushes are accepted.
+/// A secret deliveries are signed with, long enough that one recorded delivery does not
+/// let it be guessed offline.
+fn signing_secret(
+    name: &str,
+    value: Option<SecretString>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match value {
+        Some(secret) if secret.expose_secret().chars().count() < MIN_KEY_LENGTH => {
+            Err(ConfigError(format!(
+                "{name} must have at least {MIN_KEY_LENGTH} characters; generate one with \
+                 `openssl rand -hex 32`"
+            )))
+        }
+        value => Ok(value),
+    }
+}
+
 /// `pushed=used` pairs of registry hosts, each a host (and port) as an image names it.
 fn registry_aliases(value: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
     let host = |text: &str| {
@@ -173,6 +189,7 @@ fn registry_aliases(value: Option<&str>) -> Result<Vec<(String, String)>, Config
         .collect()
 }
 
+/// Patterns of the repositories whose pushes are accepted.
 fn allowed_repos(value: Option<&str>) -> Result<Vec<glob::Pattern>, ConfigError> {
     list(value)
         .map(|entry| {

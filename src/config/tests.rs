@@ -189,6 +189,17 @@ fn malformed_values_name_the_variable_and_the_expectation() {
 }
 
 #[test]
+fn signing_secrets_must_resist_guessing() {
+    for name in ["GITHUB_WEBHOOK_SECRET", "GITEA_WEBHOOK_SECRET"] {
+        let refused = error_of(with(&[(name, "short-secret")]));
+        assert!(refused.contains(name), "{refused}");
+        assert!(!refused.contains("short-secret"), "{refused}");
+    }
+    let given = with(&[("GITHUB_WEBHOOK_SECRET", "a-long-enough-secret")]).unwrap();
+    assert!(given.signing_secrets.github.is_some() && given.signing_secrets.gitea.is_none());
+}
+
+#[test]
 fn the_recheck_is_off_unless_an_interval_is_given() {
     assert_eq!(with(&[]).unwrap().deploy.recheck_interval, None);
     let daily = with(&[("AUTOREDEPLOY_RECHECK_INTERVAL", "24h")]).unwrap();

@@ -6,10 +6,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::http::{HeaderMap, HeaderValue, header};
 
-/// The accepted webhook keys, kept only as digests.
+/// The accepted webhook keys.
 ///
-/// Comparing fixed-length SHA-256 digests in constant time, against every key whatever the
-/// outcome, reveals neither the content nor the length of a key to someone timing guesses.
+/// A key is compared as a fixed-length SHA-256 digest in constant time, against every key
+/// whatever the outcome, which reveals neither the content nor the length of a key to
+/// someone timing guesses. The keys themselves are kept for the senders that sign with one.
 #[derive(Clone)]
 pub struct WebhookKey {
     digests: Vec<[u8; 32]>,

@@ -236,7 +236,7 @@ pub fn routes(
                 .map(|peer: Option<server::Peer>| peer.map(|server::Peer(address)| address)),
         );
     let source = warp::path::tail().and_then(|path: warp::path::Tail| async move {
-        sources::by_path(path.as_str()).ok_or_else(warp::reject::not_found)
+        sources::by_path(path.as_str().trim_end_matches('/')).ok_or_else(warp::reject::not_found)
     });
     let webhook = source
         .and(caller)

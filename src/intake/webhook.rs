@@ -14,7 +14,7 @@ use super::body::{self, BODY_LIMIT, BodyError};
 use super::replies::{error_reply, method_not_allowed, unavailable};
 use super::sources::{Auth, Delivery, Source};
 use super::{Intake, limiter};
-use crate::domain::PushEvent;
+use crate::domain::{PushEvent, SourceKind};
 use crate::journal::AcceptError;
 
 impl Intake {
@@ -96,24 +96,34 @@ impl Intake {
                 crate::domain::excerpt(id)
             ));
         }
-        let pushes = self.with_aliases(announced.pushes);
-        if pushes.is_empty() {
-            let why = announced.ignored.join("; ");
-            tracing::debug!(client, source = %source.kind, ignored = why, "webhook ignored: no push to act on");
-            return ignored(&why);
-        }
-        if let Some(push) = pushes.iter().find(|push| !self.is_allowed(&push.image)) {
+        let mut ignored_here = announced.ignored;
+        let mut pushes = Vec::new();
+        for push in self.with_aliases(announced.pushes) {
+            if self.is_allowed(&push.image) {
+                pushes.push(push);
+                continue;
+            }
             let image = push.image.to_string();
             tracing::warn!(
                 client,
+                source = %source.kind,
                 image,
                 "push refused: repository not in AUTOREDEPLOY_ALLOWED_REPOS"
             );
-            return error_reply(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                &format!("pushes of {image} are not accepted here (AUTOREDEPLOY_ALLOWED_REPOS)"),
-            );
+            let refusal =
+                format!("pushes of {image} are not accepted here (AUTOREDEPLOY_ALLOWED_REPOS)");
+            // A registry sends again what it is not answered 2xx for, holding back its
+            // later events: it is told the push was ignored. Docker Hub and a CI job are
+            // told no.
+            if matches!(source.kind, SourceKind::DockerHub | SourceKind::Image) {
+                return error_reply(StatusCode::FORBIDDEN, "forbidden", &refusal);
+            }
+            ignored_here.push(refusal);
+        }
+        if pushes.is_empty() {
+            let why = ignored_here.join("; ");
+            tracing::debug!(client, source = %source.kind, ignored = why, "webhook ignored: no push to act on");
+            return ignored(&why);
         }
         if self.shutdown.is_triggered() {
             tracing::warn!(client, "push refused: shutting down");

@@ -46,7 +46,7 @@ pub trait Platform: Send + Sync + fmt::Debug {
         self.scan(image)
     }
 
-    /// The tags its opted-in units run, each with the digest it runs it at when that is
+    /// The tags its opted-in units run, each with the digests it runs it at when they are
     /// known, for the safety re-check. By default none: the re-check leaves it out.
     fn in_use(&self) -> BoxFuture<'_, Result<Vec<InUse>, String>> {
         Box::pin(async { Ok(Vec::new()) })
@@ -72,8 +72,9 @@ pub trait Platform: Send + Sync + fmt::Debug {
 pub struct InUse {
     /// The image, by its tag.
     pub image: ImageRef,
-    /// The digest the unit runs it at, when that is known.
-    pub digest: Option<String>,
+    /// The digests the unit's image is known by in the tag's repository: one when the
+    /// platform pins it, none when it is not known.
+    pub digests: Vec<String>,
 }
 
 /// Finds a workload by the name a request gives it (`POST /notify/{container}`).

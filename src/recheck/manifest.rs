@@ -141,6 +141,13 @@ impl ManifestClient {
                     .unwrap_or_else(|| format!("repository:{}:pull", image.repository()));
                 let mut url = url::Url::parse(realm)
                     .map_err(|_| "the registry's token realm is not a URL".to_owned())?;
+                // Credentials go only over https, or to this machine's loopback interface.
+                if url.scheme() != "https" && !is_loopback(url.host_str().unwrap_or_default()) {
+                    return Err(format!(
+                        "{} names a token service that is not https; no credentials are sent to it",
+                        image.registry()
+                    ));
+                }
                 url.query_pairs_mut().append_pair("scope", &scope);
                 if let Some(service) = parameter(&parameters, "service") {
                     url.query_pairs_mut().append_pair("service", service);
@@ -183,15 +190,19 @@ fn registry_base(registry: &str) -> String {
         return "https://registry-1.docker.io".into();
     }
     let host = registry.rsplit_once(':').map_or(registry, |(host, _)| host);
-    let loopback = host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match loopback {
+    match is_loopback(host) {
         true => format!("http://{registry}"),
         false => format!("https://{registry}"),
     }
+}
+
+/// Whether `host` (without its port) is this machine's loopback interface.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The scheme of a `WWW-Authenticate` challenge (lower case) and its parameters.

@@ -50,8 +50,8 @@ impl Recheck {
     /// Compares every tag in use with its registry, and journals a push for each that
     /// moved; returns how many were journaled.
     pub async fn once(&self) -> usize {
-        // Each tag once, with the digests its workloads run (those known).
-        let mut in_use: BTreeMap<String, (ImageRef, Vec<String>)> = BTreeMap::new();
+        // Each tag once, with the digests each of its workloads is known by (those known).
+        let mut in_use: BTreeMap<String, (ImageRef, Vec<Vec<String>>)> = BTreeMap::new();
         for platform in &self.platforms {
             match platform.in_use().await {
                 Ok(found) => {
@@ -59,7 +59,9 @@ impl Recheck {
                         let entry = in_use
                             .entry(unit.image.to_string())
                             .or_insert_with(|| (unit.image.clone(), Vec::new()));
-                        entry.1.extend(unit.digest);
+                        if !unit.digests.is_empty() {
+                            entry.1.push(unit.digests);
+                        }
                     }
                 }
                 Err(error) => {
@@ -79,10 +81,12 @@ impl Recheck {
                     continue;
                 }
             };
-            if running
-                .iter()
-                .all(|digest| digest.eq_ignore_ascii_case(&current))
-            {
+            let runs_current = |digests: &Vec<String>| {
+                digests
+                    .iter()
+                    .any(|digest| digest.eq_ignore_ascii_case(&current))
+            };
+            if running.iter().all(runs_current) {
                 continue;
             }
             let push = PushEvent {

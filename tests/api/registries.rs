@@ -163,11 +163,18 @@ async fn a_ci_job_names_the_new_image() {
     let keyed = [("authorization", bearer.as_str())];
     let body = json!({ "image": "myorg/app" }).to_string();
     assert_eq!(app.deliver("image", &[], &body).await.0, 401);
-    let (status, answer) = app
-        .deliver("image", &keyed, r#"{"image": "myorg/app@sha256:12"}"#)
-        .await;
+    let digest_only = json!({ "image": format!("myorg/app@sha256:{}", "0".repeat(64)) });
+    let (status, answer) = app.deliver("image", &keyed, &digest_only.to_string()).await;
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = app.deliver("image", &keyed, &body).await;
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("without a tag"),
+        "{answer}"
+    );
+    // A URL written with a trailing slash is the same route.
+    let (status, answer) = app.deliver("image/", &keyed, &body).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["image"], "docker.io/myorg/app:latest");
     let (units, _) = app.next_job().await;
@@ -185,14 +192,15 @@ fn signed(secret: &str, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// One sender's delivery: the Rancher service on its registry it must upgrade, its body,
-/// the headers that authenticate it, and headers that do not.
+/// One sender: the Rancher service on its registry a push must upgrade, a push, an event
+/// of it that is not a push, how it authenticates a body, and headers that do not.
 struct Sender {
     route: &'static str,
     service: &'static str,
     image: &'static str,
     body: String,
-    good: Vec<(String, String)>,
+    not_a_push: String,
+    signs: fn(&str) -> Vec<(String, String)>,
     bad: Vec<(String, String)>,
 }
 
@@ -211,20 +219,10 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every sender, with a recorded payload (GitHub's tagged, Gitea's built from its fields).
-fn senders() -> Vec<Sender> {
-    let bearer = format!("Bearer {WEBHOOK_KEY}");
-    let mut github: Value = serde_json::from_str(include_str!(
-        "../../fixtures/registries/ghcr-package-published.json"
-    ))
-    .unwrap();
-    let version = &mut github["package"]["package_version"];
-    version["container_metadata"]["tag"]["name"] = json!("v1.2");
-    version["package_url"] = json!("ghcr.io/Codertocat/hello-world:v1.2");
-    github["package"]["package_type"] = json!("CONTAINER");
-    let github = github.to_string();
-    let gitea = json!({
-        "action": "created",
+/// A Gitea package event, built from the fields of Gitea's `PackagePayload`.
+fn gitea_event(action: &str) -> String {
+    json!({
+        "action": action,
         "package": {
             "type": "container", "name": "app", "version": "1.4",
             "owner": { "login": "team" },
@@ -232,21 +230,24 @@ fn senders() -> Vec<Sender> {
         },
         "sender": { "login": "ci" }
     })
-    .to_string();
-    let jfrog = include_str!("../../fixtures/registries/jfrog-docker-pushed.json").to_owned();
+    .to_string()
+}
+
+/// Every sender, with recorded payloads (GitHub's given a tag).
+fn senders() -> Vec<Sender> {
+    let published = include_str!("../../fixtures/registries/ghcr-package-published.json");
+    let mut github: Value = serde_json::from_str(published).unwrap();
+    let version = &mut github["package"]["package_version"];
+    version["container_metadata"]["tag"]["name"] = json!("v1.2");
+    version["package_url"] = json!("ghcr.io/Codertocat/hello-world:v1.2");
+    github["package"]["package_type"] = json!("CONTAINER");
+    let github = github.to_string();
+    let jfrog = include_str!("../../fixtures/registries/jfrog-docker-pushed.json");
     vec![
         Sender {
             route: "github",
             service: "ghcr",
             image: "ghcr.io/codertocat/hello-world:v1.2",
-            good: headers(&[
-                ("x-github-event", "package"),
-                ("x-github-delivery", "8a1f0e1c-0001"),
-                (
-                    "x-hub-signature-256",
-                    &format!("sha256={}", signed(GITHUB_SECRET, &github)),
-                ),
-            ]),
             bad: headers(&[
                 ("x-github-event", "package"),
                 (
@@ -255,13 +256,27 @@ fn senders() -> Vec<Sender> {
                 ),
             ]),
             body: github,
+            // The recorded event: an untagged manifest of an npm-typed package.
+            not_a_push: published.to_owned(),
+            signs: |body| {
+                headers(&[
+                    ("x-github-event", "package"),
+                    ("x-github-delivery", &format!("delivery-{}", body.len())),
+                    (
+                        "x-hub-signature-256",
+                        &format!("sha256={}", signed(GITHUB_SECRET, body)),
+                    ),
+                ])
+            },
         },
         Sender {
             route: "harbor",
             service: "harbor",
             image: "hub.harbor.com/test-webhook/debian:latest",
             body: include_str!("../../fixtures/registries/harbor-push-artifact.json").to_owned(),
-            good: headers(&[("authorization", WEBHOOK_KEY)]),
+            not_a_push: include_str!("../../fixtures/registries/harbor-pull-artifact.json")
+                .to_owned(),
+            signs: |_| headers(&[("authorization", WEBHOOK_KEY)]),
             bad: headers(&[("authorization", "Bearer not-the-key-0123456789")]),
         },
         Sender {
@@ -269,7 +284,13 @@ fn senders() -> Vec<Sender> {
             service: "quay",
             image: "quay.io/hiddeco/foo:3.10",
             body: include_str!("../../fixtures/registries/quay-repo-push-real.json").to_owned(),
-            good: Vec::new(),
+            not_a_push: json!({
+                "repository": "hiddeco/foo",
+                "docker_url": "quay.io/hiddeco/foo",
+                "updated_tags": []
+            })
+            .to_string(),
+            signs: |_| Vec::new(),
             bad: Vec::new(),
         },
         Sender {
@@ -277,29 +298,42 @@ fn senders() -> Vec<Sender> {
             service: "acr",
             image: "myregistry.azurecr.io/hello-world:v1",
             body: include_str!("../../fixtures/registries/acr-push.json").to_owned(),
-            good: headers(&[("authorization", &bearer)]),
+            not_a_push: include_str!("../../fixtures/registries/acr-delete.json").to_owned(),
+            signs: |_| headers(&[("authorization", &format!("Bearer {WEBHOOK_KEY}"))]),
             bad: headers(&[("authorization", WEBHOOK_KEY)]),
         },
         Sender {
             route: "jfrog",
             service: "jfrog",
             image: "trial30g6c2.jfrog.io/test-repo/foo/bar/busybox:latest",
-            good: headers(&[("x-jfrog-event-auth", &signed(WEBHOOK_KEY, &jfrog))]),
-            bad: headers(&[("x-jfrog-event-auth", &signed("not-the-key", &jfrog))]),
-            body: jfrog,
+            body: jfrog.to_owned(),
+            not_a_push: jfrog.replace("\"pushed\"", "\"deleted\""),
+            signs: |body| headers(&[("x-jfrog-event-auth", &signed(WEBHOOK_KEY, body))]),
+            bad: headers(&[("x-jfrog-event-auth", &signed("not-the-key", jfrog))]),
         },
         Sender {
             route: "gitea",
             service: "gitea",
             image: "git.example.com:3000/team/app:1.4",
-            good: headers(&[
-                ("x-gitea-event", "package"),
-                ("x-gitea-signature", &signed(GITEA_SECRET, &gitea)),
-            ]),
+            body: gitea_event("created"),
+            not_a_push: gitea_event("deleted"),
+            signs: |body| {
+                headers(&[
+                    ("x-gitea-event", "package"),
+                    ("x-gitea-signature", &signed(GITEA_SECRET, body)),
+                ])
+            },
             bad: headers(&[("x-gitea-event", "package")]),
-            body: gitea,
         },
     ]
+}
+
+/// The route of `sender`, with the key in the URL for Quay.
+fn route_of(sender: &Sender) -> String {
+    match sender.route {
+        "quay" => format!("quay?key={WEBHOOK_KEY}"),
+        route => route.to_owned(),
+    }
 }
 
 /// Each sender's own authentication is checked on the raw body before it is read: a
@@ -328,15 +362,24 @@ async fn every_sender_authenticates_its_own_way_and_deploys_its_registry_s_image
         let bad = refs(&sender.bad);
         let (status, answer) = app.deliver(sender.route, &bad, &sender.body).await;
         assert_eq!(status, 401, "{}: {answer}", sender.route);
+        // What is not a push, authenticated, is answered 202 and costs nothing.
+        let authenticated = (sender.signs)(&sender.not_a_push);
+        let (status, answer) = app
+            .deliver(&route_of(sender), &refs(&authenticated), &sender.not_a_push)
+            .await;
+        assert_eq!(status, 202, "{}: {answer}", sender.route);
+        assert!(
+            !answer["ignored"].as_str().unwrap_or_default().is_empty(),
+            "{}: {answer}",
+            sender.route
+        );
     }
     assert!(rancher.requests().is_empty(), "{:?}", rancher.requests());
     for sender in &senders {
-        let good = refs(&sender.good);
-        let route = match sender.route {
-            "quay" => format!("quay?key={WEBHOOK_KEY}"),
-            route => route.to_owned(),
-        };
-        let (status, answer) = app.deliver(&route, &good, &sender.body).await;
+        let authenticated = (sender.signs)(&sender.body);
+        let (status, answer) = app
+            .deliver(&route_of(sender), &refs(&authenticated), &sender.body)
+            .await;
         assert_eq!(status, 202, "{}: {answer}", sender.route);
         assert_eq!(answer["image"], sender.image, "{}: {answer}", sender.route);
         let (units, _) = app.next_job().await;
@@ -345,8 +388,8 @@ async fn every_sender_authenticates_its_own_way_and_deploys_its_registry_s_image
 
     // GitHub's redelivery of the same delivery is not a new push; its ping is answered.
     let github = &senders[0];
-    let good = refs(&github.good);
-    let (status, answer) = app.deliver("github", &good, &github.body).await;
+    let again = (github.signs)(&github.body);
+    let (status, answer) = app.deliver("github", &refs(&again), &github.body).await;
     assert_eq!(status, 202, "{answer}");
     assert!(
         answer["ignored"]
@@ -478,11 +521,58 @@ async fn the_recheck_finds_a_missed_push_and_leaves_the_rest_alone() {
     assert_eq!(named(&units, "upgraded"), [moved.as_str()], "{units:?}");
     assert_eq!(read_published(port, "/index.html").await.unwrap(), "v2");
 
-    // Two more intervals: everything runs what its tag names.
+    // Two more intervals: everything runs what its tag names. A re-check that ran while
+    // the redeploy was under way may have queued a job of the same tag, which found
+    // nothing left to do; none ever concerned the tag that did not move.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let (_, jobs) = app.history("/jobs").await;
     let jobs = jobs["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(jobs[0]["source"], "recheck");
-    assert_eq!(jobs[0]["image"], format!("{repository}:1"));
+    assert!(
+        jobs.iter()
+            .all(|job| job["source"] == "recheck"
+                && job["image"] == format!("{repository}:1").as_str()),
+        "{jobs:?}"
+    );
+    let upgrades: Vec<i64> = jobs
+        .iter()
+        .map(|job| job["upgraded"].as_i64().unwrap())
+        .collect();
+    assert_eq!(upgrades.iter().sum::<i64>(), 1, "{jobs:?}");
+    assert!(jobs.len() <= 2, "{jobs:?}");
+}
+
+/// A registry sends again, for ever, a delivery it is not answered 2xx for: a push outside
+/// `AUTOREDEPLOY_ALLOWED_REPOS` is ignored there, while a CI job is told no.
+#[tokio::test]
+async fn a_registry_push_outside_the_allowed_repositories_is_ignored_a_ci_job_refused() {
+    let rancher = FakeRancher::start(vec![service(
+        "local",
+        "docker:localhost:5000/myorg/app:latest",
+    )])
+    .await;
+    let app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/*")]).await;
+    let bearer = format!("Bearer {WEBHOOK_KEY}");
+    let manifest =
+        include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
+    let (status, answer) = app
+        .deliver(
+            "registry",
+            &[EVENTS_V1, ("authorization", &bearer)],
+            manifest,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("AUTOREDEPLOY_ALLOWED_REPOS"),
+        "{answer}"
+    );
+    let body = json!({ "image": "localhost:5000/myorg/app" }).to_string();
+    let (status, answer) = app
+        .deliver("image", &[("authorization", &bearer)], &body)
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(rancher.requests().is_empty(), "{:?}", rancher.requests());
 }

@@ -76,10 +76,13 @@ struct Actor {
 fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
     let envelope: Envelope = read_json(delivery.body, "a registry notification envelope")?;
     let mut announced = Announced::default();
+    // An event it cannot read is set aside, not the envelope refused: the registry would
+    // send it again for ever, holding back every later event.
     for (index, event) in envelope.events.into_iter().enumerate() {
-        match read_event(event, index)? {
-            Ok(push) => announced.pushes.push(push),
-            Err(ignored) => announced.ignored.push(ignored),
+        match read_event(event, index) {
+            Ok(Ok(push)) => announced.pushes.push(push),
+            Ok(Err(ignored)) => announced.ignored.push(ignored),
+            Err(NotAPush(unreadable)) => announced.ignored.push(unreadable),
         }
     }
     if announced.pushes.is_empty() && announced.ignored.is_empty() {
@@ -201,23 +204,37 @@ mod tests {
     }
 
     #[test]
-    fn malformed_envelopes_are_refused() {
+    fn malformed_envelopes_are_refused_and_unreadable_events_set_aside() {
         for (body, reason) in [
             ("{}", "missing field `events`"),
             (r#"{"events": {}}"#, "invalid type"),
-            (
-                r#"{"events": [{"action": "push", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "a/b", "tag": "1"}}]}"#,
-                "host is not known",
-            ),
-            (
-                r#"{"events": [{"action": "push", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "A//b", "tag": "1"}, "request": {"host": "r.example.com"}}]}"#,
-                "does not name an image",
-            ),
         ] {
             let refused = parse(&Delivery::of(body.as_bytes()))
                 .unwrap_err()
                 .to_string();
             assert!(refused.contains(reason), "{body}: {refused}");
         }
+        let target = |repository: &str| {
+            format!(
+                r#""target": {{"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "{repository}", "tag": "1"}}"#
+            )
+        };
+        let host = r#""request": {"host": "r.example.com"}"#;
+        let events = [
+            format!(r#"{{"action": "push", {}}}"#, target("a/b")),
+            format!(r#"{{"action": "push", {}, {host}}}"#, target("A//b")),
+            format!(r#"{{"action": "push", {}, {host}}}"#, target("a/b")),
+        ];
+        let announced = announced(&format!(r#"{{"events": [{}]}}"#, events.join(",")));
+        assert_eq!(announced.pushes.len(), 1, "{announced:?}");
+        assert_eq!(announced.pushes[0].image.to_string(), "r.example.com/a/b:1");
+        assert!(
+            announced.ignored[0].contains("host is not known"),
+            "{announced:?}"
+        );
+        assert!(
+            announced.ignored[1].contains("does not name an image"),
+            "{announced:?}"
+        );
     }
 }

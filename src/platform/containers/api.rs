@@ -88,30 +88,28 @@ impl ContainerApi {
         digest: &str,
     ) -> Result<bool, EngineError> {
         Ok(self
-            .digest_in(id, image)
+            .digests_in(id, image)
             .await?
-            .is_some_and(|known| known.eq_ignore_ascii_case(digest)))
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(digest)))
     }
 
-    /// The digest the image `id` has in the repository of `image`, as its `RepoDigests`
-    /// say (written when it was pulled or pushed).
-    pub async fn digest_in(
-        &self,
-        id: &str,
-        image: &ImageRef,
-    ) -> Result<Option<String>, EngineError> {
+    /// The digests the image `id` has in the repository of `image`, as its `RepoDigests`
+    /// say (written when it was pulled or pushed; one image may have several).
+    pub async fn digests_in(&self, id: &str, image: &ImageRef) -> Result<Vec<String>, EngineError> {
         let Some(document) = self.image(id).await? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         Ok(document["RepoDigests"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|value| ImageRef::parse(value.as_str()?).ok())
-            .find(|known| {
+            .filter(|known| {
                 known.registry() == image.registry() && known.repository() == image.repository()
             })
-            .and_then(|known| known.digest().map(str::to_owned)))
+            .filter_map(|known| known.digest().map(str::to_owned))
+            .collect())
     }
 
     /// The id of the image of that reference, if the engine has it.

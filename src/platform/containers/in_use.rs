@@ -8,7 +8,7 @@ use crate::domain::ImageRef;
 use crate::platform::InUse;
 use crate::platform::engine::EngineError;
 
-/// Every opted-in running container's tag, with the digest its image is known by in
+/// Every opted-in running container's tag, with the digests its image is known by in
 /// that tag's repository (none for an image built on the host and never pushed). Swarm
 /// tasks and autoredeploy's own container are left out, as a push leaves them.
 pub(super) async fn in_use(
@@ -36,8 +36,8 @@ pub(super) async fn in_use(
         {
             continue;
         }
-        let digest = api.digest_in(&container.image_id, &image).await?;
-        found.push(InUse { image, digest });
+        let digests = api.digests_in(&container.image_id, &image).await?;
+        found.push(InUse { image, digests });
     }
     Ok(found)
 }

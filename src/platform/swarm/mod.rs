@@ -146,7 +146,7 @@ impl Platform for SwarmPlatform {
                     let written = ImageRef::parse(service.image()?).ok()?;
                     Some(InUse {
                         image: written.tag().map(|_| written.without_digest())?,
-                        digest: written.digest().map(str::to_owned),
+                        digests: written.digest().map(str::to_owned).into_iter().collect(),
                     })
                 })
                 .collect())

@@ -178,9 +178,24 @@ impl Updater {
         if let Err(reason) = scan::opted_in(&service, &self.rule) {
             return Ok(Outcome::skipped(reason));
         }
-        // A digest given (by the request, or by the push) is asked about too, for the
-        // image's platforms (and whether the registry has it), as the docker CLI does.
-        let asked = match image.digest().or(pushed) {
+        // A push's digest only tells that a service running it is up to date: the tag
+        // may have moved since, and a late or replayed delivery must not roll it back.
+        let running = service
+            .image()
+            .and_then(|image| ImageRef::parse(image).ok());
+        if let (Some(pushed), Some(running)) = (pushed, &running)
+            && running
+                .digest()
+                .is_some_and(|digest| digest.eq_ignore_ascii_case(pushed))
+        {
+            return Ok(Outcome::because(
+                UnitEnd::UpToDate,
+                format!("it already runs {pushed}, the pushed digest"),
+            ));
+        }
+        // A digest a request names is asked about too, for the image's platforms (and
+        // whether the registry has it), as the docker CLI does.
+        let asked = match image.digest() {
             Some(digest) => format!("{}/{}@{digest}", image.registry(), image.repository()),
             None => image.to_string(),
         };
@@ -193,9 +208,6 @@ impl Updater {
             }
         };
         let target = pinned(service.image(), image, &digest);
-        let running = service
-            .image()
-            .and_then(|image| ImageRef::parse(image).ok());
         if running == ImageRef::parse(&target).ok() {
             return Ok(Outcome::because(
                 UnitEnd::UpToDate,
