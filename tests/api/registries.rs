@@ -109,6 +109,23 @@ const EVENTS_V1: (&str, &str) = (
     "application/vnd.docker.distribution.events.v1+json",
 );
 
+/// The notification of a real `docker push` of `localhost:5000/myorg/app:latest`.
+const RECORDED_PUSH: &str =
+    include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
+
+impl TestApp {
+    /// Delivers [`RECORDED_PUSH`] to `/autoredeploy/registry`, with the key.
+    async fn deliver_recorded_push(&self) -> (u16, Value) {
+        let bearer = format!("Bearer {WEBHOOK_KEY}");
+        self.deliver(
+            "registry",
+            &[EVENTS_V1, ("authorization", &bearer)],
+            RECORDED_PUSH,
+        )
+        .await
+    }
+}
+
 /// The recorded deliveries of a real `docker push` to `localhost:5000`: the host is part
 /// of the image, so only the Rancher service running `localhost:5000/myorg/app` is
 /// upgraded; layers are answered `202` and cost Rancher nothing; a wrong key is `401`.
@@ -122,15 +139,13 @@ async fn registry_deliveries_reach_only_the_workloads_of_their_host() {
     let mut app = spawn_app(&rancher).await;
     let bearer = format!("Bearer {WEBHOOK_KEY}");
     let keyed = [EVENTS_V1, ("authorization", bearer.as_str())];
-    let manifest =
-        include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
     let layer = include_str!("../../fixtures/docker/distribution-notification-blob-push.json");
 
     for headers in [
         vec![EVENTS_V1],
         vec![EVENTS_V1, ("authorization", "Bearer wrong-key-0123456789")],
     ] {
-        let (status, answer) = app.deliver("registry", &headers, manifest).await;
+        let (status, answer) = app.deliver("registry", &headers, RECORDED_PUSH).await;
         assert_eq!(status, 401, "{answer}");
     }
     let (status, answer) = app.deliver("registry", &keyed, layer).await;
@@ -143,7 +158,7 @@ async fn registry_deliveries_reach_only_the_workloads_of_their_host() {
     assert_eq!(status, 400, "{answer}");
     assert!(rancher.requests().is_empty(), "{:?}", rancher.requests());
 
-    let (status, answer) = app.deliver("registry", &keyed, manifest).await;
+    let (status, answer) = app.deliver_recorded_push().await;
     assert_eq!(status, 202, "{answer}");
     let (units, _) = app.next_job().await;
     assert_eq!(named(&units, "upgraded"), ["local"], "{units:?}");
@@ -453,16 +468,7 @@ async fn a_registry_alias_makes_a_push_reach_the_other_name_too() {
         )],
     )
     .await;
-    let bearer = format!("Bearer {WEBHOOK_KEY}");
-    let manifest =
-        include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
-    let (status, answer) = app
-        .deliver(
-            "registry",
-            &[EVENTS_V1, ("authorization", &bearer)],
-            manifest,
-        )
-        .await;
+    let (status, answer) = app.deliver_recorded_push().await;
     assert_eq!(status, 202, "{answer}");
     let images: Vec<&str> = answer["pushes"]
         .as_array()
@@ -552,15 +558,7 @@ async fn a_registry_push_outside_the_allowed_repositories_is_ignored_a_ci_job_re
     .await;
     let app = spawn_app_with(&rancher, &[("AUTOREDEPLOY_ALLOWED_REPOS", "myorg/*")]).await;
     let bearer = format!("Bearer {WEBHOOK_KEY}");
-    let manifest =
-        include_str!("../../fixtures/docker/distribution-notification-manifest-push.json");
-    let (status, answer) = app
-        .deliver(
-            "registry",
-            &[EVENTS_V1, ("authorization", &bearer)],
-            manifest,
-        )
-        .await;
+    let (status, answer) = app.deliver_recorded_push().await;
     assert_eq!(status, 202, "{answer}");
     assert!(
         answer["ignored"]

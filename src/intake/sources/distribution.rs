@@ -6,7 +6,9 @@
 
 use serde::Deserialize;
 
-use super::{Announced, Auth, Delivery, NotAPush, Source, digest, pushed_image, read_json};
+use super::{
+    Announced, Auth, Delivery, NotAPush, Source, digest, host_of, pushed_image, read_json,
+};
 use crate::domain::{PushEvent, SourceKind, excerpt};
 
 /// `POST /autoredeploy/registry`, with `Authorization: Bearer <key>` set in the registry's
@@ -117,14 +119,7 @@ fn read_event(event: Event, index: usize) -> Result<Result<PushEvent, String>, N
         .request
         .host
         .filter(|host| !host.is_empty())
-        .or_else(|| {
-            let url = url::Url::parse(target.url.as_deref()?).ok()?;
-            let host = url.host_str()?.to_owned();
-            Some(match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            })
-        })
+        .or_else(|| host_of(target.url.as_deref()?))
         .ok_or_else(|| {
             NotAPush(format!(
                 "{} and {} are both missing: the registry's host is not known",

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Announced, Auth, Delivery, NotAPush, Source, pushed_image, read_json};
+use super::{Announced, Auth, Delivery, NotAPush, Source, host_of, pushed_image, read_json};
 use crate::domain::{PushEvent, SourceKind, excerpt};
 
 /// `POST /autoredeploy/gitea`, signed with `GITEA_WEBHOOK_SECRET` in `X-Gitea-Signature`
@@ -80,14 +80,7 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
     let host = package
         .html_url
         .as_deref()
-        .and_then(|url| url::Url::parse(url).ok())
-        .and_then(|url| {
-            let host = url.host_str()?.to_owned();
-            Some(match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            })
-        })
+        .and_then(host_of)
         .ok_or_else(|| NotAPush("package.html_url names no host".into()))?;
     let owner = package.owner.map(|owner| owner.login).unwrap_or_default();
     let image = pushed_image(

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::{Announced, Auth, Delivery, NotAPush, Source, digest, pushed_image, read_json};
+use super::{
+    Announced, Auth, Delivery, NotAPush, Source, digest, host_of, pushed_image, read_json,
+};
 use crate::domain::{PushEvent, SourceKind, excerpt};
 
 /// `POST /autoredeploy/jfrog`, with `X-JFrog-Event-Auth`: a webhook key as the secret
@@ -54,14 +56,7 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
     let host = payload
         .jpd_origin
         .as_deref()
-        .and_then(|origin| url::Url::parse(origin).ok())
-        .and_then(|url| {
-            let host = url.host_str()?.to_owned();
-            Some(match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            })
-        })
+        .and_then(host_of)
         .ok_or_else(|| {
             NotAPush(
                 "jpd_origin is missing: set a Custom Base URL in Artifactory's general \

@@ -162,6 +162,16 @@ pub fn pushed_image(
     Ok(image)
 }
 
+/// The host (and port, when the URL names one) of `url`: a registry as images name it.
+pub fn host_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let host = url.host_str()?.to_owned();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
 /// A digest as registries write it (`sha256:` and 64 hex digits), or `None`.
 pub fn digest(value: Option<&str>) -> Option<String> {
     let value = value?.trim();

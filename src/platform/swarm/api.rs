@@ -181,33 +181,13 @@ impl SwarmApi {
     /// How many tasks of the service are meant to run.
     pub async fn running_tasks(&self, id: &str) -> Result<usize, EngineError> {
         let filters = serde_json::json!({ "service": [id], "desired-state": ["running"] });
-        let path = format!(
-            "/tasks?{}",
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("filters", &filters.to_string())
-                .finish()
-        );
-        let tasks: Vec<Value> = self
-            .client
-            .json(Call::get("listing the tasks of a Swarm service", &path))
-            .await?;
-        Ok(tasks.len())
+        Ok(self.tasks(&filters).await?.len())
     }
 
     /// Why the last failed task of the service that ran `image` failed (its
     /// `Status.Err`, such as `task: non-zero exit (3)`), from the tasks Swarm keeps.
     pub async fn task_failure(&self, id: &str, image: &str) -> Result<Option<String>, EngineError> {
-        let filters = serde_json::json!({ "service": [id] });
-        let path = format!(
-            "/tasks?{}",
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("filters", &filters.to_string())
-                .finish()
-        );
-        let tasks: Vec<Value> = self
-            .client
-            .json(Call::get("listing the tasks of a Swarm service", &path))
-            .await?;
+        let tasks = self.tasks(&serde_json::json!({ "service": [id] })).await?;
         let failed = tasks
             .iter()
             .filter(|task| task.pointer("/Spec/ContainerSpec/Image") == Some(&Value::from(image)))
@@ -227,6 +207,19 @@ impl SwarmApi {
             })
             .max_by(|left, right| left.0.cmp(right.0));
         Ok(failed.map(|(_, error)| error.to_owned()))
+    }
+
+    /// The tasks `filters` select.
+    async fn tasks(&self, filters: &Value) -> Result<Vec<Value>, EngineError> {
+        let path = format!(
+            "/tasks?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("filters", &filters.to_string())
+                .finish()
+        );
+        self.client
+            .json(Call::get("listing the tasks of a Swarm service", &path))
+            .await
     }
 
     /// The digest `reference` (`name:tag`) names in its registry now, and the platforms
