@@ -117,9 +117,7 @@ async fn swarm_updates_use_the_credentials_of_config_json() {
 
     // Without credentials the registry does not say the digest, and nothing changes.
     let mut app = bench.app(&[]).await;
-    let request = json!({ "image": tagged }).to_string();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &tagged).await;
     assert_eq!(named(&units, "failed"), [name.as_str()], "{units:?}");
     assert_eq!(image_of(&sandbox.inspect_service(&name).await), pinned);
 
@@ -128,8 +126,7 @@ async fn swarm_updates_use_the_credentials_of_config_json() {
         config_json(&host, &password),
     )
     .unwrap();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &tagged).await;
     assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
     assert_eq!(
         image_of(&sandbox.inspect_service(&name).await),

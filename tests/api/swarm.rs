@@ -10,6 +10,7 @@ use crate::helpers::{
 };
 use crate::support::engine::swarm;
 use crate::support::engine_proxy::{EngineProxy, Hold, TcpRelay};
+use autoredeploy::events::UnitOutcome;
 use autoredeploy::platform::engine::Call;
 
 /// A service spec running `image`, labelled `labels`, quick to stop and to judge.
@@ -68,6 +69,15 @@ async fn opted_in_web_service(bench: &Bench, failure_action: &str) -> WebService
 }
 
 impl TestApp {
+    /// Sets the image of the service `name` with `PUT /service/{name}`, and waits for the
+    /// outcomes of that job.
+    pub async fn set_image(&mut self, name: &str, image: &str) -> Vec<UnitOutcome> {
+        let request = json!({ "image": image }).to_string();
+        let (status, answer) = self.put_service(name, &request).await;
+        assert_eq!(status, 202, "{answer}");
+        self.next_job().await.0
+    }
+
     /// `PUT /service/{name}` with `body`, the key sent as symfoni/deployer sends it.
     pub async fn put_service(&self, name: &str, body: &str) -> (u16, Value) {
         let response = self
@@ -133,8 +143,7 @@ async fn a_new_image_under_the_same_tag_updates_the_service_once() {
 
     // The same request again: nothing changes, and the rollback target stays.
     let version = service["Version"]["Index"].clone();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &format!("{repository}:1")).await;
     assert_eq!(named(&units, "up-to-date"), [name.as_str()], "{units:?}");
     let again = sandbox.inspect_service(&name).await;
     assert_eq!(again["Version"]["Index"], version);
@@ -164,9 +173,7 @@ async fn a_swarm_manager_at_the_default_socket_is_used_without_settings() {
         .await;
 
     let mut app = spawn_default_socket_app(bench.docker_config.path()).await;
-    let request = json!({ "image": format!("{repository}:1") }).to_string();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &format!("{repository}:1")).await;
     assert_eq!(named(&units, "upgraded"), [name.as_str()], "{units:?}");
     let service = bench.sandbox.inspect_service(&name).await;
     assert_eq!(image_of(&service), format!("{repository}:1@{second}"));
@@ -188,9 +195,7 @@ async fn an_image_that_exits_is_rolled_back_by_swarm_and_reported() {
         .web_image(&repository, "1", 2, "CMD [\"sh\", \"-c\", \"exit 3\"]")
         .await;
     let mut app = bench.app(&[]).await;
-    let request = json!({ "image": format!("{repository}:1") }).to_string();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &format!("{repository}:1")).await;
     assert_eq!(named(&units, "rolled-back"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
     assert!(
@@ -217,9 +222,7 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
         .web_image(&repository, "1", 2, "HEALTHCHECK --interval=60s CMD true")
         .await;
     let mut app = bench.app(&[("SWARM_UPGRADE_TIMEOUT_S", "4")]).await;
-    let request = json!({ "image": format!("{repository}:1") }).to_string();
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &format!("{repository}:1")).await;
     assert_eq!(named(&units, "rolled-back"), [name.as_str()], "{units:?}");
     let reason = units[0].outcome.reason.clone().unwrap_or_default();
     assert!(reason.contains("within 4 s"), "{reason}");
@@ -236,8 +239,7 @@ async fn an_update_stuck_past_the_timeout_is_rolled_back() {
             ("SWARM_UPGRADE_ON_FAILURE", "leave"),
         ])
         .await;
-    assert_eq!(app.put_service(&name, &request).await.0, 202);
-    let (units, _) = app.next_job().await;
+    let units = app.set_image(&name, &format!("{repository}:1")).await;
     assert_eq!(named(&units, "left"), [name.as_str()], "{units:?}");
     let service = sandbox.inspect_service(&name).await;
     assert_eq!(
