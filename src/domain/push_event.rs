@@ -97,6 +97,26 @@ pub struct PushEvent {
     pub only: Option<super::UnitRef>,
 }
 
+impl PushEvent {
+    /// A push of `image` that a sender announced: it concerns every unit that runs the
+    /// image, and wants no callback.
+    pub fn announced(
+        image: ImageRef,
+        digest: Option<String>,
+        source: SourceKind,
+        pusher: Option<String>,
+    ) -> Self {
+        Self {
+            image,
+            digest,
+            source,
+            pusher,
+            callback_url: None,
+            only: None,
+        }
+    }
+}
+
 impl fmt::Debug for PushEvent {
     /// Everything but the callback URL, which may carry a token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -89,14 +89,8 @@ impl Recheck {
             if running.iter().all(runs_current) {
                 continue;
             }
-            let push = PushEvent {
-                image,
-                digest: Some(current.clone()),
-                source: SourceKind::Recheck,
-                pusher: None,
-                callback_url: None,
-                only: None,
-            };
+            let push =
+                PushEvent::announced(image, Some(current.clone()), SourceKind::Recheck, None);
             match self.journal.accept(&push, self.queue_size).await {
                 Ok(accepted) => {
                     pushed += 1;

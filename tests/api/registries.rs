@@ -126,17 +126,24 @@ impl TestApp {
     }
 }
 
-/// The recorded deliveries of a real `docker push` to `localhost:5000`: the host is part
-/// of the image, so only the Rancher service running `localhost:5000/myorg/app` is
-/// upgraded; layers are answered `202` and cost Rancher nothing; a wrong key is `401`.
-#[tokio::test]
-async fn registry_deliveries_reach_only_the_workloads_of_their_host() {
+/// A fake Rancher with `myorg/app:latest` from two registries: `local` runs it from
+/// `localhost:5000`, `hub` from Docker Hub; and autoredeploy in front of it.
+async fn same_name_on_two_registries() -> (FakeRancher, TestApp) {
     let rancher = FakeRancher::start(vec![
         service("local", "docker:localhost:5000/myorg/app:latest"),
         service("hub", "docker:myorg/app:latest"),
     ])
     .await;
-    let mut app = spawn_app(&rancher).await;
+    let app = spawn_app(&rancher).await;
+    (rancher, app)
+}
+
+/// The recorded deliveries of a real `docker push` to `localhost:5000`: the host is part
+/// of the image, so only the Rancher service running `localhost:5000/myorg/app` is
+/// upgraded; layers are answered `202` and cost Rancher nothing; a wrong key is `401`.
+#[tokio::test]
+async fn registry_deliveries_reach_only_the_workloads_of_their_host() {
+    let (rancher, mut app) = same_name_on_two_registries().await;
     let bearer = format!("Bearer {WEBHOOK_KEY}");
     let keyed = [EVENTS_V1, ("authorization", bearer.as_str())];
     let layer = include_str!("../../fixtures/docker/distribution-notification-blob-push.json");
@@ -168,12 +175,7 @@ async fn registry_deliveries_reach_only_the_workloads_of_their_host() {
 /// `POST /autoredeploy/image`, a CI job's "this image is new".
 #[tokio::test]
 async fn a_ci_job_names_the_new_image() {
-    let rancher = FakeRancher::start(vec![
-        service("local", "docker:localhost:5000/myorg/app:latest"),
-        service("hub", "docker:myorg/app:latest"),
-    ])
-    .await;
-    let mut app = spawn_app(&rancher).await;
+    let (_rancher, mut app) = same_name_on_two_registries().await;
     let bearer = format!("Bearer {WEBHOOK_KEY}");
     let keyed = [("authorization", bearer.as_str())];
     let body = json!({ "image": "myorg/app" }).to_string();

@@ -61,14 +61,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
         .map(|request| request.host)
         .filter(|host| !host.is_empty())
         .ok_or_else(|| NotAPush("request.host is missing: the registry is not known".into()))?;
-    Ok(Announced::push(PushEvent {
-        image: pushed_image(&host, &target.repository, &tag, "the target")?,
-        digest: digest(target.digest.as_deref()),
-        source: SourceKind::Acr,
-        pusher: None,
-        callback_url: None,
-        only: None,
-    }))
+    Ok(Announced::push(PushEvent::announced(
+        pushed_image(&host, &target.repository, &tag, "the target")?,
+        digest(target.digest.as_deref()),
+        SourceKind::Acr,
+        None,
+    )))
 }
 
 #[cfg(test)]

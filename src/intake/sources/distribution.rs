@@ -128,14 +128,12 @@ fn read_event(event: Event, index: usize) -> Result<Result<PushEvent, String>, N
             ))
         })?;
     let image = pushed_image(&host, &target.repository, &tag, &field("target"))?;
-    Ok(Ok(PushEvent {
+    Ok(Ok(PushEvent::announced(
         image,
-        digest: digest(target.digest.as_deref()),
-        source: SourceKind::Registry,
-        pusher: event.actor.name.filter(|name| !name.is_empty()),
-        callback_url: None,
-        only: None,
-    }))
+        digest(target.digest.as_deref()),
+        SourceKind::Registry,
+        event.actor.name.filter(|name| !name.is_empty()),
+    )))
 }
 
 #[cfg(test)]

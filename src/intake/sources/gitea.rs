@@ -89,14 +89,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
         &package.version,
         "the package",
     )?;
-    Ok(Announced::push(PushEvent {
+    Ok(Announced::push(PushEvent::announced(
         image,
-        digest: None,
-        source: SourceKind::Gitea,
-        pusher: payload.sender.map(|sender| sender.login),
-        callback_url: None,
-        only: None,
-    }))
+        None,
+        SourceKind::Gitea,
+        payload.sender.map(|sender| sender.login),
+    )))
 }
 
 #[cfg(test)]

@@ -161,14 +161,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
         digest(metadata.tag.and_then(|tag| tag.digest).as_deref())
             .or_else(|| digest(metadata.manifest.and_then(|m| m.digest).as_deref()))
     });
-    Ok(Announced::push(PushEvent {
+    Ok(Announced::push(PushEvent::announced(
         image,
         digest,
-        source: SourceKind::GitHub,
-        pusher: payload.sender.map(|sender| sender.login),
-        callback_url: None,
-        only: None,
-    }))
+        SourceKind::GitHub,
+        payload.sender.map(|sender| sender.login),
+    )))
 }
 
 #[cfg(test)]

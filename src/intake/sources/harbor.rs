@@ -84,19 +84,17 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
                     excerpt(&resource.resource_url)
                 ))
             })?;
-        announced.pushes.push(PushEvent {
-            image: pushed_image(
+        announced.pushes.push(PushEvent::announced(
+            pushed_image(
                 host,
                 &data.repository.repo_full_name,
                 &resource.tag,
                 "the artifact",
             )?,
-            digest: digest(resource.digest.as_deref()),
-            source: SourceKind::Harbor,
-            pusher: payload.operator.clone(),
-            callback_url: None,
-            only: None,
-        });
+            digest(resource.digest.as_deref()),
+            SourceKind::Harbor,
+            payload.operator.clone(),
+        ));
     }
     if announced.pushes.is_empty() && announced.ignored.is_empty() {
         announced.ignored.push("the event names no artifact".into());

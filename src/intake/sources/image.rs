@@ -60,14 +60,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
         (Some(pinned), _) => digest(Some(pinned)),
         (None, given) => given,
     };
-    Ok(Announced::push(PushEvent {
+    Ok(Announced::push(PushEvent::announced(
         image,
         digest,
-        source: SourceKind::Image,
-        pusher: None,
-        callback_url: None,
-        only: None,
-    }))
+        SourceKind::Image,
+        None,
+    )))
 }
 
 #[cfg(test)]

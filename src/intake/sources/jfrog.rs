@@ -76,14 +76,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
         }
     };
     let repository = format!("{}/{image_path}", data.repo_key);
-    Ok(Announced::push(PushEvent {
-        image: pushed_image(&host, &repository, &data.tag, "the event")?,
-        digest: digest(data.sha256.map(|hex| format!("sha256:{hex}")).as_deref()),
-        source: SourceKind::JFrog,
-        pusher: None,
-        callback_url: None,
-        only: None,
-    }))
+    Ok(Announced::push(PushEvent::announced(
+        pushed_image(&host, &repository, &data.tag, "the event")?,
+        digest(data.sha256.map(|hex| format!("sha256:{hex}")).as_deref()),
+        SourceKind::JFrog,
+        None,
+    )))
 }
 
 #[cfg(test)]

@@ -48,14 +48,12 @@ fn parse(delivery: &Delivery<'_>) -> Result<Announced, NotAPush> {
     }
     let mut announced = Announced::default();
     for tag in tags {
-        announced.pushes.push(PushEvent {
-            image: pushed_image(host, &payload.repository, &tag, "the push")?,
-            digest: None,
-            source: SourceKind::Quay,
-            pusher: None,
-            callback_url: None,
-            only: None,
-        });
+        announced.pushes.push(PushEvent::announced(
+            pushed_image(host, &payload.repository, &tag, "the push")?,
+            None,
+            SourceKind::Quay,
+            None,
+        ));
     }
     Ok(announced)
 }
