@@ -17,8 +17,9 @@
 //!   module that speaks Rancher's API, and its wire types stay inside it.
 //! * [`domain`] holds the values every stage shares: image references, pushes, units and
 //!   the ends every platform shares.
-//! * [`events`] is what happened to each unit and each push: one log line each, and a
-//!   stream that tests and later consumers can subscribe to.
+//! * [`events`] is what happened to each unit and each push: one log line each, the
+//!   metrics, a stream that tests can subscribe to, and the notifications and Docker Hub
+//!   callbacks, sent from the journal's outbox.
 //! * [`recheck`] reads, every `AUTOREDEPLOY_RECHECK_INTERVAL`, the digest of each tag the
 //!   opted-in workloads run from its registry, and journals a push for each that moved.
 //! * [`startup`] wires everything together around a listener the caller binds,
@@ -44,4 +45,21 @@ pub mod telemetry;
 /// calls do nothing.
 pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A TLS client setup that trusts the system's CA certificates, for the HTTP clients that
+/// reach registries and notification services.
+pub(crate) fn system_tls() -> Result<rustls::ClientConfig, String> {
+    install_crypto_provider();
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(std::sync::Arc::clone(&provider))
+        .map_err(|error| format!("the system's CA certificates: {error}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth())
 }

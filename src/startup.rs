@@ -9,7 +9,8 @@ use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::config::Settings;
 use crate::deploy::{Deployer, DeployerParts};
-use crate::events::{DeployEvent, OutcomeReporter};
+use crate::events::metrics::{Metrics, PlatformCalls};
+use crate::events::{Delivery, DeployEvent, OutcomeReporter};
 use crate::intake::server::{self, ServerLimits};
 use crate::intake::{self, Intake, WebhookKey};
 use crate::journal::{Journal, JournalError};
@@ -69,6 +70,8 @@ pub struct Application {
     journal: Journal,
     /// Where outcomes are published.
     reporter: OutcomeReporter,
+    /// The counters of `/metrics`.
+    metrics: Arc<Metrics>,
     /// Triggers the shutdown.
     shutdown: Shutdown,
     /// What every part that must stop between two steps watches.
@@ -80,9 +83,11 @@ impl Application {
     /// (refusing a data directory that cannot be written).
     pub async fn new(listener: TcpListener, settings: Settings) -> Result<Self, StartupError> {
         let (shutdown, signal) = Shutdown::new();
+        let metrics = Arc::new(Metrics::default());
         let mut platforms: Vec<Arc<dyn Platform>> = Vec::new();
         if let Some(rancher) = &settings.targets.rancher {
-            platforms.push(RancherPlatform::start(rancher, signal.clone())?);
+            let calls = PlatformCalls::new(Arc::clone(&metrics), "rancher");
+            platforms.push(RancherPlatform::start(rancher, signal.clone(), calls)?);
         }
         let targets = &settings.targets;
         let engine = match targets.containers.as_ref().map(|target| &target.engine) {
@@ -98,7 +103,12 @@ impl Application {
         // Why no Swarm was found, for the message of a process left without a target.
         let mut no_swarm = None;
         let engine = match engine {
-            Some(engine) => match EngineClient::at_start(engine).await {
+            Some(engine) => match EngineClient::at_start(
+                engine,
+                PlatformCalls::new(Arc::clone(&metrics), "engine"),
+            )
+            .await
+            {
                 Ok(client) => Some(client),
                 Err(error) if engine_optional => {
                     tracing::info!(%error, "no Docker Engine to look for a Swarm at; the Swarm target is not used");
@@ -155,7 +165,8 @@ impl Application {
             containers,
             swarm,
             journal,
-            reporter: OutcomeReporter::new(OUTCOME_BUFFER),
+            reporter: OutcomeReporter::new(OUTCOME_BUFFER, Arc::clone(&metrics)),
+            metrics,
             shutdown,
             signal,
         })
@@ -185,6 +196,7 @@ impl Application {
             swarm,
             journal,
             reporter,
+            metrics,
             shutdown: trigger,
             signal,
         } = self;
@@ -219,6 +231,21 @@ impl Application {
                 }
             }
         }
+        let notices_written = Arc::new(Notify::new());
+        let events = &settings.events;
+        match Delivery::new(
+            events,
+            journal.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&notices_written),
+        ) {
+            Ok(delivery) => {
+                tokio::spawn(delivery.run(signal.clone()));
+            }
+            Err(error) => {
+                tracing::error!(%error, "notifications and callbacks cannot be sent; they wait in the journal");
+            }
+        }
         let deployer = Deployer::new(DeployerParts {
             platforms,
             journal: journal.clone(),
@@ -227,6 +254,8 @@ impl Application {
             max_concurrent: settings.deploy.max_concurrent_upgrades,
             shutdown: signal.clone(),
             job_retry: settings.deploy.job_retry,
+            notices: Delivery::plan(events),
+            notices_written,
         });
         let deploying = tokio::spawn(deployer.run(settings.deploy.shutdown_grace));
 
@@ -242,7 +271,12 @@ impl Application {
             signal,
             &settings.access,
         )
-        .with_signing_secrets(settings.signing_secrets.clone());
+        .with_signing_secrets(settings.signing_secrets.clone())
+        .with_events(
+            metrics,
+            events.metrics_key.as_ref(),
+            events.callback_origins.clone(),
+        );
         if let Some(containers) = containers {
             intake = intake.with_named_containers(containers);
         }

@@ -8,7 +8,7 @@
 //! parsers, `server.rs` the HTTP server, `targets.rs` which targets are used, `rancher.rs`
 //! the Rancher target (connection, opt-in rule, upgrades), `containers.rs` the
 //! Docker Engine containers target, `deploy.rs` the jobs and their
-//! journal. This file puts the sections together.
+//! journal, `events.rs` notifications, the Docker Hub callback and the metrics key. This file puts the sections together.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use secrecy::SecretString;
 
 mod containers;
 mod deploy;
+mod events;
 mod rancher;
 mod server;
 mod swarm;
@@ -31,6 +32,7 @@ pub use containers::{
     ContainersTarget, DEFAULT_DOCKER_HOST, EngineEndpoint, EngineSettings, GateSettings,
 };
 pub use deploy::{DeploySettings, JobRetrySettings};
+pub use events::{BeanstalkSettings, Channels, EventSettings, MessageTemplate, NotifyOn};
 pub use rancher::{
     DEFAULT_LABEL_NAME, MatchSettings, OnFailure, RancherSettings, RancherTarget, RetrySettings,
     UpgradeSettings,
@@ -64,6 +66,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// How long ended jobs are kept (`AUTOREDEPLOY_HISTORY_DAYS`).
     pub history: Duration,
+    /// Notifications, the Docker Hub callback and the metrics key.
+    pub events: EventSettings,
     /// Log line format (`AUTOREDEPLOY_LOG_FORMAT`).
     pub log_format: LogFormat,
 }
@@ -130,6 +134,7 @@ impl Settings {
             deploy: deploy.deploy,
             data_dir: deploy.data_dir,
             history: deploy.history,
+            events: events::validate(raw.events)?,
             log_format: log_format(raw.autoredeploy_log_format.as_deref())?,
         })
     }

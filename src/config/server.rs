@@ -147,7 +147,7 @@ fn trusted_proxies(value: Option<&str>) -> Result<Vec<ipnet::IpNet>, ConfigError
 
 /// A secret deliveries are signed with, long enough that one recorded delivery does not
 /// let it be guessed offline.
-fn signing_secret(
+pub(super) fn signing_secret(
     name: &str,
     value: Option<SecretString>,
 ) -> Result<Option<SecretString>, ConfigError> {

@@ -34,6 +34,9 @@ pub(super) struct RawSettings {
     /// Jobs, their queue and their journal.
     #[serde(flatten)]
     pub deploy: DeployVars,
+    /// Notifications, the Docker Hub callback and the metrics key.
+    #[serde(flatten)]
+    pub events: EventVars,
     /// Log line format.
     pub autoredeploy_log_format: Option<String>,
 }
@@ -316,6 +319,22 @@ pub(super) struct DeployVars {
     pub autoredeploy_recheck_interval: Option<String>,
 }
 
+/// The variables of notifications, the Docker Hub callback and `/metrics`.
+#[derive(Deserialize)]
+pub(super) struct EventVars {
+    pub slack_webhook_url: Option<SecretString>,
+    pub slack_username: Option<String>,
+    pub teams_webhook_url: Option<SecretString>,
+    pub discord_webhook_url: Option<SecretString>,
+    pub autoredeploy_notify_url: Option<SecretString>,
+    pub notify_flags: Option<String>,
+    pub autoredeploy_notify_on: Option<String>,
+    pub autoredeploy_notify_retry_for: Option<String>,
+    pub autoredeploy_callback_origins: Option<String>,
+    pub autoredeploy_public_url: Option<String>,
+    pub autoredeploy_metrics_key: Option<SecretString>,
+}
+
 /// Whether a variable belongs to autoredeploy, so that a value that is not UTF-8 is refused
 /// rather than silently ignored.
 pub(super) fn is_ours(name: &str) -> bool {
@@ -330,6 +349,11 @@ pub(super) fn is_ours(name: &str) -> bool {
         "SWARM_",
         "GITHUB_WEBHOOK_",
         "GITEA_WEBHOOK_",
+        "SLACK_WEBHOOK_URL",
+        "SLACK_USERNAME",
+        "TEAMS_WEBHOOK_URL",
+        "DISCORD_WEBHOOK_URL",
+        "NOTIFY_FLAGS",
     ]
     .iter()
     .any(|prefix| name.starts_with(prefix))
@@ -337,12 +361,17 @@ pub(super) fn is_ours(name: &str) -> bool {
 
 /// Secrets that may also be given as `<NAME>_FILE`, the path of a file holding them (Docker
 /// and Rancher secrets are mounted as files).
-pub const FILE_SECRETS: [&str; 5] = [
+pub const FILE_SECRETS: [&str; 10] = [
     "DOCKER_HUB_KEY",
     "GITHUB_WEBHOOK_SECRET",
     "GITEA_WEBHOOK_SECRET",
     "RANCHER_API_SECRET",
     "CATTLE_SECRET_KEY",
+    "SLACK_WEBHOOK_URL",
+    "TEAMS_WEBHOOK_URL",
+    "DISCORD_WEBHOOK_URL",
+    "AUTOREDEPLOY_NOTIFY_URL",
+    "AUTOREDEPLOY_METRICS_KEY",
 ];
 
 /// Replaces each `<NAME>_FILE` of [`FILE_SECRETS`] by `<NAME>` holding the file's content,

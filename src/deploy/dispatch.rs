@@ -212,6 +212,7 @@ mod tests {
             resuming,
             only: None,
             digest: None,
+            received_at: crate::journal::Time(0),
         }
     }
 

@@ -245,7 +245,10 @@ impl Deployer {
     ) -> Result<(), Pause> {
         let scans = self.journal.scans(job.id).await?;
         let error = error.or_else(|| scans.iter().find_map(|scan| scan.error.clone()));
-        self.journal.finish_job(job.id, error.clone()).await?;
+        self.journal
+            .finish_job(job.id, error.clone(), &self.notices)
+            .await?;
+        self.notices_written.notify_one();
         // Targets scanned in an earlier run count with what the journal kept of them.
         let mut total = ScanSummary::default();
         for scan in &scans {
@@ -271,7 +274,11 @@ impl Deployer {
     /// with `reason` and reported, and so is the job.
     pub(super) async fn give_up(&self, job: &PendingJob, reason: String) -> Result<(), Pause> {
         let started = Instant::now();
-        let unfinished = self.journal.give_up(job.id, reason.clone()).await?;
+        let unfinished = self
+            .journal
+            .give_up(job.id, reason.clone(), &self.notices)
+            .await?;
+        self.notices_written.notify_one();
         for record in unfinished {
             self.reporter.report_unit(UnitOutcome {
                 job: job.id,
@@ -293,13 +300,31 @@ impl Deployer {
         scan: Result<ScanSummary, String>,
         started: Instant,
     ) {
-        let ends: Vec<UnitEnd> = match self.journal.units(job.id).await {
-            Ok(units) => units.iter().filter_map(|unit| unit.end).collect(),
+        let units = match self.journal.units(job.id).await {
+            Ok(units) => units,
             Err(error) => {
                 tracing::warn!(job = %job.id, %error, "cannot read the job's units for its tally");
                 Vec::new()
             }
         };
+        let ends: Vec<UnitEnd> = units.iter().filter_map(|unit| unit.end).collect();
+        // Per target, from the push to the end of its last unit that was deployed.
+        let mut deployed_after: Vec<(TargetKind, std::time::Duration)> = Vec::new();
+        for unit in units
+            .iter()
+            .filter(|unit| unit.end.is_some_and(|end| end != UnitEnd::Skipped))
+        {
+            let after = std::time::Duration::from_millis(
+                (unit.updated_at.0 - job.received_at.0).max(0) as u64,
+            );
+            match deployed_after
+                .iter_mut()
+                .find(|(target, _)| *target == unit.target)
+            {
+                Some((_, latest)) => *latest = (*latest).max(after),
+                None => deployed_after.push((unit.target, after)),
+            }
+        }
         let count = |wanted: fn(UnitEnd) -> bool| ends.iter().filter(|end| wanted(**end)).count();
         self.reporter.report_job(JobOutcome {
             job: job.id,
@@ -310,6 +335,7 @@ impl Deployer {
             skipped: count(|end| end == UnitEnd::Skipped),
             failed: count(UnitEnd::is_failure),
             duration: started.elapsed(),
+            deployed_after,
         });
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::config::JobRetrySettings;
 use crate::events::OutcomeReporter;
-use crate::journal::Journal;
+use crate::journal::{Journal, NoticePlan};
 use crate::platform::Platform;
 use crate::shutdown::ShutdownSignal;
 use turns::UnitTurns;
@@ -49,6 +49,10 @@ pub struct Deployer {
     shutdown: ShutdownSignal,
     /// How jobs that cannot be carried on for now are run again.
     job_retry: JobRetrySettings,
+    /// The notices an ended job writes to the outbox.
+    notices: NoticePlan,
+    /// Rung when an ended job has written notices.
+    notices_written: Arc<Notify>,
 }
 
 /// The parts a [`Deployer`] is made of.
@@ -68,6 +72,10 @@ pub struct DeployerParts {
     pub shutdown: ShutdownSignal,
     /// How jobs that cannot be carried on for now are run again.
     pub job_retry: JobRetrySettings,
+    /// The notices an ended job writes to the outbox.
+    pub notices: NoticePlan,
+    /// Rung when an ended job has written notices.
+    pub notices_written: Arc<Notify>,
 }
 
 impl Deployer {
@@ -84,6 +92,8 @@ impl Deployer {
             turns: UnitTurns::default(),
             shutdown: parts.shutdown,
             job_retry: parts.job_retry,
+            notices: parts.notices,
+            notices_written: parts.notices_written,
         }
     }
 

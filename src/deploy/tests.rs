@@ -128,7 +128,7 @@ fn start(behaviour: Behaviour, runs: u32) -> Running {
         drives: AtomicUsize::new(0),
         drove_from: Mutex::new(Vec::new()),
     });
-    let reporter = OutcomeReporter::new(64);
+    let reporter = OutcomeReporter::new(64, Arc::default());
     let events = reporter.subscribe();
     let wake = Arc::new(Notify::new());
     let (shutdown, signal) = Shutdown::new();
@@ -143,6 +143,8 @@ fn start(behaviour: Behaviour, runs: u32) -> Running {
             pause: Duration::from_millis(20),
             runs,
         },
+        notices: NoticePlan::callbacks_only(),
+        notices_written: Arc::new(Notify::new()),
     });
     tokio::spawn(deployer.run(Duration::from_secs(1)));
     Running {

@@ -142,6 +142,16 @@ impl ImageRef {
     pub fn digest(&self) -> Option<&str> {
         self.digest.as_deref()
     }
+
+    /// The reference as people write it: without `docker.io/`, nor `library/` for an
+    /// official image (`nginx:latest`, `me/blog:v1.12`, `ghcr.io/me/app:1`).
+    pub fn familiar(&self) -> String {
+        let full = self.to_string();
+        match full.strip_prefix("docker.io/") {
+            Some(name) => name.strip_prefix("library/").unwrap_or(name).to_owned(),
+            None => full,
+        }
+    }
 }
 
 impl fmt::Display for ImageRef {
@@ -165,6 +175,19 @@ mod tests {
 
     fn pushed(reference: &str) -> ImageRef {
         ImageRef::parse(reference).expect("test reference parses")
+    }
+
+    #[test]
+    fn the_familiar_form_drops_only_docker_hub_s_defaults() {
+        assert_eq!(pushed("nginx").familiar(), "nginx:latest");
+        assert_eq!(
+            pushed("docker.io/me/blog:v1.12").familiar(),
+            "me/blog:v1.12"
+        );
+        assert_eq!(
+            pushed("ghcr.io/library/app:1").familiar(),
+            "ghcr.io/library/app:1"
+        );
     }
 
     #[test]

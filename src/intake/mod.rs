@@ -16,6 +16,7 @@ mod deploy_service;
 mod jobs;
 mod limiter;
 mod lookup;
+mod metrics;
 mod notify;
 mod replies;
 pub mod server;
@@ -39,6 +40,8 @@ pub use auth::WebhookKey;
 pub use body::BODY_LIMIT;
 
 use crate::config::{AccessSettings, SigningSecrets};
+use crate::domain::SourceKind;
+use crate::events::metrics::Metrics;
 use crate::journal::Journal;
 use crate::platform::NamedUnits;
 use crate::shutdown::ShutdownSignal;
@@ -76,6 +79,12 @@ pub struct Intake {
     signing_secrets: SigningSecrets,
     /// Deliveries accepted lately, by their sender's id for them.
     deliveries: Arc<deliveries::RecentDeliveries>,
+    /// What `/metrics` shows, and where pushes are counted.
+    metrics: Arc<Metrics>,
+    /// The key `/metrics` asks for; the route is off without it.
+    metrics_key: Option<WebhookKey>,
+    /// The origins a Docker Hub `callback_url` may point at.
+    callback_origins: Vec<url::Origin>,
 }
 
 impl Intake {
@@ -104,7 +113,25 @@ impl Intake {
             named_services: None,
             signing_secrets: SigningSecrets::default(),
             deliveries: Arc::default(),
+            metrics: Arc::default(),
+            metrics_key: None,
+            callback_origins: Vec::new(),
         }
+    }
+
+    /// The same intake, counting into `metrics` and showing them on `/metrics` to callers
+    /// with `metrics_key`, and keeping the Docker Hub callbacks that point at
+    /// `callback_origins`.
+    pub fn with_events(
+        mut self,
+        metrics: Arc<Metrics>,
+        metrics_key: Option<&secrecy::SecretString>,
+        callback_origins: Vec<url::Origin>,
+    ) -> Self {
+        self.metrics = metrics;
+        self.metrics_key = metrics_key.map(|key| WebhookKey::new(std::slice::from_ref(key)));
+        self.callback_origins = callback_origins;
+        self
     }
 
     /// The same intake, checking the signatures of GitHub and Gitea with `secrets`.
@@ -243,10 +270,17 @@ pub fn routes(
         .and(warp::body::stream())
         .and(with_intake.clone())
         .then(
-            |source, method, query: String, headers, remote, body, intake: Arc<Intake>| async move {
-                intake
+            |source: &'static sources::Source,
+             method,
+             query: String,
+             headers,
+             remote,
+             body,
+             intake: Arc<Intake>| async move {
+                let answer = intake
                     .webhook(source, method, &query, &headers, remote, body)
-                    .await
+                    .await;
+                intake.count_push(source.kind, answer)
             },
         );
     let notify = warp::path("notify")
@@ -260,7 +294,8 @@ pub fn routes(
         .and(with_intake.clone())
         .then(
             |name: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {
-                intake.notify(&name, method, &query, &headers, remote).await
+                let answer = intake.notify(&name, method, &query, &headers, remote).await;
+                intake.count_push(SourceKind::Notify, answer)
             },
         );
     let deploy_service =
@@ -282,9 +317,10 @@ pub fn routes(
                  remote,
                  body,
                  intake: Arc<Intake>| async move {
-                    intake
+                    let answer = intake
                         .deploy_service(&name, method, &query, &headers, remote, body)
-                        .await
+                        .await;
+                    intake.count_push(SourceKind::Service, answer)
                 },
             );
     let jobs = warp::path!("jobs")
@@ -301,6 +337,14 @@ pub fn routes(
         .then(
             |id: String, method, query: String, headers, remote, intake: Arc<Intake>| async move {
                 intake.job(&id, method, &query, &headers, remote).await
+            },
+        );
+    let metrics = warp::path!("metrics")
+        .and(caller)
+        .and(with_intake.clone())
+        .then(
+            |method, _query: String, headers, remote, intake: Arc<Intake>| async move {
+                intake.metrics(method, &headers, remote).await
             },
         );
     let health = warp::path!("health")
@@ -322,6 +366,8 @@ pub fn routes(
         .or(jobs)
         .unify()
         .or(job)
+        .unify()
+        .or(metrics)
         .unify()
         .or(health)
         .unify()

@@ -98,7 +98,15 @@ impl Intake {
         }
         let mut ignored_here = announced.ignored;
         let mut pushes = Vec::new();
-        for push in self.with_aliases(announced.pushes) {
+        for mut push in self.with_aliases(announced.pushes) {
+            if push
+                .callback_url
+                .as_ref()
+                .is_some_and(|url| !self.callback_origins.contains(&url.origin()))
+            {
+                tracing::warn!(client, source = %source.kind, "callback_url ignored: its origin is not in AUTOREDEPLOY_CALLBACK_ORIGINS (the URL is not shown)");
+                push.callback_url = None;
+            }
             if self.is_allowed(&push.image) {
                 pushes.push(push);
                 continue;
@@ -311,5 +319,8 @@ impl Intake {
 /// `202` for a delivery with nothing to act on, and why: senders retry anything else.
 fn ignored(why: &str) -> Response {
     let body = json!({ "status": "ignored", "ignored": why });
-    warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response()
+    let mut answer =
+        warp::reply::with_status(warp::reply::json(&body), StatusCode::ACCEPTED).into_response();
+    answer.extensions_mut().insert(super::metrics::Ignored);
+    answer
 }

@@ -11,6 +11,7 @@
 //! never delays a push.
 
 mod migrations;
+mod outbox;
 mod reader;
 mod records;
 mod writer;
@@ -20,9 +21,10 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, params};
 
+pub use outbox::{Channel, JobNotice, Notice, NoticePlan};
 pub use records::{
-    Accepted, JobDetail, JobId, JobState, JobSummary, PendingJob, ScanRecord, StepRecord, UnitPage,
-    UnitRecord, job_detail, list_jobs,
+    Accepted, JobDetail, JobId, JobState, JobSummary, PendingJob, ScanRecord, StepRecord, Time,
+    UnitPage, UnitRecord, job_detail, list_jobs,
 };
 
 use crate::domain::{Outcome, PushEvent, TargetKind, UnitEnd, UnitRef};
@@ -152,6 +154,12 @@ impl Journal {
         let source = push.source.as_str();
         let digest = push.digest.clone();
         let callback = push.callback_url.as_ref().map(url::Url::to_string);
+        let remember_callback = move |db: &rusqlite::Connection, job: i64| {
+            db.execute(
+                "INSERT OR IGNORE INTO job_callbacks (job_id, url) SELECT ?1, ?2 WHERE ?2 IS NOT NULL",
+                params![job, callback],
+            )
+        };
         let only = push.only.as_ref().map(UnitRef::to_string);
         let result = self
             .writer
@@ -168,9 +176,10 @@ impl Journal {
                 if let Some(id) = queued {
                     db.execute(
                         "UPDATE jobs SET pushes = pushes + 1, last_push_at = ?2, pusher = COALESCE(?3, pusher),
-                                source = ?4, digest = ?5, callback_url = ?6 WHERE id = ?1",
-                        params![id, now, pusher, source, digest, callback],
+                                source = ?4, digest = ?5 WHERE id = ?1",
+                        params![id, now, pusher, source, digest],
                     )?;
+                    remember_callback(db, id)?;
                     return Ok(Some(Accepted { job: JobId(id), coalesced: true }));
                 }
                 let waiting: i64 =
@@ -179,11 +188,13 @@ impl Journal {
                     return Ok(None);
                 }
                 db.execute(
-                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at, source, digest, callback_url, only_unit)
-                     VALUES (?1, ?2, 1, 'queued', ?3, ?3, ?4, ?5, ?6, ?7)",
-                    params![image, pusher, now, source, digest, callback, only],
+                    "INSERT INTO jobs (image, pusher, pushes, state, received_at, last_push_at, source, digest, only_unit)
+                     VALUES (?1, ?2, 1, 'queued', ?3, ?3, ?4, ?5, ?6)",
+                    params![image, pusher, now, source, digest, only],
                 )?;
-                Ok(Some(Accepted { job: JobId(db.last_insert_rowid()), coalesced: false }))
+                let id = db.last_insert_rowid();
+                remember_callback(db, id)?;
+                Ok(Some(Accepted { job: JobId(id), coalesced: false }))
             })
             .await?;
         result.ok_or(AcceptError::QueueFull)
@@ -236,18 +247,29 @@ impl Journal {
             .await
     }
 
-    /// Ends a job; `error` says why it failed as a whole (a scan stopped for good, the
-    /// platform refused the credentials). A job with a unit that has no end is not ended:
-    /// that would leave the unit without an outcome for ever.
-    pub async fn finish_job(&self, job: JobId, error: Option<String>) -> Result<(), JournalError> {
+    /// Ends a job, and writes the notices `plan` owes for it in the same transaction;
+    /// `error` says why it failed as a whole (a scan stopped for good, the platform
+    /// refused the credentials). A job with a unit that has no end is not ended: that would
+    /// leave the unit without an outcome for ever.
+    pub async fn finish_job(
+        &self,
+        job: JobId,
+        error: Option<String>,
+        plan: &NoticePlan,
+    ) -> Result<(), JournalError> {
+        let plan = plan.clone();
         self.writer
             .call(move |db| {
                 let state = if error.is_some() { "failed" } else { "done" };
+                let now = now_ms();
                 let ended = db.execute(
                     "UPDATE jobs SET state = ?2, finished_at = ?3, error = ?4 WHERE id = ?1
                      AND NOT EXISTS (SELECT 1 FROM job_units WHERE job_id = ?1 AND end_state IS NULL)",
-                    params![job.0, state, now_ms(), error],
+                    params![job.0, state, now, error],
                 )?;
+                if ended == 1 {
+                    outbox::enqueue(db, job, error.is_some(), &plan, now)?;
+                }
                 Ok(ended)
             })
             .await
@@ -371,12 +393,15 @@ impl Journal {
     }
 
     /// Gives a job up: every unit of it without an end is ended failed with `reason`, and
-    /// the job failed with it, in one transaction. Returns those units as they were.
+    /// the job failed with it, with the notices `plan` owes for it, in one transaction.
+    /// Returns those units as they were.
     pub async fn give_up(
         &self,
         job: JobId,
         reason: String,
+        plan: &NoticePlan,
     ) -> Result<Vec<UnitRecord>, JournalError> {
+        let plan = plan.clone();
         self.writer
             .call(move |db| {
                 let unfinished: Vec<UnitRecord> = records::units_of(db, job)?
@@ -392,6 +417,7 @@ impl Journal {
                     "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
                     params![job.0, now, reason],
                 )?;
+                outbox::enqueue(db, job, true, &plan, now)?;
                 Ok(unfinished)
             })
             .await
@@ -419,6 +445,69 @@ impl Journal {
         self.reader
             .read(move |db| records::job_detail(db, job, page))
             .await
+    }
+
+    /// The notices due now, oldest first, at most `limit`.
+    pub async fn due_notices(&self, limit: usize) -> Result<Vec<Notice>, JournalError> {
+        self.writer
+            .call(move |db| outbox::due(db, now_ms(), limit))
+            .await
+    }
+
+    /// How long until the next notice is due (zero if one is due now), if one waits.
+    pub async fn next_notice_in(&self) -> Result<Option<Duration>, JournalError> {
+        let next = self.writer.call(outbox::next_due).await?;
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// Deletes a notice: delivered, or given up.
+    pub async fn remove_notice(&self, notice: i64) -> Result<(), JournalError> {
+        self.writer
+            .call(move |db| {
+                db.execute("DELETE FROM outbox WHERE id = ?1", params![notice])
+                    .map(drop)
+            })
+            .await
+    }
+
+    /// Records a failed attempt at a notice, to be made again after `pause`.
+    pub async fn retry_notice(
+        &self,
+        notice: i64,
+        pause: Duration,
+        error: String,
+    ) -> Result<(), JournalError> {
+        self.writer
+            .call(move |db| {
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3
+                     WHERE id = ?1",
+                    params![notice, now_ms() + pause.as_millis() as i64, error],
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    /// A job as its notices tell it, if it is still in the journal.
+    pub async fn job_notice(&self, job: JobId) -> Result<Option<JobNotice>, JournalError> {
+        self.reader
+            .read(move |db| outbox::job_notice(db, job))
+            .await
+    }
+
+    /// How many jobs wait to be started.
+    pub async fn queue_depth(&self) -> Result<usize, JournalError> {
+        self.reader
+            .read(|db| {
+                db.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .await
+            .map(|depth| depth as usize)
     }
 
     /// Deletes ended jobs that ended more than `age` ago; returns how many.

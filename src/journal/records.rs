@@ -42,6 +42,8 @@ pub struct PendingJob {
     pub only: Option<UnitRef>,
     /// The digest the last push merged into it says the tag names, when it says so.
     pub digest: Option<String>,
+    /// When its first push arrived.
+    pub received_at: Time,
 }
 
 /// Lifecycle of a job.
@@ -223,7 +225,7 @@ pub struct StepRecord {
 /// Jobs to work on: running (to resume) first, then queued, oldest first.
 pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
     let mut statement = db.prepare(
-        "SELECT id, image, state, only_unit, digest FROM jobs WHERE state IN ('running', 'queued')
+        "SELECT id, image, state, only_unit, digest, received_at FROM jobs WHERE state IN ('running', 'queued')
          ORDER BY state = 'running' DESC, id",
     )?;
     let rows = statement.query_map([], |row| {
@@ -249,6 +251,7 @@ pub(super) fn runnable(db: &Connection) -> rusqlite::Result<Vec<PendingJob>> {
                 })?),
             },
             digest: row.get(4)?,
+            received_at: Time(row.get(5)?),
         })
     })?;
     rows.collect()
@@ -340,7 +343,8 @@ pub(super) fn units_of(db: &Connection, job: JobId) -> rusqlite::Result<Vec<Unit
 }
 
 /// The history line's columns, for a job aliased `j`; the counts come from its units.
-const SUMMARY_COLUMNS: &str = "j.id, j.image, j.source, j.pusher, j.pushes, j.state, j.received_at,
+pub(super) const SUMMARY_COLUMNS: &str =
+    "j.id, j.image, j.source, j.pusher, j.pushes, j.state, j.received_at,
     j.started_at, j.finished_at, j.error,
     (SELECT COUNT(*) FROM job_units c WHERE c.job_id = j.id AND c.end_state = 'upgraded'),
     (SELECT COUNT(*) FROM job_units c WHERE c.job_id = j.id AND c.end_state = 'up-to-date'),
@@ -350,9 +354,9 @@ const SUMMARY_COLUMNS: &str = "j.id, j.image, j.source, j.pusher, j.pushes, j.st
     (SELECT COUNT(*) FROM job_units c WHERE c.job_id = j.id AND c.end_state IS NULL)";
 
 /// How many columns [`SUMMARY_COLUMNS`] has.
-const SUMMARY_WIDTH: usize = 15;
+pub(super) const SUMMARY_WIDTH: usize = 15;
 
-fn summary_of(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
+pub(super) fn summary_of(row: &Row<'_>) -> rusqlite::Result<JobSummary> {
     Ok(JobSummary {
         id: JobId(row.get(0)?),
         image: row.get(1)?,

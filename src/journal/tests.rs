@@ -189,7 +189,10 @@ async fn giving_up_ends_every_unfinished_unit_as_failed() {
         .end_unit(job, &rancher("1s1"), &Outcome::upgraded())
         .await
         .unwrap();
-    let failed = journal.give_up(job, "gave up".into()).await.unwrap();
+    let failed = journal
+        .give_up(job, "gave up".into(), &NoticePlan::callbacks_only())
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].id, "1s2");
     let units = journal.units(job).await.unwrap();
@@ -203,7 +206,10 @@ async fn ended_jobs_are_pruned_and_others_kept() {
     let journal = Journal::open(dir.path()).unwrap();
     let ended = journal.accept(&push("myorg/web"), 10).await.unwrap().job;
     journal.start_job(ended).await.unwrap();
-    journal.finish_job(ended, None).await.unwrap();
+    journal
+        .finish_job(ended, None, &NoticePlan::callbacks_only())
+        .await
+        .unwrap();
     let waiting = journal.accept(&push("myorg/api"), 10).await.unwrap().job;
     assert_eq!(journal.prune(Duration::from_secs(3600)).await.unwrap(), 0);
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -424,4 +430,84 @@ fn the_jobs_command_asks_for_an_upgrade_of_an_old_journal() {
     let dir = journal_of_release_0_1_0();
     let error = read_only(dir.path()).unwrap_err().to_string();
     assert!(error.contains("start the server"), "{error}");
+}
+
+/// Ends a job with units `ends` (one per end), writing the notices of `plan`; returns the
+/// channels of what the outbox holds for it.
+async fn notices_of(ends: &[UnitEnd], plan: &NoticePlan, callbacks: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let mut job = None;
+    for url in callbacks.iter().map(Some).chain([None]) {
+        let mut push = push("myorg/web");
+        push.callback_url = url.map(|url| url::Url::parse(url).unwrap());
+        job = Some(journal.accept(&push, 10).await.unwrap().job);
+    }
+    let job = job.unwrap();
+    journal.start_job(job).await.unwrap();
+    let units: Vec<Candidate> = (0..ends.len())
+        .map(|n| planned(&format!("1s{n}"), &format!("web-{n}")))
+        .collect();
+    journal.plan_units(job, &units).await.unwrap();
+    for (n, end) in ends.iter().enumerate() {
+        let outcome = Outcome::because(*end, "why");
+        journal
+            .end_unit(job, &rancher(&format!("1s{n}")), &outcome)
+            .await
+            .unwrap();
+    }
+    journal.finish_job(job, None, plan).await.unwrap();
+    let due = journal.due_notices(100).await.unwrap();
+    assert!(
+        due.iter()
+            .all(|notice| notice.job == job && notice.attempts == 0)
+    );
+    due.iter()
+        .map(|notice| match (&notice.unit_seq, &notice.callback_url) {
+            (Some(seq), _) => format!("{}:{seq}", notice.channel.as_str()),
+            (_, Some(url)) => format!("{}:{url}", notice.channel.as_str()),
+            _ => notice.channel.as_str().to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ended_job_writes_the_notices_its_setting_asks_for() {
+    let plan = |on| NoticePlan {
+        channels: vec![Channel::Slack, Channel::Beanstalk],
+        on,
+    };
+    use crate::config::NotifyOn::{All, Changes, Failures};
+    let unchanged = [UnitEnd::UpToDate, UnitEnd::Skipped];
+    assert!(notices_of(&unchanged, &plan(Changes), &[]).await.is_empty());
+    assert!(notices_of(&[], &plan(Changes), &[]).await.is_empty());
+    assert_eq!(notices_of(&[], &plan(All), &[]).await, ["slack"]);
+    let upgraded = [UnitEnd::Upgraded, UnitEnd::UpToDate, UnitEnd::Upgraded];
+    assert_eq!(
+        notices_of(&upgraded, &plan(Changes), &[]).await,
+        ["slack", "beanstalk:1", "beanstalk:3"],
+        "a beanstalkd message per upgraded unit"
+    );
+    assert!(notices_of(&upgraded, &plan(Failures), &[]).await.is_empty());
+    let rolled_back = [UnitEnd::RolledBack];
+    assert_eq!(
+        notices_of(&rolled_back, &plan(Failures), &[]).await,
+        ["slack"]
+    );
+}
+
+#[tokio::test]
+async fn every_merged_push_gets_its_callback_whatever_the_setting() {
+    let first = "https://registry.hub.docker.com/u/me/web/hook/1/";
+    let second = "https://registry.hub.docker.com/u/me/web/hook/2/";
+    let notices = notices_of(
+        &[UnitEnd::UpToDate],
+        &NoticePlan::callbacks_only(),
+        &[first, second, first],
+    )
+    .await;
+    assert_eq!(
+        notices,
+        [format!("callback:{first}"), format!("callback:{second}")]
+    );
 }

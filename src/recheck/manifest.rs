@@ -3,7 +3,6 @@
 //! service, or with `Basic` credentials, both from `config.json`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -34,18 +33,7 @@ impl ManifestClient {
     /// A client trusting the system's certificates, signing in with the credentials of
     /// `config.json` in `config_folder`.
     pub fn new(config_folder: Option<PathBuf>) -> Result<Self, String> {
-        crate::install_crypto_provider();
-        let provider = rustls::crypto::CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-        let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
-            .map_err(|error| format!("the system's CA certificates: {error}"))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| error.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = crate::system_tls()?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("autoredeploy/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)

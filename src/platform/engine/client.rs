@@ -19,6 +19,7 @@ use super::EngineError;
 use super::connection::Connector;
 use super::version::ApiVersion;
 use crate::config::{EngineEndpoint, EngineSettings};
+use crate::events::metrics::{PlatformCalls, status_class};
 
 /// Largest answer read whole (a container list of a busy host, an inspect).
 const MAX_ANSWER: usize = 32 << 20;
@@ -114,6 +115,8 @@ pub struct EngineClient {
 
 struct Inner {
     connector: Connector,
+    /// Where each request is counted.
+    calls: PlatformCalls,
     /// The version negotiated at the first request that reached the engine, or again
     /// once the engine refused it.
     version: Mutex<Option<ApiVersion>>,
@@ -137,19 +140,29 @@ impl std::fmt::Debug for EngineClient {
 impl EngineClient {
     /// A client of the engine of `settings`; fails only if its TLS files cannot be used.
     pub fn new(settings: &EngineSettings) -> Result<Self, EngineError> {
+        Self::counted(settings, PlatformCalls::default())
+    }
+
+    /// A client of the engine of `settings` that counts its requests in `calls`.
+    pub fn counted(settings: &EngineSettings, calls: PlatformCalls) -> Result<Self, EngineError> {
         Ok(Self {
             inner: Arc::new(Inner {
                 connector: Connector::new(settings)?,
+                calls,
                 version: Mutex::new(None),
             }),
         })
     }
 
-    /// A client of the engine of `settings`, which has been asked its API version. An
-    /// engine that cannot be used (no socket there, an error answer, too old) is an
-    /// error; one on TCP that does not answer is asked again at its first use.
-    pub async fn at_start(settings: &EngineSettings) -> Result<Self, EngineError> {
-        let client = Self::new(settings)?;
+    /// A client of the engine of `settings`, counting its requests in `calls`, which has
+    /// been asked its API version. An engine that cannot be used (no socket there, an
+    /// error answer, too old) is an error; one on TCP that does not answer is asked again
+    /// at its first use.
+    pub async fn at_start(
+        settings: &EngineSettings,
+        calls: PlatformCalls,
+    ) -> Result<Self, EngineError> {
+        let client = Self::counted(settings, calls)?;
         match client.version().await {
             Ok(_) => Ok(client),
             Err(error @ EngineError::Unreachable { .. })
@@ -288,9 +301,16 @@ impl EngineClient {
 
     /// Sends `call` to `uri`, waiting at most its time for the answer's head.
     async fn send(&self, call: &Call<'_>, uri: String) -> Result<Response<Incoming>, EngineError> {
-        tokio::time::timeout(call.timeout, self.send_now(call, uri))
-            .await
-            .map_err(|_| timed_out(call))?
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(call.timeout, self.send_now(call, uri)).await;
+        let result = match &answer {
+            Ok(Ok(response)) => status_class(response.status().as_u16()),
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        let kind = || request_kind(&call.method, call.path);
+        self.inner.calls.observe(kind, result, started);
+        answer.map_err(|_| timed_out(call))?
     }
 
     async fn send_now(
@@ -363,6 +383,64 @@ impl EngineClient {
             reason: error.to_string(),
         }
     }
+}
+
+/// The kind of a request, for the metrics: its method and its path as a template, such as
+/// `POST /containers/{id}/start`. Only names from closed sets appear in it.
+fn request_kind(method: &Method, path: &str) -> String {
+    const RESOURCES: [&str; 10] = [
+        "containers",
+        "images",
+        "services",
+        "tasks",
+        "distribution",
+        "networks",
+        "info",
+        "version",
+        "build",
+        "nodes",
+    ];
+    const ACTIONS: [&str; 16] = [
+        "json",
+        "create",
+        "start",
+        "stop",
+        "kill",
+        "restart",
+        "rename",
+        "wait",
+        "update",
+        "connect",
+        "disconnect",
+        "push",
+        "tag",
+        "load",
+        "logs",
+        "prune",
+    ];
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut kind = format!("{method} /");
+    let Some((first, rest)) = segments.split_first() else {
+        return kind;
+    };
+    kind.push_str(
+        RESOURCES
+            .iter()
+            .find(|r| *r == first)
+            .copied()
+            .unwrap_or("other"),
+    );
+    if let Some((last, middle)) = rest.split_last() {
+        if !middle.is_empty() || !ACTIONS.contains(last) {
+            kind.push_str("/{id}");
+        }
+        if ACTIONS.contains(last) {
+            kind.push('/');
+            kind.push_str(last);
+        }
+    }
+    kind
 }
 
 /// How autoredeploy introduces itself to the engine.
@@ -440,5 +518,50 @@ fn pull_message(call: &Call<'_>, line: &[u8]) -> Result<(), EngineError> {
             message: error,
         }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_kinds_are_templates_without_names() {
+        for (method, path, kind) in [
+            (
+                Method::GET,
+                "/containers/json?all=1",
+                "GET /containers/json",
+            ),
+            (
+                Method::GET,
+                "/containers/web-1/json",
+                "GET /containers/{id}/json",
+            ),
+            (
+                Method::POST,
+                "/containers/create?name=web",
+                "POST /containers/create",
+            ),
+            (
+                Method::DELETE,
+                "/containers/abc?force=1",
+                "DELETE /containers/{id}",
+            ),
+            (
+                Method::GET,
+                "/distribution/ghcr.io/me/app:1/json",
+                "GET /distribution/{id}/json",
+            ),
+            (
+                Method::POST,
+                "/services/s1/update?version=3",
+                "POST /services/{id}/update",
+            ),
+            (Method::GET, "/secret-place/x", "GET /other/{id}"),
+            (Method::GET, "/version", "GET /version"),
+        ] {
+            assert_eq!(request_kind(&method, path), kind, "{path}");
+        }
     }
 }

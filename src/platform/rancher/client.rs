@@ -15,6 +15,7 @@ use super::page_client::{PageClient, connect_timeout};
 use super::wire::{PageEnd, Service, SkippedEntry, decode_entry};
 use super::{RancherError, ServiceState, tls};
 use crate::config::RancherSettings;
+use crate::events::metrics::{PlatformCalls, status_class};
 
 /// Page size asked for: Rancher ≥ 1.3 clamps to 3000 and says so in `pagination.limit`.
 pub const PAGE_SIZE: u32 = 3000;
@@ -47,6 +48,8 @@ pub struct RancherClient {
     http: reqwest::Client,
     /// Connections for collection pages, with bounded read buffers.
     lists: PageClient,
+    /// Where each request is counted.
+    calls: PlatformCalls,
     /// `<base>/projects/<id>/services` or `<base>/services`.
     services_url: Url,
     /// Basic auth user name.
@@ -73,6 +76,7 @@ impl RancherClient {
         Ok(Self {
             http,
             lists,
+            calls: PlatformCalls::default(),
             services_url: settings.services_url.clone(),
             access_key: settings.access_key.clone(),
             secret_key: settings.secret_key.clone(),
@@ -86,6 +90,34 @@ impl RancherClient {
                 .with_max_times(settings.retry.attempts)
                 .with_total_delay(Some(settings.retry.total)),
         })
+    }
+
+    /// The same client, counting its requests in `calls`.
+    pub fn counted(mut self, calls: PlatformCalls) -> Self {
+        self.calls = calls;
+        self
+    }
+
+    /// The kind of a request to `url`, for the metrics: `GET /services` for a page of the
+    /// collection, `GET /services/{id}` for a service, `POST /services/{id}?action=upgrade`
+    /// for an action. Only names from closed sets appear in it.
+    fn request_kind(&self, method: &Method, url: &Url) -> String {
+        const ACTIONS: [&str; 4] = ["upgrade", "finishupgrade", "rollback", "cancelupgrade"];
+        if url.path().trim_end_matches('/') == self.services_url.path().trim_end_matches('/') {
+            return format!("{method} /services");
+        }
+        let action = url
+            .query_pairs()
+            .find(|(name, _)| name == "action")
+            .map(|(_, action)| {
+                ACTIONS
+                    .iter()
+                    .find(|known| **known == action)
+                    .map_or("?action=other".to_owned(), |known| {
+                        format!("?action={known}")
+                    })
+            });
+        format!("{method} /services/{{id}}{}", action.unwrap_or_default())
     }
 
     /// How many pages of the service collection may be read at the same time
@@ -140,7 +172,11 @@ impl RancherClient {
             let in_flight = self.request_slot().await;
             // Bounded from the moment the request can go out, as every other request is.
             let read = async {
-                let mut body = self.lists.get(&url, &what).await?;
+                let started = std::time::Instant::now();
+                let answer = self.lists.get(&url, &what).await;
+                let kind = || self.request_kind(&Method::GET, &url);
+                self.calls.observe(kind, result_of(&answer), started);
+                let mut body = answer?;
                 let mut splitter = CollectionSplitter::new();
                 let mut position = 0;
                 let mut hand_out = |raw: &[u8]| {
@@ -352,10 +388,16 @@ impl RancherClient {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.to_vec());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| transport(what, source))?;
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        let result = match &sent {
+            Ok(response) => status_class(response.status().as_u16()),
+            Err(error) if error.is_timeout() => "timeout",
+            Err(_) => "error",
+        };
+        self.calls
+            .observe(|| self.request_kind(method, url), result, started);
+        let response = sent.map_err(|source| transport(what, source))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -369,6 +411,15 @@ impl RancherClient {
             Err(BodyError::Transport(source)) => return Err(transport(what, source)),
         };
         Err(answer_error(what, status.as_u16(), body))
+    }
+}
+
+/// The result label of a page request's answer.
+fn result_of<T>(answer: &Result<T, RancherError>) -> &'static str {
+    match answer {
+        Ok(_) => "2xx",
+        Err(RancherError::Api { status, .. }) => status_class(*status),
+        Err(_) => "error",
     }
 }
 

@@ -34,6 +34,7 @@ pub use wire::{
 
 use crate::config::{MatchSettings, RancherTarget};
 use crate::domain::{ImageRef, TargetKind};
+use crate::events::metrics::PlatformCalls;
 use crate::journal::UnitRecord;
 use crate::platform::{BoxFuture, Platform, Prefetched, Progress, Scan, StepLog};
 use crate::shutdown::ShutdownSignal;
@@ -65,8 +66,9 @@ impl RancherPlatform {
     pub fn start(
         settings: &RancherTarget,
         shutdown: ShutdownSignal,
+        calls: PlatformCalls,
     ) -> Result<Arc<Self>, RancherError> {
-        let client = RancherClient::new(&settings.connection)?;
+        let client = RancherClient::new(&settings.connection)?.counted(calls);
         let upgrader = Upgrader::new(
             client.clone(),
             settings.upgrade.clone(),

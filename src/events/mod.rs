@@ -1,7 +1,19 @@
-//! What happened to each unit a push concerned, and to the push as a whole: one log line
-//! each, and a broadcast stream for whoever wants to follow along (the tests, later the
-//! metrics and notifications).
+//! What happened to each unit a push concerned, and to the push as a whole, and who is
+//! told:
+//!
+//! * this file logs each end as one line, counts it in the [`metrics`], and broadcasts it
+//!   to whoever follows along (the tests);
+//! * `delivery` sends what the journal's outbox holds: notifications to the configured
+//!   channels and Docker Hub callbacks, retried until they arrive or their time runs out;
+//! * `messages` writes each channel's document, `beanstalk` puts messages into a tube;
+//! * [`metrics`] holds the counters of `GET /metrics`.
 
+mod beanstalk;
+mod delivery;
+mod messages;
+pub mod metrics;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -9,6 +21,8 @@ use tokio::sync::broadcast;
 use crate::domain::{ImageRef, Outcome, UnitEnd, UnitRef};
 use crate::journal::JobId;
 use crate::platform::ScanSummary;
+pub use delivery::Delivery;
+use metrics::Metrics;
 
 /// The end of one unit's handling for one push.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +60,9 @@ pub struct JobOutcome {
     pub failed: usize,
     /// Time from taking the push off the queue to the last unit's end.
     pub duration: Duration,
+    /// For each target with a unit that was deployed (not skipped): the time from the
+    /// push to that target's last unit's end.
+    pub deployed_after: Vec<(crate::domain::TargetKind, Duration)>,
 }
 
 /// Something that has ended.
@@ -62,13 +79,16 @@ pub enum DeployEvent {
 pub struct OutcomeReporter {
     /// Subscribers that lag behind lose the oldest events, never block the deploys.
     sender: broadcast::Sender<DeployEvent>,
+    /// Where ends are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl OutcomeReporter {
-    /// A reporter whose slow subscribers may miss outcomes beyond `capacity`.
-    pub fn new(capacity: usize) -> Self {
+    /// A reporter counting into `metrics`, whose slow subscribers may miss outcomes beyond
+    /// `capacity`.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
         let (sender, _) = broadcast::channel(capacity);
-        Self { sender }
+        Self { sender, metrics }
     }
 
     /// A new stream of every outcome reported from now on.
@@ -106,6 +126,7 @@ impl OutcomeReporter {
                 "upgraded"
             ),
         }
+        self.metrics.unit_ended(&outcome);
         // No subscriber is the normal case in production.
         let _ = self.sender.send(DeployEvent::Unit(outcome));
     }
@@ -131,6 +152,7 @@ impl OutcomeReporter {
                 "push handled only in part"
             ),
         }
+        self.metrics.job_ended(&outcome);
         let _ = self.sender.send(DeployEvent::Job(outcome));
     }
 }
