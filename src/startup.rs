@@ -205,7 +205,13 @@ impl Application {
             tracing::info!("shutdown signal received");
             trigger.trigger();
         });
-        tokio::spawn(prune(journal.clone(), settings.history));
+        // Tasks that hold the journal: awaited before returning, so the data directory is
+        // free once `run` has returned.
+        let mut holders = vec![tokio::spawn(prune(
+            journal.clone(),
+            settings.history,
+            signal.clone(),
+        ))];
         for platform in &platforms {
             platform.warn_about_its_settings().await;
         }
@@ -224,7 +230,7 @@ impl Application {
                         interval,
                         queue_size: settings.deploy.queue_size,
                     };
-                    tokio::spawn(recheck.run(signal.clone()));
+                    holders.push(tokio::spawn(recheck.run(signal.clone())));
                 }
                 Err(error) => {
                     tracing::error!(%error, "the re-check cannot read registries; AUTOREDEPLOY_RECHECK_INTERVAL is not honoured");
@@ -240,7 +246,7 @@ impl Application {
             Arc::clone(&notices_written),
         ) {
             Ok(delivery) => {
-                tokio::spawn(delivery.run(signal.clone()));
+                holders.push(tokio::spawn(delivery.run(signal.clone())));
             }
             Err(error) => {
                 tracing::error!(%error, "notifications and callbacks cannot be sent; they wait in the journal");
@@ -306,16 +312,22 @@ impl Application {
         }
         let _ = http_stop.send(());
         let _ = serving.await;
+        for holder in holders {
+            let _ = holder.await;
+        }
         tracing::info!("autoredeploy stopped");
         clean
     }
 }
 
-/// Deletes ended jobs older than `history`, now and every hour.
-async fn prune(journal: Journal, history: Duration) {
+/// Deletes ended jobs older than `history`, now and every hour, until the shutdown.
+async fn prune(journal: Journal, history: Duration, shutdown: ShutdownSignal) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.triggered() => return,
+        }
         match journal.prune(history).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "old jobs deleted from the history"),

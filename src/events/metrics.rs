@@ -1,4 +1,5 @@
-//! The counters behind `GET /metrics`, in the OpenMetrics text format Prometheus scrapes.
+//! The counters behind `GET /metrics`, in the Prometheus text format (version 0.0.4),
+//! which every Prometheus and `promtool check metrics` read.
 //!
 //! Label values come from closed sets (sources, answers, targets, ends, request kinds,
 //! channels): no image name, unit name, URL or secret ever becomes a label, so the number
@@ -19,7 +20,7 @@ use crate::domain::SourceKind;
 use crate::journal::Channel;
 
 /// The media type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PushLabels {
@@ -203,15 +204,41 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics in the OpenMetrics text format, with the queue's depth as of now.
+    /// The metrics in the Prometheus text format, with the queue's depth as of now.
     pub fn encode(&self, queue_depth: usize) -> String {
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
+        prometheus_text(&text)
     }
+}
+
+/// The Prometheus text format of an OpenMetrics text without its `# EOF`: the two differ,
+/// for what is encoded here, only in that a counter's `# HELP` and `# TYPE` name it with
+/// its `_total` suffix, as its samples do.
+fn prometheus_text(open_metrics: &str) -> String {
+    let counters: Vec<&str> = open_metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open_metrics.len() + counters.len() * 16);
+    for line in open_metrics.lines() {
+        let named = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, after) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {after}"))
+        });
+        match named {
+            Some(renamed) => text.push_str(&renamed),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Where one platform's client reports its requests; reports nothing when made without
@@ -263,5 +290,27 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_their_total_in_the_prometheus_format() {
+        let metrics = Metrics::default();
+        metrics.push_answered(SourceKind::DockerHub, "accepted");
+        let text = metrics.encode(3);
+        assert!(
+            text.contains("# HELP autoredeploy_pushes_total Requests")
+                && text.contains("# TYPE autoredeploy_pushes_total counter")
+                && text.contains(
+                    "autoredeploy_pushes_total{source=\"dockerhub\",answer=\"accepted\"} 1"
+                ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE autoredeploy_queue_depth gauge\nautoredeploy_queue_depth 3"));
+        assert!(!text.contains("# EOF"));
     }
 }

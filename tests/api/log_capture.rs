@@ -58,6 +58,7 @@ fn secrets() -> Vec<String> {
         "Basic ".to_owned(),
         "Bearer ".to_owned(),
         "key=".to_owned(),
+        crate::notifications::NOTIFY_SECRET.to_owned(),
     ]
 }
 

@@ -16,6 +16,7 @@ mod limits;
 mod logging;
 mod matching;
 mod migration;
+mod notifications;
 mod oversized_answers;
 mod paging;
 mod polling;

@@ -14,4 +14,6 @@ pub mod engine_proxy;
 pub mod engine_tls;
 pub mod fake_rancher;
 pub mod flaky_proxy;
+#[allow(dead_code)]
+pub mod receiver;
 pub mod tls_proxy;
