@@ -167,8 +167,10 @@ impl Intake {
                     let tag = push.image.tag()?;
                     let reference = format!("{used}/{}:{tag}", push.image.repository());
                     let image = crate::domain::ImageRef::parse(&reference).ok()?;
+                    // The sender is owed one callback, by the push it made.
                     Some(PushEvent {
                         image,
+                        callback_url: None,
                         ..push.clone()
                     })
                 })
