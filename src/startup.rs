@@ -313,6 +313,10 @@ impl Application {
         let _ = http_stop.send(());
         let _ = serving.await;
         for holder in holders {
+            // After a clean stop the shutdown was triggered, and they end by themselves.
+            if !clean {
+                holder.abort();
+            }
             let _ = holder.await;
         }
         tracing::info!("autoredeploy stopped");

@@ -297,10 +297,18 @@ fn callback_origins(value: Option<&str>) -> Result<Vec<url::Origin>, ConfigError
         .collect()
 }
 
-/// `AUTOREDEPLOY_PUBLIC_URL`: the http or https URL autoredeploy is reached at.
+/// `AUTOREDEPLOY_PUBLIC_URL`: the http or https URL autoredeploy is reached at, kept with
+/// a trailing `/` so that routes are joined below its path.
 fn public_url(value: &str) -> Result<Url, ConfigError> {
     Url::parse(value.trim())
         .ok()
+        .map(|mut url| {
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            url
+        })
         .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
         .filter(|url| url.query().is_none() && url.username().is_empty())
         .ok_or_else(|| {
@@ -374,6 +382,18 @@ mod tests {
         .to_string();
         assert!(refused.contains("SLACK_WEBHOOK_URL"), "{refused}");
         assert!(!refused.contains("secret-part"), "{refused}");
+    }
+
+    #[test]
+    fn routes_are_joined_below_the_public_url_s_path() {
+        for given in ["https://example.com/deploy", "https://example.com/deploy/"] {
+            let url = public_url(given).unwrap();
+            assert_eq!(
+                url.join("jobs/7").unwrap().as_str(),
+                "https://example.com/deploy/jobs/7"
+            );
+        }
+        assert!(public_url("ftp://example.com").is_err());
     }
 
     #[test]

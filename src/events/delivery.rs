@@ -5,6 +5,7 @@
 //! A notification URL is a secret: no log line or error here shows one. Transport errors
 //! are stripped of their URL before they are kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ use crate::shutdown::ShutdownSignal;
 
 /// Notices tried at the same time.
 const BATCH: usize = 16;
+
+/// How long a notice taken for an attempt is not due again: longer than the attempt may
+/// take, so that it is attempted again only if its end was never recorded (a crash).
+const LEASE: Duration = Duration::from_secs(60);
 
 /// Time allowed for one HTTP delivery.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,41 +113,81 @@ impl Delivery {
 
     /// Delivers notices as they become due, until the shutdown. What is left waits in the
     /// journal for the next start.
+    ///
+    /// Each notice is attempted in a task of its own, at most [`BATCH`] at a time, so one
+    /// receiver that hangs holds up nothing but its own notices.
     pub async fn run(self, shutdown: ShutdownSignal) {
         let delivery = Arc::new(self);
+        let mut attempts = JoinSet::new();
+        // The notice of each attempt in flight, by task.
+        let mut in_flight = HashMap::new();
+        // Set when the journal could not be read or written; the pause grows while that
+        // lasts, so that it is not asked in a tight loop, nor a notice it could not mark
+        // sent sent again at once.
+        let mut troubled = false;
+        let mut journal_pause = FIRST_PAUSE;
         while !shutdown.is_triggered() {
-            let due = match delivery.journal.due_notices(BATCH).await {
-                Ok(due) => due,
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the outbox; trying again");
-                    Vec::new()
+            let wait = if troubled {
+                troubled = false;
+                let pause = journal_pause;
+                journal_pause = (journal_pause * 2).min(IDLE);
+                pause
+            } else {
+                let room = BATCH.saturating_sub(attempts.len());
+                let claimed = match room {
+                    0 => Ok(Vec::new()),
+                    _ => delivery.journal.claim_notices(room, LEASE).await,
+                };
+                let next = match claimed {
+                    Ok(notices) => {
+                        for notice in notices {
+                            let id = notice.id;
+                            let task = attempts.spawn(Arc::clone(&delivery).attempt(notice));
+                            in_flight.insert(task.id(), id);
+                        }
+                        delivery.journal.next_notice_in().await
+                    }
+                    Err(error) => Err(error),
+                };
+                match next {
+                    Ok(next) => {
+                        journal_pause = FIRST_PAUSE;
+                        next.map_or(IDLE, |next| next.clamp(Duration::from_millis(10), IDLE))
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the outbox; trying again");
+                        troubled = true;
+                        continue;
+                    }
                 }
-            };
-            if !due.is_empty() {
-                let mut attempts = JoinSet::new();
-                for notice in due {
-                    attempts.spawn(Arc::clone(&delivery).attempt(notice));
-                }
-                tokio::select! {
-                    () = async { while attempts.join_next().await.is_some() {} } => continue,
-                    () = shutdown.triggered() => return,
-                }
-            }
-            let wait = match delivery.journal.next_notice_in().await {
-                Ok(Some(next)) => next.clamp(Duration::from_millis(10), IDLE),
-                Ok(None) => IDLE,
-                Err(_) => FIRST_PAUSE,
             };
             tokio::select! {
+                Some(ended) = attempts.join_next_with_id(), if !attempts.is_empty() => {
+                    // An attempt that panicked left its notice as it was: it waits for its
+                    // lease to end.
+                    let (task, recorded) = match ended {
+                        Ok((task, recorded)) => (task, recorded),
+                        Err(error) => (error.id(), false),
+                    };
+                    in_flight.remove(&task);
+                    troubled = !recorded;
+                }
                 () = tokio::time::sleep(wait) => {}
                 () = delivery.written.notified() => {}
-                () = shutdown.triggered() => return,
+                () = shutdown.triggered() => break,
             }
+        }
+        // The attempts cut short are due again at the next start, not after their lease.
+        attempts.shutdown().await;
+        let cut_short: Vec<i64> = in_flight.into_values().collect();
+        if let Err(error) = delivery.journal.release_notices(cut_short).await {
+            tracing::warn!(%error, "cannot release the notifications being sent at the shutdown; they are sent again a minute after the next start");
         }
     }
 
-    /// One attempt at `notice`, and what the outbox keeps of it.
-    async fn attempt(self: Arc<Self>, notice: Notice) {
+    /// One attempt at `notice`, and what the outbox keeps of it. Returns whether the
+    /// journal recorded that.
+    async fn attempt(self: Arc<Self>, notice: Notice) -> bool {
         let channel = notice.channel.as_str();
         let (job, attempts) = (notice.job, notice.attempts + 1);
         let failure = match self.send(&notice).await {
@@ -168,16 +213,22 @@ impl Delivery {
             .saturating_mul(2u32.saturating_pow(notice.attempts.min(16)))
             .min(MAX_PAUSE);
         tracing::warn!(%job, channel, attempts, %error, retry_in_s = pause.as_secs_f64(), "notification not delivered; trying again");
-        if let Err(error) = self.journal.retry_notice(notice.id, pause, error).await {
-            tracing::error!(%job, channel, %error, "cannot record the failed notification attempt");
+        match self.journal.retry_notice(notice.id, pause, error).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%job, channel, %error, "cannot record the failed notification attempt");
+                false
+            }
         }
     }
 
-    /// Takes a notice out of the outbox.
-    async fn forget(&self, notice: &Notice) {
-        if let Err(error) = self.journal.remove_notice(notice.id).await {
+    /// Takes a notice out of the outbox; returns whether the journal recorded that.
+    async fn forget(&self, notice: &Notice) -> bool {
+        let removed = self.journal.remove_notice(notice.id).await;
+        if let Err(error) = &removed {
             tracing::error!(job = %notice.job, channel = notice.channel.as_str(), %error, "cannot take the notification out of the outbox; it may be sent again");
         }
+        removed.is_ok()
     }
 
     /// Sends `notice` once.
@@ -187,58 +238,55 @@ impl Delivery {
             Ok(None) => return Err(Failure::Never("its job is no longer in the journal".into())),
             Err(error) => return Err(Failure::Again(error.to_string())),
         };
-        let not_set = |variable: &str| Failure::Never(format!("{variable} is not set any more"));
         let channels = &self.channels;
-        match notice.channel {
+        let (url, document, variable) = match notice.channel {
+            Channel::Beanstalk => return self.put(notice, &job).await,
+            Channel::Callback => return self.call_back(notice, &job).await,
             Channel::Slack => {
                 let (url, username) = channels
                     .slack
                     .as_ref()
-                    .ok_or_else(|| not_set("SLACK_WEBHOOK_URL"))?;
-                let message = messages::slack(&job, username.as_deref());
-                self.post(url.expose_secret(), &message, None).await
+                    .map(|(url, name)| (url, name))
+                    .unzip();
+                let username = username.and_then(Option::as_deref);
+                (url, messages::slack(&job, username), "SLACK_WEBHOOK_URL")
             }
-            Channel::Teams => {
-                let url = channels
-                    .teams
-                    .as_ref()
-                    .ok_or_else(|| not_set("TEAMS_WEBHOOK_URL"))?;
-                self.post(url.expose_secret(), &messages::teams(&job), None)
-                    .await
-            }
-            Channel::Discord => {
-                let url = channels
-                    .discord
-                    .as_ref()
-                    .ok_or_else(|| not_set("DISCORD_WEBHOOK_URL"))?;
-                self.post(url.expose_secret(), &messages::discord(&job), None)
-                    .await
-            }
-            Channel::Webhook => {
-                let url = channels
-                    .webhook
-                    .as_ref()
-                    .ok_or_else(|| not_set("AUTOREDEPLOY_NOTIFY_URL"))?;
-                let message = messages::webhook(&job);
-                self.post(url.expose_secret(), &message, Some(notice.id))
-                    .await
-            }
-            Channel::Beanstalk => {
-                let flags = channels
-                    .beanstalk
-                    .as_ref()
-                    .ok_or_else(|| not_set("NOTIFY_FLAGS"))?;
-                let unit = notice
-                    .unit_seq
-                    .and_then(|seq| job.units.iter().find(|unit| unit.seq == seq))
-                    .ok_or_else(|| Failure::Never("its unit is no longer in the journal".into()))?;
-                let message = messages::beanstalk(&job, unit, &flags.template);
-                beanstalk::put(&flags.address, &flags.tube, &message)
-                    .await
-                    .map_err(Failure::Again)
-            }
-            Channel::Callback => self.call_back(notice, &job).await,
-        }
+            Channel::Teams => (
+                channels.teams.as_ref(),
+                messages::teams(&job),
+                "TEAMS_WEBHOOK_URL",
+            ),
+            Channel::Discord => (
+                channels.discord.as_ref(),
+                messages::discord(&job),
+                "DISCORD_WEBHOOK_URL",
+            ),
+            Channel::Webhook => (
+                channels.webhook.as_ref(),
+                messages::webhook(&job),
+                "AUTOREDEPLOY_NOTIFY_URL",
+            ),
+        };
+        let url = url.ok_or_else(|| not_set(variable))?;
+        let delivery = (notice.channel == Channel::Webhook).then_some(notice.id);
+        self.post(url.expose_secret(), &document, delivery).await
+    }
+
+    /// Puts symfoni/deployer's message about the notice's unit into the beanstalkd tube.
+    async fn put(&self, notice: &Notice, job: &JobNotice) -> Result<(), Failure> {
+        let flags = self
+            .channels
+            .beanstalk
+            .as_ref()
+            .ok_or_else(|| not_set("NOTIFY_FLAGS"))?;
+        let unit = notice
+            .unit_seq
+            .and_then(|seq| job.units.iter().find(|unit| unit.seq == seq))
+            .ok_or_else(|| Failure::Never("its unit is no longer in the journal".into()))?;
+        let message = messages::beanstalk(job, unit, &flags.template);
+        beanstalk::put(&flags.address, &flags.tube, &message)
+            .await
+            .map_err(Failure::Again)
     }
 
     /// Posts Docker Hub's callback document, if its URL is one of the allowed origins.
@@ -292,6 +340,11 @@ impl Delivery {
             _ => Err(Failure::Never(format!("answered {status}"))),
         }
     }
+}
+
+/// A notice for a channel whose setting was removed since: it can never be sent.
+fn not_set(variable: &str) -> Failure {
+    Failure::Never(format!("{variable} is not set any more"))
 }
 
 /// A transport error and its causes, without the URL, which may hold a secret.

@@ -93,8 +93,8 @@ impl Default for Metrics {
         let pushes = Family::<PushLabels, Counter>::default();
         registry.register(
             "pushes",
-            "Requests of the push routes, by sender and answer (accepted, coalesced, ignored, \
-             or the refusal's status code)",
+            "Requests of the push routes, by sender and answer (accepted, ignored, or the \
+             refusal's status code)",
             pushes.clone(),
         );
         let jobs = Family::<OutcomeLabels, Counter>::default();

@@ -50,7 +50,7 @@ impl Intake {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .is_some_and(|candidate| key.verify(candidate));
-        if let Some(refusal) = self.judge_caller(client, authorized) {
+        if let Some(refusal) = self.judge_caller_with(&self.metrics_limiter, client, authorized) {
             return refusal;
         }
         let depth = match self.journal.queue_depth().await {

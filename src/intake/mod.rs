@@ -63,6 +63,9 @@ pub struct Intake {
     shutdown: ShutdownSignal,
     /// Failed authentications per client.
     limiter: Arc<FailureLimiter>,
+    /// Failed authentications of `/metrics` per client, counted apart: a scraper with a
+    /// stale key never locks out the pushes from behind the same address.
+    metrics_limiter: Arc<FailureLimiter>,
     /// Proxies whose `X-Forwarded-For` names the client.
     trusted_proxies: Vec<IpNet>,
     /// Repositories whose pushes are accepted; empty means all.
@@ -105,6 +108,7 @@ impl Intake {
             queue_size,
             shutdown,
             limiter: Arc::new(FailureLimiter::new(access.auth_failures_per_minute)),
+            metrics_limiter: Arc::new(FailureLimiter::new(access.auth_failures_per_minute)),
             trusted_proxies: access.trusted_proxies.clone(),
             allowed_repos: access.allowed_repos.clone(),
             registry_aliases: access.registry_aliases.clone(),
@@ -164,7 +168,17 @@ impl Intake {
     /// Refuses a caller that failed to authenticate too often, or one that is not
     /// `authorized` (which counts as a failure). `None` lets the request go on.
     fn judge_caller(&self, client: IpAddr, authorized: bool) -> Option<Response> {
-        if let Some(lockout) = self.limiter.blocked(client) {
+        self.judge_caller_with(&self.limiter, client, authorized)
+    }
+
+    /// [`Self::judge_caller`], counting failures in `limiter`.
+    fn judge_caller_with(
+        &self,
+        limiter: &FailureLimiter,
+        client: IpAddr,
+        authorized: bool,
+    ) -> Option<Response> {
+        if let Some(lockout) = limiter.blocked(client) {
             let counted_as = lockout.counter.to_string();
             if authorized {
                 tracing::error!(
@@ -195,7 +209,7 @@ impl Intake {
             return Some(response);
         }
         if !authorized {
-            self.limiter.record_failure(client);
+            limiter.record_failure(client);
             tracing::warn!(%client, "request refused: missing or wrong key");
             return Some(unauthorized());
         }

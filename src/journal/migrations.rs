@@ -6,7 +6,7 @@ use rusqlite::Connection;
 /// Migration `i` takes a journal from version `i` to `i + 1`. Version 1 is the schema of
 /// release 0.1.0, which did not set `user_version`: its statements create nothing that
 /// exists already, so a 0.1.0 journal (version 0 with its tables) passes through it as it is.
-const MIGRATIONS: [&str; 4] = [
+pub(super) const MIGRATIONS: [&str; 4] = [
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),

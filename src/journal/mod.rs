@@ -447,10 +447,25 @@ impl Journal {
             .await
     }
 
-    /// The notices due now, oldest first, at most `limit`.
-    pub async fn due_notices(&self, limit: usize) -> Result<Vec<Notice>, JournalError> {
+    /// Takes the notices due now, oldest first, at most `limit`: each is not due again for
+    /// `lease`, the time its attempt may take (then it is, if the attempt never recorded its
+    /// end, as after a crash).
+    pub async fn claim_notices(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Notice>, JournalError> {
         self.writer
-            .call(move |db| outbox::due(db, now_ms(), limit))
+            .call(move |db| {
+                let now = now_ms();
+                let due = outbox::due(db, now, limit)?;
+                let mut lease_until =
+                    db.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1")?;
+                for notice in &due {
+                    lease_until.execute(params![notice.id, now + lease.as_millis() as i64])?;
+                }
+                Ok(due)
+            })
             .await
     }
 
@@ -458,6 +473,24 @@ impl Journal {
     pub async fn next_notice_in(&self) -> Result<Option<Duration>, JournalError> {
         let next = self.writer.call(outbox::next_due).await?;
         Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// Makes `notices` due now again: their attempts were cut short.
+    pub async fn release_notices(&self, notices: Vec<i64>) -> Result<(), JournalError> {
+        if notices.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .call(move |db| {
+                let mut release =
+                    db.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1")?;
+                let now = now_ms();
+                for notice in notices {
+                    release.execute(params![notice, now])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Deletes a notice: delivered, or given up.
@@ -510,13 +543,15 @@ impl Journal {
             .map(|depth| depth as usize)
     }
 
-    /// Deletes ended jobs that ended more than `age` ago; returns how many.
+    /// Deletes ended jobs that ended more than `age` ago, except those with a notice still
+    /// in the outbox; returns how many.
     pub async fn prune(&self, age: Duration) -> Result<usize, JournalError> {
         self.writer
             .call(move |db| {
                 let cutoff = now_ms() - age.as_millis() as i64;
                 db.execute(
-                    "DELETE FROM jobs WHERE state IN ('done', 'failed') AND finished_at < ?1",
+                    "DELETE FROM jobs WHERE state IN ('done', 'failed') AND finished_at < ?1
+                     AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.job_id = jobs.id)",
                     params![cutoff],
                 )
             })

@@ -153,12 +153,17 @@ pub(super) fn enqueue(
     Ok(written)
 }
 
+/// The channels this release sends to, as an SQL list: a notice of another (left by a
+/// newer release) waits for it, instead of stopping the others.
+pub(super) const KNOWN_CHANNELS: &str =
+    "('slack', 'teams', 'discord', 'webhook', 'beanstalk', 'callback')";
+
 /// The notices due at `now`, oldest first, at most `limit`.
 pub(super) fn due(db: &Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Notice>> {
-    let mut statement = db.prepare_cached(
+    let mut statement = db.prepare_cached(&format!(
         "SELECT id, job_id, channel, unit_seq, callback_url, attempts, created_at FROM outbox
-         WHERE next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
-    )?;
+         WHERE next_at <= ?1 AND channel IN {KNOWN_CHANNELS} ORDER BY next_at, id LIMIT ?2"
+    ))?;
     let rows = statement.query_map(params![now, limit as i64], |row| {
         let channel: String = row.get(2)?;
         Ok(Notice {
@@ -182,7 +187,11 @@ pub(super) fn due(db: &Connection, now: i64, limit: usize) -> rusqlite::Result<V
 
 /// When the next notice is due, if one waits.
 pub(super) fn next_due(db: &Connection) -> rusqlite::Result<Option<i64>> {
-    db.query_row("SELECT MIN(next_at) FROM outbox", [], |row| row.get(0))
+    db.query_row(
+        &format!("SELECT MIN(next_at) FROM outbox WHERE channel IN {KNOWN_CHANNELS}"),
+        [],
+        |row| row.get(0),
+    )
 }
 
 /// A job as its notices tell it, if it is still in the journal.

@@ -457,7 +457,10 @@ async fn notices_of(ends: &[UnitEnd], plan: &NoticePlan, callbacks: &[&str]) -> 
             .unwrap();
     }
     journal.finish_job(job, None, plan).await.unwrap();
-    let due = journal.due_notices(100).await.unwrap();
+    let due = journal
+        .claim_notices(100, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert!(
         due.iter()
             .all(|notice| notice.job == job && notice.attempts == 0)
@@ -510,4 +513,86 @@ async fn every_merged_push_gets_its_callback_whatever_the_setting() {
         notices,
         [format!("callback:{first}"), format!("callback:{second}")]
     );
+}
+
+#[test]
+fn the_channel_list_of_the_outbox_queries_names_every_channel() {
+    for channel in Channel::ALL {
+        assert!(
+            outbox::KNOWN_CHANNELS.contains(&format!("'{}'", channel.as_str())),
+            "{channel:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_with_a_notice_still_in_the_outbox_is_not_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let mut pushed = push("myorg/web");
+    pushed.callback_url = Some(url::Url::parse("https://registry.hub.docker.com/hook/1/").unwrap());
+    let job = journal.accept(&pushed, 10).await.unwrap().job;
+    journal.start_job(job).await.unwrap();
+    journal
+        .finish_job(job, None, &NoticePlan::callbacks_only())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(journal.prune(Duration::ZERO).await.unwrap(), 0);
+    let notice = journal
+        .claim_notices(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .remove(0);
+    let claimed = journal.claim_notices(10, Duration::from_secs(60)).await;
+    assert!(
+        claimed.unwrap().is_empty(),
+        "a notice is taken once per lease"
+    );
+    journal.release_notices(vec![notice.id]).await.unwrap();
+    let released = journal.claim_notices(10, Duration::from_secs(60)).await;
+    assert_eq!(released.unwrap()[0].id, notice.id);
+    journal.remove_notice(notice.id).await.unwrap();
+    assert_eq!(journal.prune(Duration::ZERO).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_waiting_job_s_callback_is_carried_over_from_a_version_3_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = "https://registry.hub.docker.com/u/myorg/web/hook/1/";
+    {
+        let db = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        for (version, statements) in migrations::MIGRATIONS.iter().take(3).enumerate() {
+            db.execute_batch(statements).unwrap();
+            db.pragma_update(None, "user_version", version as i64 + 1)
+                .unwrap();
+        }
+        for (state, finished) in [("done", Some(2)), ("queued", None)] {
+            db.execute(
+                "INSERT INTO jobs (image, pushes, state, received_at, last_push_at, finished_at, callback_url)
+                 VALUES ('docker.io/myorg/web:latest', 1, ?1, 1, 1, ?2, ?3)",
+                params![state, finished, hook],
+            )
+            .unwrap();
+        }
+    }
+    let journal = Journal::open(dir.path()).unwrap();
+    let waiting = journal.runnable().await.unwrap().remove(0).id;
+    assert_eq!(waiting, JobId(2));
+    journal.start_job(waiting).await.unwrap();
+    journal
+        .finish_job(waiting, None, &NoticePlan::callbacks_only())
+        .await
+        .unwrap();
+    let notices = journal
+        .claim_notices(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        notices.len(),
+        1,
+        "the ended job's callback is not owed any more"
+    );
+    assert_eq!(notices[0].job, waiting);
+    assert_eq!(notices[0].callback_url.as_deref(), Some(hook));
 }

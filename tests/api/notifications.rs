@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, WEBHOOK_KEY, push_body, skip_unless_ci, spawn_app_with};
 use crate::support::fake_rancher::{FakeRancher, spec::service};
-use crate::support::receiver::Receiver;
+use crate::support::receiver::{NEVER, Receiver};
 
 /// Part of every notification URL and callback the tests configure: it must appear in no
 /// log line (see `log_capture`).
@@ -234,7 +234,8 @@ async fn a_receiver_that_fails_then_recovers_gets_the_notification_once() {
 #[tokio::test]
 async fn a_receiver_that_never_recovers_costs_the_job_nothing_and_is_given_up() {
     let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
-    let receiver = Receiver::start(&[503]).await;
+    // It holds every request without answering, then times out, then refuses.
+    let receiver = Receiver::start(&[NEVER, 503]).await;
     let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
     let mut app = spawn_app_with(
         &rancher,
@@ -252,22 +253,59 @@ async fn a_receiver_that_never_recovers_costs_the_job_nothing_and_is_given_up() 
             .iter()
             .all(|unit| unit.outcome.end.as_str() == "upgraded")
     );
+    // While the first notification hangs (10 s, until it times out), a push is deployed
+    // at once.
+    receiver.wait_for("/webhook/", 1).await;
+    let started = std::time::Instant::now();
+    let (_, outcome) = app.push_and_wait("myorg/web", Some("latest")).await;
+    assert_eq!(outcome.upgraded, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the job waited for the notification: {:?}",
+        started.elapsed()
+    );
+    // Both are given up once AUTOREDEPLOY_NOTIFY_RETRY_FOR has passed.
+    app.wait_for_sample(
+        r#"autoredeploy_notifications_total{channel="webhook",result="dropped"}"#,
+        2.0,
+    )
+    .await;
+    let attempts = receiver.received().len();
+    assert!(attempts >= 3, "{attempts} attempts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.received().len(),
+        attempts,
+        "no attempt after they were dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_notification_is_dropped_at_once() {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let receiver = Receiver::start(&[302, 200]).await;
+    let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
+    let mut app = spawn_app_with(
+        &rancher,
+        &[
+            ("AUTOREDEPLOY_NOTIFY_URL", &url),
+            ("AUTOREDEPLOY_METRICS_KEY", METRICS_KEY),
+        ],
+    )
+    .await;
+    app.push_and_wait("myorg/web", Some("latest")).await;
     app.wait_for_sample(
         r#"autoredeploy_notifications_total{channel="webhook",result="dropped"}"#,
         1.0,
     )
     .await;
-    let attempts = receiver.received().len();
-    assert!(attempts >= 2, "{attempts} attempts");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
     assert_eq!(
-        receiver.received().len(),
-        attempts,
-        "no attempt after it was dropped"
+        paths,
+        [format!("/webhook/{NOTIFY_SECRET}")],
+        "neither followed nor tried again"
     );
-    // The next push is deployed as if nothing had happened.
-    let (_, outcome) = app.push_and_wait("myorg/web", Some("latest")).await;
-    assert_eq!(outcome.upgraded, 1);
 }
 
 #[tokio::test]

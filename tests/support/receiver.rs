@@ -1,12 +1,16 @@
 //! A local HTTP receiver standing in for Slack, Teams, Discord, a generic webhook or Docker
 //! Hub's callback: it records every request and answers each with the next status of a
-//! script (the last one repeating), on 127.0.0.1.
+//! script (the last one repeating), on 127.0.0.1. A redirect points at `/followed`; the
+//! status [`NEVER`] never answers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use warp::Filter;
 use warp::http::{HeaderMap, StatusCode};
+
+/// The status of a script that holds the request without ever answering.
+pub const NEVER: u16 = 0;
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -54,21 +58,34 @@ impl Receiver {
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
-            .map(
+            .then(
                 move |path: warp::path::FullPath, query: String, headers, body| {
-                    let mut log = log.lock().unwrap();
-                    let answered = script[log.len().min(script.len() - 1)];
-                    let path = match query.is_empty() {
-                        true => path.as_str().to_owned(),
-                        false => format!("{}?{query}", path.as_str()),
+                    let answered = {
+                        let mut log = log.lock().unwrap();
+                        let answered = script[log.len().min(script.len() - 1)];
+                        let path = match query.is_empty() {
+                            true => path.as_str().to_owned(),
+                            false => format!("{}?{query}", path.as_str()),
+                        };
+                        log.push(Received {
+                            path,
+                            headers,
+                            body: serde_json::from_slice(body_bytes(&body)).unwrap_or_default(),
+                            answered,
+                        });
+                        answered
                     };
-                    log.push(Received {
-                        path,
-                        headers,
-                        body: serde_json::from_slice(body_bytes(&body)).unwrap_or_default(),
-                        answered,
-                    });
-                    warp::reply::with_status("", StatusCode::from_u16(answered).unwrap())
+                    async move {
+                        if answered == NEVER {
+                            std::future::pending::<()>().await;
+                        }
+                        let status = StatusCode::from_u16(answered).unwrap();
+                        warp::reply::with_header(
+                            warp::reply::with_status("", status),
+                            "location",
+                            "/followed",
+                        )
+                    }
                 },
             );
         let task = tokio::spawn(warp::serve(route).incoming(listener).run());
