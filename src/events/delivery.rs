@@ -22,7 +22,7 @@ use crate::journal::{Channel, JobNotice, Journal, Notice, NoticePlan};
 use crate::shutdown::ShutdownSignal;
 
 /// Notices tried at the same time.
-const BATCH: usize = 16;
+const AT_ONCE: usize = 16;
 
 /// How long a notice taken for an attempt is not due again: longer than the attempt may
 /// take, so that it is attempted again only if its end was never recorded (a crash).
@@ -114,7 +114,7 @@ impl Delivery {
     /// Delivers notices as they become due, until the shutdown. What is left waits in the
     /// journal for the next start.
     ///
-    /// Each notice is attempted in a task of its own, at most [`BATCH`] at a time, so one
+    /// Each notice is attempted in a task of its own, at most [`AT_ONCE`] at a time, so one
     /// receiver that hangs holds up nothing but its own notices.
     pub async fn run(self, shutdown: ShutdownSignal) {
         let delivery = Arc::new(self);
@@ -133,12 +133,14 @@ impl Delivery {
                 journal_pause = (journal_pause * 2).min(IDLE);
                 pause
             } else {
-                let room = BATCH.saturating_sub(attempts.len());
+                let room = AT_ONCE.saturating_sub(attempts.len());
                 let claimed = match room {
+                    // The end of an attempt wakes the loop.
                     0 => Ok(Vec::new()),
                     _ => delivery.journal.claim_notices(room, LEASE).await,
                 };
                 let next = match claimed {
+                    Ok(_) if room == 0 => Ok(None),
                     Ok(notices) => {
                         for notice in notices {
                             let id = notice.id;
