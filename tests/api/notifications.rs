@@ -190,19 +190,27 @@ async fn a_callback_outside_the_allowed_origins_is_never_called() {
     assert!(receiver.received().is_empty());
 }
 
+/// A service running `myorg/web:latest`, a generic-webhook receiver answering `script`,
+/// and an app notifying it, with the metrics on and `more` settings.
+async fn notifying_webhook(
+    script: &[u16],
+    more: &[(&str, &str)],
+) -> (FakeRancher, Receiver, TestApp) {
+    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
+    let receiver = Receiver::start(script).await;
+    let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
+    let mut settings = vec![
+        ("AUTOREDEPLOY_NOTIFY_URL", url.as_str()),
+        ("AUTOREDEPLOY_METRICS_KEY", METRICS_KEY),
+    ];
+    settings.extend_from_slice(more);
+    let app = spawn_app_with(&rancher, &settings).await;
+    (rancher, receiver, app)
+}
+
 #[tokio::test]
 async fn a_receiver_that_fails_then_recovers_gets_the_notification_once() {
-    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
-    let receiver = Receiver::start(&[500, 503, 200]).await;
-    let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
-    let mut app = spawn_app_with(
-        &rancher,
-        &[
-            ("AUTOREDEPLOY_NOTIFY_URL", &url),
-            ("AUTOREDEPLOY_METRICS_KEY", METRICS_KEY),
-        ],
-    )
-    .await;
+    let (_rancher, receiver, mut app) = notifying_webhook(&[500, 503, 200], &[]).await;
     let (_, outcome) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert_eq!(outcome.upgraded, 1);
     let received = receiver.wait_for("/webhook/", 3).await;
@@ -233,19 +241,9 @@ async fn a_receiver_that_fails_then_recovers_gets_the_notification_once() {
 
 #[tokio::test]
 async fn a_receiver_that_never_recovers_costs_the_job_nothing_and_is_given_up() {
-    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
     // It holds every request without answering, then times out, then refuses.
-    let receiver = Receiver::start(&[NEVER, 503]).await;
-    let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
-    let mut app = spawn_app_with(
-        &rancher,
-        &[
-            ("AUTOREDEPLOY_NOTIFY_URL", &url),
-            ("AUTOREDEPLOY_NOTIFY_RETRY_FOR", "2s"),
-            ("AUTOREDEPLOY_METRICS_KEY", METRICS_KEY),
-        ],
-    )
-    .await;
+    let retry_for = [("AUTOREDEPLOY_NOTIFY_RETRY_FOR", "2s")];
+    let (_rancher, receiver, mut app) = notifying_webhook(&[NEVER, 503], &retry_for).await;
     let (units, outcome) = app.push_and_wait("myorg/web", Some("latest")).await;
     assert_eq!(outcome.upgraded, 1);
     assert!(
@@ -282,17 +280,7 @@ async fn a_receiver_that_never_recovers_costs_the_job_nothing_and_is_given_up() 
 
 #[tokio::test]
 async fn a_redirect_is_not_followed_and_the_notification_is_dropped_at_once() {
-    let rancher = FakeRancher::start(vec![service("web", "docker:myorg/web:latest")]).await;
-    let receiver = Receiver::start(&[302, 200]).await;
-    let url = receiver.url(&format!("/webhook/{NOTIFY_SECRET}"));
-    let mut app = spawn_app_with(
-        &rancher,
-        &[
-            ("AUTOREDEPLOY_NOTIFY_URL", &url),
-            ("AUTOREDEPLOY_METRICS_KEY", METRICS_KEY),
-        ],
-    )
-    .await;
+    let (_rancher, receiver, mut app) = notifying_webhook(&[302, 200], &[]).await;
     app.push_and_wait("myorg/web", Some("latest")).await;
     app.wait_for_sample(
         r#"autoredeploy_notifications_total{channel="webhook",result="dropped"}"#,
