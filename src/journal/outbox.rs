@@ -66,6 +66,7 @@ pub struct NoticePlan {
 
 impl NoticePlan {
     /// No channel: only callbacks are written.
+    #[cfg(test)]
     pub fn callbacks_only() -> Self {
         Self {
             channels: Vec::new(),
@@ -155,14 +156,20 @@ pub(super) fn enqueue(
 
 /// The channels this release sends to, as an SQL list: a notice of another (left by a
 /// newer release) waits for it, instead of stopping the others.
-pub(super) const KNOWN_CHANNELS: &str =
-    "('slack', 'teams', 'discord', 'webhook', 'beanstalk', 'callback')";
+fn known_channels() -> String {
+    let names: Vec<String> = Channel::ALL
+        .iter()
+        .map(|channel| format!("'{}'", channel.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
 
 /// The notices due at `now`, oldest first, at most `limit`.
 pub(super) fn due(db: &Connection, now: i64, limit: usize) -> rusqlite::Result<Vec<Notice>> {
     let mut statement = db.prepare_cached(&format!(
         "SELECT id, job_id, channel, unit_seq, callback_url, attempts, created_at FROM outbox
-         WHERE next_at <= ?1 AND channel IN {KNOWN_CHANNELS} ORDER BY next_at, id LIMIT ?2"
+         WHERE next_at <= ?1 AND channel IN {} ORDER BY next_at, id LIMIT ?2",
+        known_channels()
     ))?;
     let rows = statement.query_map(params![now, limit as i64], |row| {
         let channel: String = row.get(2)?;
@@ -188,7 +195,10 @@ pub(super) fn due(db: &Connection, now: i64, limit: usize) -> rusqlite::Result<V
 /// When the next notice is due, if one waits.
 pub(super) fn next_due(db: &Connection) -> rusqlite::Result<Option<i64>> {
     db.query_row(
-        &format!("SELECT MIN(next_at) FROM outbox WHERE channel IN {KNOWN_CHANNELS}"),
+        &format!(
+            "SELECT MIN(next_at) FROM outbox WHERE channel IN {}",
+            known_channels()
+        ),
         [],
         |row| row.get(0),
     )

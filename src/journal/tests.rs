@@ -515,16 +515,6 @@ async fn every_merged_push_gets_its_callback_whatever_the_setting() {
     );
 }
 
-#[test]
-fn the_channel_list_of_the_outbox_queries_names_every_channel() {
-    for channel in Channel::ALL {
-        assert!(
-            outbox::KNOWN_CHANNELS.contains(&format!("'{}'", channel.as_str())),
-            "{channel:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_job_with_a_notice_still_in_the_outbox_is_not_pruned() {
     let dir = tempfile::tempdir().unwrap();
